@@ -1,0 +1,47 @@
+"""Model configuration: the few numbers that define a HybridLM."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "gated_deltanet"  # the linear mixer used in "L" layers
+    layout: str = "pure"  # see harness.layout
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4  # heads of the linear mixer
+    vocab_size: int = 256
+    mlp_ratio: float = 4.0  # SwiGLU hidden = round_up(d_model * mlp_ratio * 2/3, mlp_multiple), as fla
+    mlp_multiple: int = 32
+    attn_heads: Optional[int] = None  # softmax heads (default: n_heads)
+    attn_kv_heads: Optional[int] = None  # GQA (default: attn_heads)
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = False
+    mixer_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for the linear variant
+    attn_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for the attention mixer
+    mode: str = "chunk"  # default parallel path of linear mixers: "chunk" or "recurrent"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def mlp_hidden(self) -> int:
+        h = int(self.d_model * self.mlp_ratio * 2 / 3)
+        m = self.mlp_multiple
+        return m * ((h + m - 1) // m)

@@ -1,0 +1,105 @@
+"""The conformance checks every variant must pass (run by tests/test_conformance.py for every
+registered variant, built-in or plug-in; plug-in authors can call `check_variant` in their own tests).
+
+All checks run in float64 on small random inputs, so tolerances can be tight.
+"""
+from __future__ import annotations
+
+import torch
+
+from harness.config import ModelConfig
+from harness.mixer import Mixer
+from harness.model import HybridLM
+from harness.registry import get_variant
+
+D_MODEL, N_HEADS, BATCH, SEQ = 32, 2, 2, 70  # 70 tokens: several chunks, and a ragged last one
+
+
+def make_mixer(name: str, seed: int = 0, **kwargs) -> Mixer:
+    torch.manual_seed(seed)
+    mixer = get_variant(name)(D_MODEL, N_HEADS, **kwargs).double()
+    with torch.no_grad():  # move every parameter off its init so gates and norms are exercised
+        for p in mixer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return mixer
+
+
+def check_chunk_equals_recurrent(name: str, atol: float = 1e-9) -> None:
+    mixer = make_mixer(name)
+    x = torch.randn(BATCH, SEQ, D_MODEL, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for mode in ("chunk", "recurrent"):
+        mixer.zero_grad()
+        x.grad = None
+        y, state = mixer(x, mode=mode)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        outs.append((y.detach(), {k: v.detach() for k, v in state.items()}))
+        grads.append([x.grad.clone()] + [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in mixer.parameters()])
+    (y_c, s_c), (y_r, s_r) = outs
+    torch.testing.assert_close(y_c, y_r, atol=atol, rtol=1e-7, msg=f"{name}: chunk vs recurrent outputs differ")
+    for k in s_r:
+        torch.testing.assert_close(s_c[k], s_r[k], atol=atol, rtol=1e-7, msg=f"{name}: final state {k!r} differs")
+    names = ["input"] + [n for n, _ in mixer.named_parameters()]
+    for n, g_c, g_r in zip(names, *grads):
+        torch.testing.assert_close(g_c, g_r, atol=atol, rtol=1e-7, msg=f"{name}: gradient of {n} differs")
+
+
+def check_causal(name: str, t: int = 40) -> None:
+    mixer = make_mixer(name)
+    x = torch.randn(BATCH, SEQ, D_MODEL, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, t] += torch.randn(BATCH, D_MODEL, dtype=torch.float64)
+    for mode in ("chunk", "recurrent"):
+        y1, _ = mixer(x, mode=mode)
+        y2, _ = mixer(x2, mode=mode)
+        assert torch.equal(y1[:, :t], y2[:, :t]), f"{name} ({mode}): output before t={t} changed"
+        assert not torch.allclose(y1[:, t], y2[:, t]), f"{name} ({mode}): output at t={t} ignores its input"
+
+
+def check_prefill_decode(name: str, atol: float = 1e-9) -> None:
+    layout = "transformer" if name == "attention" else "1:1"
+    torch.manual_seed(0)
+    cfg = ModelConfig(variant=name, layout=layout, n_layers=2, d_model=D_MODEL, n_heads=N_HEADS, vocab_size=61)
+    model = HybridLM(cfg).double().eval()
+    tokens = torch.randint(0, cfg.vocab_size, (BATCH, SEQ))
+    full = model(tokens)
+    split = 50
+    logits, cache = model.prefill(tokens[:, :split])
+    torch.testing.assert_close(logits, full[:, :split], atol=atol, rtol=1e-7, msg=f"{name}: prefill logits differ")
+    for t in range(split, SEQ):
+        step = model.decode_step(tokens[:, t], cache)
+        torch.testing.assert_close(step, full[:, t], atol=atol, rtol=1e-7, msg=f"{name}: decode logits differ at t={t}")
+    assert cache.seen_tokens == SEQ
+
+
+def check_state_bytes(name: str) -> None:
+    for dtype in (torch.float32, torch.float64):
+        mixer = make_mixer(name).to(dtype)
+        with torch.no_grad():
+            _, state = mixer(torch.randn(BATCH, SEQ, D_MODEL, dtype=dtype))
+        shapes = mixer.state_shapes(BATCH, SEQ)
+        assert set(shapes) == set(state), f"{name}: declared state keys {sorted(shapes)} != held {sorted(state)}"
+        for k, t in state.items():
+            assert tuple(t.shape) == tuple(shapes[k]), f"{name}: state {k!r} is {tuple(t.shape)}, declared {shapes[k]}"
+        held = sum(t.numel() * t.element_size() for t in state.values())
+        declared = mixer.state_bytes(BATCH, SEQ, dtype)
+        assert held == declared, f"{name} ({dtype}): cache holds {held} bytes, state_bytes() declares {declared}"
+
+
+def check_metadata(name: str) -> None:
+    cls = get_variant(name)
+    meta = cls.metadata()
+    assert meta["name"] == name
+    assert meta["state_kind"] in ("vector", "matrix", "kv"), f"{name}: bad state_kind {meta['state_kind']!r}"
+    assert meta["generation"] in (None, 1, 2, 3), f"{name}: bad generation {meta['generation']!r}"
+    mixer = make_mixer(name)
+    assert mixer.flops_per_token(1024) > 0, f"{name}: flops_per_token must be positive"
+
+
+def check_variant(name: str) -> None:
+    """Run every conformance check on one registered variant."""
+    check_metadata(name)
+    check_chunk_equals_recurrent(name)
+    check_causal(name)
+    check_prefill_decode(name)
+    check_state_bytes(name)

@@ -1,0 +1,79 @@
+"""Analytic costs of a model: FLOPs per token, recurrent state and KV-cache bytes.
+
+Nothing is allocated: the model is built on the `meta` device, so paper-sized shapes (340M, 1.3B)
+cost nothing. Counting rules (1 FLOP = one multiply or one add, forward pass, per token):
+- token mixers: the paper's Table 7 (harness.mixer.Mixer.flops_per_token): k * H * d_k * d_v for
+  a matrix state (k = 5 RetNet, 7 GLA/HGRN-2, 8 DeltaNet/GDN), 5 * d for HGRN, 2 * L * d_model
+  for softmax attention at context length L;
+- everything else, for `model_flops_per_token`: every nn.Linear costs 2 * in * out (projections,
+  gates, MLP, LM head), every short conv 2 * D * W; embeddings, norms and elementwise activations
+  are not counted (they are O(d) per token).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from harness.config import ModelConfig
+from harness.layout import ATTN
+from harness.model import HybridLM
+from harness.modules import ShortConv
+
+
+def meta_model(cfg: ModelConfig) -> HybridLM:
+    with torch.device("meta"):
+        return HybridLM(cfg)
+
+
+def dense_flops_per_token(model: nn.Module) -> int:
+    total = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            total += 2 * m.in_features * m.out_features
+        elif isinstance(m, ShortConv):
+            total += 2 * m.dim * m.kernel_size
+    return total
+
+
+def model_costs(
+    cfg: ModelConfig, seq_len: int, batch: int = 1, dtype: torch.dtype = torch.float32
+) -> list[dict]:
+    """Rows {metric, value, unit} of the analytic costs of `cfg` at context length `seq_len`."""
+    model = meta_model(cfg)
+    mixers = [(kind, block.mixer) for kind, block in zip(model.kinds, model.layers)]
+    mixer_flops = sum(m.flops_per_token(seq_len) for _, m in mixers)
+    state = sum(m.state_bytes(batch, seq_len, dtype) for k, m in mixers if k != ATTN)
+    kv = sum(m.state_bytes(batch, seq_len, dtype) for k, m in mixers if k == ATTN)
+    cache = state + kv
+    if cfg.layout == "transformer":
+        transformer_cache = cache
+    else:
+        tf = meta_model(dataclasses.replace(cfg, layout="transformer"))
+        transformer_cache = tf.expected_cache_bytes(batch, seq_len, dtype)
+    linear = next((m for k, m in mixers if k != ATTN), None)
+    attn = next(m for k, m in mixers if k == ATTN) if linear is None else None
+    n_params = sum(p.numel() for p in model.parameters())
+    rows = [
+        ("mixer_flops_per_token", mixer_flops, "FLOP"),
+        ("model_flops_per_token", mixer_flops + dense_flops_per_token(model), "FLOP"),
+        ("state_bytes", state, "bytes"),
+        ("kv_cache_bytes", kv, "bytes"),
+        ("cache_bytes", cache, "bytes"),
+        ("cache_reduction_vs_transformer", transformer_cache / cache if cache else float("nan"), "ratio"),
+        ("n_params", n_params, "count"),
+    ]
+    # one layer's mixer: the linear variant's, or softmax's for a Transformer (paper Table 7)
+    per_layer = (linear or attn).flops_per_token(seq_len)
+    rows.append(("mixer_flops_per_token_per_layer", per_layer, "FLOP"))
+    return [{"metric": m, "value": float(v), "unit": u} for m, v, u in rows]
+
+
+def crossover_length(cfg: ModelConfig) -> float:
+    """Analytic linear-vs-softmax crossover L* where 2 * L * d_attn equals the linear mixer's
+    per-token FLOPs (paper §5.1: L* = k * d_model / (2H) when d_k = d_v = d_model / H)."""
+    model = meta_model(dataclasses.replace(cfg, layout="pure", n_layers=1))
+    attn = meta_model(dataclasses.replace(cfg, layout="transformer", n_layers=1)).layers[0].mixer
+    per_unit_length = attn.flops_per_token(1)
+    return model.layers[0].mixer.flops_per_token(0) / per_unit_length

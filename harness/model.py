@@ -1,0 +1,131 @@
+"""HybridLM: embedding -> N pre-norm blocks (mixer + SwiGLU MLP) -> norm -> LM head.
+
+Each block's mixer is the configured linear variant ("L") or softmax attention ("A"), as the
+layout says (harness.layout). The same module serves training (`forward`), prefill and
+token-by-token decoding (`prefill`, `decode_step`) with a `Cache` holding every layer's state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from harness.config import ModelConfig
+from harness.layout import ATTN, resolve_layout
+from harness.mixer import Mixer, State
+from harness.modules import RMSNorm, SwiGLU
+from harness.registry import get_variant
+
+
+@dataclass
+class Cache:
+    """Per-layer streaming state: recurrent states, short-conv tails and KV tensors."""
+
+    states: list[Optional[State]] = field(default_factory=list)
+    seen_tokens: int = 0
+
+    def nbytes(self) -> int:
+        """Exact bytes held by the cache's tensors."""
+        return sum(t.numel() * t.element_size() for s in self.states if s for t in s.values())
+
+
+class Block(nn.Module):
+    def __init__(self, mixer: Mixer, d_model: int, mlp_hidden: int, eps: float):
+        super().__init__()
+        self.attn_norm = RMSNorm(d_model, eps)
+        self.mixer = mixer
+        self.mlp_norm = RMSNorm(d_model, eps)
+        self.mlp = SwiGLU(d_model, mlp_hidden)
+
+    def forward(self, x, state=None, offset=0, mode=None):
+        h, new_state = self.mixer(self.attn_norm(x), state, offset, mode)
+        x = x + h
+        return x + self.mlp(self.mlp_norm(x)), new_state
+
+
+def build_mixer(cfg: ModelConfig, kind: str, layer_idx: int) -> Mixer:
+    if kind == ATTN or cfg.variant == "attention":
+        kwargs = {"n_kv_heads": cfg.attn_kv_heads, "rope_theta": cfg.rope_theta, **cfg.attn_kwargs}
+        return get_variant("attention")(cfg.d_model, cfg.attn_heads or cfg.n_heads, layer_idx=layer_idx, **kwargs)
+    cls = get_variant(cfg.variant)
+    try:
+        return cls(cfg.d_model, cfg.n_heads, layer_idx=layer_idx, mode=cfg.mode, **cfg.mixer_kwargs)
+    except TypeError as exc:
+        raise TypeError(f"variant {cfg.variant!r} rejected mixer_kwargs {cfg.mixer_kwargs}: {exc}") from None
+
+
+class HybridLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.kinds = resolve_layout(cfg.layout, cfg.n_layers)
+        self.embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(
+            Block(build_mixer(cfg, kind, i), cfg.d_model, cfg.mlp_hidden, cfg.norm_eps)
+            for i, kind in enumerate(self.kinds)
+        )
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if self.embeddings.weight.device.type != "meta":
+            self.apply(_init_weights)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embeddings.weight
+
+    # ---- running ------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, cache: Optional[Cache] = None, mode: Optional[str] = None) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, vocab]. With a cache, continue from it and update it."""
+        x = self.embeddings(tokens)
+        offset = cache.seen_tokens if cache is not None else 0
+        if cache is not None and not cache.states:
+            cache.states = [None] * len(self.layers)
+        for i, block in enumerate(self.layers):
+            x, new_state = block(x, cache.states[i] if cache is not None else None, offset, mode)
+            if cache is not None:
+                cache.states[i] = new_state
+        if cache is not None:
+            cache.seen_tokens += tokens.shape[1]
+        return self.lm_head(self.norm(x))
+
+    @torch.no_grad()
+    def prefill(self, tokens: torch.Tensor, mode: Optional[str] = None) -> tuple[torch.Tensor, Cache]:
+        """Process a prompt in parallel; return its logits and the cache to decode from."""
+        cache = Cache()
+        return self.forward(tokens, cache, mode), cache
+
+    @torch.no_grad()
+    def decode_step(self, token: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """One new token per sequence ([B] or [B, 1]) -> next-token logits [B, vocab]."""
+        if token.dim() == 1:
+            token = token[:, None]
+        return self.forward(token, cache, mode="recurrent")[:, -1]
+
+    # ---- introspection ------------------------------------------------------------------
+    def set_backend(self, backend: str) -> None:
+        for block in self.layers:
+            block.mixer.backend = backend
+
+    def expected_cache_bytes(self, batch: int, seq_len: int, dtype: torch.dtype = torch.float32) -> int:
+        """What the cache holds after `seq_len` tokens, from each mixer's declared state shapes."""
+        return sum(b.mixer.state_bytes(batch, seq_len, dtype) for b in self.layers)
+
+    @property
+    def n_full_attn_layers(self) -> int:
+        return self.kinds.count(ATTN)
+
+
+def _init_weights(module: nn.Module) -> None:
+    # fla's default (initializer_range 0.02); mixer-specific parameters keep their own init
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+
+
+def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HybridLM:
+    with torch.device(device):
+        model = HybridLM(cfg)
+    return model.to(dtype=dtype)

@@ -1,0 +1,102 @@
+"""The delta rule with an optional scalar decay (DeltaNet; Gated DeltaNet when g is given).
+
+S_t = exp(g_t) S_{t-1} (I - beta_t k_t k_t^T)  written k-first as in fla:
+S_t = exp(g_t) S_{t-1} + beta_t k_t (v_t - exp(g_t) S_{t-1}^T k_t)^T,   o_t = S_t^T (scale * q_t).
+
+q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] in (0, 1) (or (0, 2) with negative
+eigenvalues), g [B, T, H] log decay or None; state [B, H, K, V]; scale defaults to K ** -0.5.
+Callers L2-normalise q and k (fla's use_qk_l2norm_in_kernel) before calling.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def recurrent_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step-by-step reference; also the decode path."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    dtype = v.dtype
+    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
+    scale = K**-0.5 if scale is None else scale
+    q, k, v, beta = q.to(acc) * scale, k.to(acc), v.to(acc), beta.to(acc)
+    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
+    outs = []
+    for t in range(T):
+        if g is not None:
+            S = S * g[:, t].to(acc).exp()[..., None, None]
+        k_t = k[:, t]
+        v_old = torch.einsum("bhk,bhkv->bhv", k_t, S)
+        u = beta[:, t, :, None] * (v[:, t] - v_old)
+        S = S + k_t[..., None] * u[..., None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    return torch.stack(outs, 1).to(dtype), S
+
+
+def chunk_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunkwise-parallel form with the WY/UT representation (Yang et al. 2024, "Parallelizing
+    linear transformers with the delta rule"; gated form from Gated DeltaNet).
+
+    Per chunk, T = (I + StrictTril(diag(beta) K K^T * Gamma))^{-1} (one triangular solve), then
+    U = T diag(beta) V and W = T diag(beta) Diag(exp(G)) K give the pseudo-values
+    v_new = U - W S so that the chunk is plain (decayed) linear attention against v_new.
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    dtype = v.dtype
+    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
+    scale = K**-0.5 if scale is None else scale
+    C = chunk_size
+    q, k, v, beta = q.to(acc) * scale, k.to(acc), v.to(acc), beta.to(acc)
+    g = q.new_zeros(B, T, H) if g is None else g.to(acc)
+    pad = (-T) % C
+    if pad:  # zero key/value/beta/gate positions leave the state untouched
+        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
+        beta, g = F.pad(beta, (0, 0, 0, pad)), F.pad(g, (0, 0, 0, pad))
+    N = q.shape[1] // C
+
+    def chunks(t: torch.Tensor) -> torch.Tensor:  # [B, N*C, H, ...] -> [B, H, N, C, ...]
+        return t.reshape(B, N, C, H, *t.shape[3:]).movedim(3, 1)
+
+    q, k, v, beta, g = chunks(q), chunks(k), chunks(v), chunks(beta), chunks(g)
+    G = g.cumsum(-1)  # [B, H, N, C]
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    decay = torch.where(causal, G.unsqueeze(-1) - G.unsqueeze(-2), float("-inf")).exp()  # Gamma
+    k_beta = k * beta[..., None]
+    eye = torch.eye(C, device=q.device, dtype=q.dtype)
+    A = ((k_beta @ k.transpose(-1, -2)) * decay).tril(-1)
+    T_inv = torch.linalg.solve_triangular(eye + A, eye.expand_as(A), upper=False, unitriangular=True)
+    U = T_inv @ (v * beta[..., None])
+    W = T_inv @ (k_beta * G.exp()[..., None])
+    attn = (q @ k.transpose(-1, -2)) * decay
+    q_in = q * G.exp()[..., None]
+    k_out = k * (G[..., -1:] - G).exp()[..., None]
+    state_decay = G[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]
+    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
+    outs = []
+    for n in range(N):
+        v_new = U[:, :, n] - W[:, :, n] @ S
+        outs.append(q_in[:, :, n] @ S + attn[:, :, n] @ v_new)
+        S = S * state_decay[:, :, n] + k_out[:, :, n].transpose(-1, -2) @ v_new
+    o = torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
+    return o.to(dtype), S

@@ -1,0 +1,39 @@
+"""Pick the implementation of a recurrence family for a mode ("chunk" / "recurrent") and a backend.
+
+The torch backend is ours (harness.ops). Other backends (fla's Triton kernels) register wrappers
+with the same signature through `register_backend_op`, so variants never change.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from harness.ops.delta_rule import chunk_delta_rule, recurrent_delta_rule
+from harness.ops.gla import chunk_gla, recurrent_gla
+from harness.ops.hgrn import chunk_hgrn, recurrent_hgrn
+
+FAMILIES = ("gla", "delta_rule", "hgrn")
+
+_OPS: dict[tuple[str, str, str], Callable] = {
+    ("torch", "gla", "chunk"): chunk_gla,
+    ("torch", "gla", "recurrent"): recurrent_gla,
+    ("torch", "delta_rule", "chunk"): chunk_delta_rule,
+    ("torch", "delta_rule", "recurrent"): recurrent_delta_rule,
+    ("torch", "hgrn", "chunk"): chunk_hgrn,
+    ("torch", "hgrn", "recurrent"): recurrent_hgrn,
+}
+
+
+def register_backend_op(backend: str, family: str, mode: str, fn: Callable) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown op family {family!r}; known: {FAMILIES}")
+    _OPS[(backend, family, mode)] = fn
+
+
+def get_op(family: str, mode: str, backend: str = "torch") -> Callable:
+    try:
+        return _OPS[(backend, family, mode)]
+    except KeyError:
+        have = sorted({b for b, *_ in _OPS})
+        raise ValueError(
+            f"no {backend!r} implementation of {family!r} in mode {mode!r} (backends: {have})"
+        ) from None

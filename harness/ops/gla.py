@@ -1,0 +1,137 @@
+"""Linear attention with decay: S_t = Diag(exp(g_t)) S_{t-1} + k_t v_t^T, o_t = S_t^T (scale * q_t).
+
+One op serves RetNet (fixed scalar decay per head), GLA and HGRN-2 (data-dependent per-channel
+decay on the key side) and plain linear attention (no decay). Conventions follow fla 0.6:
+q, k [B, T, H, K], v [B, T, H, V], log-space gate g either [B, T, H] (scalar per head) or
+[B, T, H, K] (per key channel) or None; state S is [B, H, K, V]; scale defaults to K ** -0.5.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def _expand_gate(g: Optional[torch.Tensor], q: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    if g is None:
+        return q.new_zeros(q.shape[:3], dtype=acc)
+    if g.dim() not in (3, 4) or g.shape[:3] != q.shape[:3]:
+        raise ValueError(f"gate shape {tuple(g.shape)} does not match q {tuple(q.shape)}")
+    return g.to(acc)
+
+
+def recurrent_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step-by-step reference; also the decode path."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    dtype = v.dtype
+    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
+    scale = K**-0.5 if scale is None else scale
+    g = _expand_gate(g, q, acc)
+    q, k, v = q.to(acc) * scale, k.to(acc), v.to(acc)
+    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
+    outs = []
+    for t in range(T):
+        decay = g[:, t].exp()
+        decay = decay[..., None, None] if decay.dim() == 2 else decay[..., None]
+        S = S * decay + k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    return torch.stack(outs, 1).to(dtype), S
+
+
+def chunk_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+    chunk_size: int = 64,
+    sub_chunk_size: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunkwise-parallel form (GLA paper, Yang et al. 2024), exact and overflow-free.
+
+    Every decay factor is exp of a non-positive number: inter-chunk terms use the chunk boundary
+    as reference; intra-chunk terms use exact pairwise decays exp(G_t - G_s), s <= t, as a
+    [C, C] matrix for a scalar gate. For a per-channel gate, pairs in different sub-chunks (of
+    `sub_chunk_size`) factor through the end of the earlier sub-chunk, and only pairs inside one
+    sub-chunk need the [c, c, K] pairwise tensor (fla's secondary chunking).
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    dtype = v.dtype
+    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
+    scale = K**-0.5 if scale is None else scale
+    g = _expand_gate(g, q, acc)
+    per_channel = g.dim() == 4
+    C = chunk_size
+    pad = (-T) % C
+    q, k, v = q.to(acc) * scale, k.to(acc), v.to(acc)
+    if pad:  # zero keys/values and zero log-gates leave the state untouched
+        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
+        g = F.pad(g, (0, 0, 0, 0, 0, pad) if per_channel else (0, 0, 0, pad))
+    N = q.shape[1] // C
+
+    def chunks(t: torch.Tensor) -> torch.Tensor:  # [B, N*C, H, ...] -> [B, H, N, C, ...]
+        return t.reshape(B, N, C, H, *t.shape[3:]).movedim(3, 1)
+
+    q, k, v, g = chunks(q), chunks(k), chunks(v), chunks(g)
+    G = g.cumsum(3)  # in-chunk cumulative log decay
+    if per_channel:
+        A = _intra_chunk_scores_per_channel(q, k, G, sub_chunk_size)
+        G_last = G[:, :, :, -1]  # [B, H, N, K]
+        q_in = q * G.exp()
+        k_out = k * (G_last.unsqueeze(3) - G).exp()
+        state_decay = G_last.exp()[..., None]  # [B, H, N, K, 1]
+    else:
+        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+        A = (q @ k.transpose(-1, -2)) * torch.where(causal, G.unsqueeze(4) - G.unsqueeze(3), float("-inf")).exp()
+        G_last = G[:, :, :, -1:]  # [B, H, N, 1]
+        q_in = q * G.exp()[..., None]
+        k_out = k * (G_last - G).exp()[..., None]
+        state_decay = G_last.exp()[..., None]  # [B, H, N, 1, 1]
+    # the only sequential part: chunk-start states, S_{n+1} = decay_n * S_n + K_n^T V_n
+    delta = k_out.transpose(-1, -2) @ v  # [B, H, N, K, V]
+    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
+    starts = []
+    for n in range(N):
+        starts.append(S)
+        S = S * state_decay[:, :, n] + delta[:, :, n]
+    o = A @ v + q_in @ torch.stack(starts, 2)
+    o = o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
+    return o.to(dtype), S
+
+
+def _intra_chunk_scores_per_channel(q: torch.Tensor, k: torch.Tensor, G: torch.Tensor, c: int) -> torch.Tensor:
+    """A[t, s] = sum_k q_tk k_sk exp(G_tk - G_sk) for s <= t within each chunk ([B, H, N, C, K] in,
+    [B, H, N, C, C] out), stable for any gate values."""
+    B, H, N, C, K = q.shape
+    c = min(c, C)
+    if C % c:
+        raise ValueError(f"chunk size {C} must be a multiple of the sub-chunk size {c}")
+    ns = C // c
+    sub = lambda t: t.reshape(B, H, N, ns, c, K)  # noqa: E731
+    qs, ks, Gs = sub(q), sub(k), sub(G)
+    # pairs inside one sub-chunk: exact pairwise decays. For s <= t, G_t - G_s <= 0 (log gates
+    # are <= 0); the clamp only tames the s > t entries, which the causal mask then zeroes.
+    causal = torch.ones(c, c, dtype=q.dtype, device=q.device).tril()
+    pair = (Gs.unsqueeze(5) - Gs.unsqueeze(4)).clamp(max=0).exp()  # [B, H, N, ns, t, s, K]
+    A_diag = ((qs.unsqueeze(5) * pair) * ks.unsqueeze(4)).sum(-1) * causal
+    A = torch.einsum("bhnits,ij->bhnitjs", A_diag, torch.eye(ns, dtype=q.dtype, device=q.device))
+    if ns > 1:  # pairs across sub-chunks j < i: factor through G at the end of sub-chunk j
+        G_ref = Gs[:, :, :, :, -1]  # [B, H, N, ns(j), K]
+        later = torch.arange(C, device=q.device)[None, :] // c > torch.arange(ns, device=q.device)[:, None]
+        q_rel = torch.where(later[:, :, None], G.unsqueeze(3) - G_ref.unsqueeze(4), float("-inf"))
+        q_j = q.unsqueeze(3) * q_rel.exp()  # [B, H, N, ns(j), C(t), K]
+        k_j = ks * (G_ref.unsqueeze(4) - Gs).exp()  # [B, H, N, ns(j), c(s), K]
+        A_off = q_j @ k_j.transpose(-1, -2)  # [B, H, N, ns(j), C(t), c(s)]
+        A = A + A_off.reshape(B, H, N, ns, ns, c, c).permute(0, 1, 2, 4, 5, 3, 6)
+    return A.reshape(B, H, N, C, C)

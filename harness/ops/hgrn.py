@@ -1,0 +1,60 @@
+"""Gated vector recurrence (HGRN): h_t = exp(g_t) * h_{t-1} + x_t, output o_t = h_t.
+
+Shapes follow fla's `fused_recurrent_hgrn`: x, g are [B, T, D]; g is the log forget gate (<= 0);
+the state is [B, D]. The layer folds the input gate in beforehand (x = swish(i) * (1 - f)).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def recurrent_hgrn(
+    x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step-by-step reference; also the decode path."""
+    dtype = x.dtype
+    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
+    x, g = x.to(acc), g.to(acc)
+    h = x.new_zeros(x.shape[0], x.shape[2]) if initial_state is None else initial_state.to(acc)
+    outs = []
+    for t in range(x.shape[1]):
+        h = g[:, t].exp() * h + x[:, t]
+        outs.append(h)
+    return torch.stack(outs, 1).to(dtype), h
+
+
+def chunk_hgrn(
+    x: torch.Tensor,
+    g: torch.Tensor,
+    initial_state: Optional[torch.Tensor] = None,
+    chunk_size: int = 32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunkwise form: inside a chunk, o_t = sum_{s<=t} exp(G_t - G_s) x_s + exp(G_t) h_0 with G the
+    in-chunk cumulative log gate; differences G_t - G_s (s <= t) are <= 0, so nothing overflows."""
+    B, T, D = x.shape
+    dtype = x.dtype
+    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
+    C = chunk_size
+    pad = (-T) % C
+    x, g = x.to(acc), g.to(acc)
+    if pad:  # zero input and zero log-gate leave the state untouched
+        x = F.pad(x, (0, 0, 0, pad))
+        g = F.pad(g, (0, 0, 0, pad))
+    N = x.shape[1] // C
+    xc, gc = x.view(B, N, C, D), g.view(B, N, C, D)
+    G = gc.cumsum(2)
+    causal = torch.ones(C, C, dtype=torch.bool, device=x.device).tril()
+    diff = G.unsqueeze(3) - G.unsqueeze(2)  # [B, N, t, s, D]
+    decay = torch.where(causal[:, :, None], diff, float("-inf")).exp()
+    intra = torch.einsum("bntsd,bnsd->bntd", decay, xc)
+    h = x.new_zeros(B, D) if initial_state is None else initial_state.to(acc)
+    outs = []
+    for n in range(N):
+        o = intra[:, n] + G[:, n].exp() * h.unsqueeze(1)
+        outs.append(o)
+        h = o[:, -1]
+    o = torch.stack(outs, 1).reshape(B, N * C, D)[:, :T]
+    return o.to(dtype), h

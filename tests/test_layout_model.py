@@ -1,0 +1,113 @@
+import dataclasses
+
+import pytest
+import torch
+
+from harness.config import ModelConfig
+from harness.costs import crossover_length, model_costs
+from harness.layout import LayoutError, layout_name, resolve_layout
+from harness.model import HybridLM
+
+
+@pytest.mark.parametrize("spec,n,expected", [
+    ("pure", 4, "LLLL"),
+    ("transformer", 3, "AAA"),
+    ("3:1", 8, "LLLALLLA"),
+    ("1:1", 4, "LALA"),
+    ("24:1", 25, "L" * 24 + "A"),
+    ("LLAL", 4, "LLAL"),
+    ("attn:3,7,11", 12, "LLLALLLALLLA"),
+])
+def test_resolve_layout(spec, n, expected):
+    assert "".join(resolve_layout(spec, n)) == expected
+
+
+def test_layout_name_round_trips():
+    for spec, n in [("pure", 4), ("transformer", 2), ("3:1", 8), ("1:1", 6)]:
+        assert layout_name(resolve_layout(spec, n)) == spec
+    assert layout_name(list("LLAL")) == "LLAL"
+
+
+@pytest.mark.parametrize("spec,n,fragment", [
+    ("6:1", 24, "multiple of 7"),
+    ("24:1", 8, "multiple of 25"),
+    ("0:1", 4, ">= 1"),
+    ("LLA", 4, "has 3 layers"),
+    ("attn:9", 4, "outside 0..3"),
+    ("three-to-one", 4, "unknown layout"),
+])
+def test_impossible_layouts_fail_clearly(spec, n, fragment):
+    with pytest.raises(LayoutError, match=fragment):
+        resolve_layout(spec, n)
+
+
+def test_model_follows_layout():
+    cfg = ModelConfig(variant="gla", layout="3:1", n_layers=8, d_model=32, n_heads=2, vocab_size=40)
+    model = HybridLM(cfg)
+    names = [type(b.mixer).__name__ for b in model.layers]
+    assert names == ["GLA", "GLA", "GLA", "Attention"] * 2
+    assert model.n_full_attn_layers == 2
+    logits = model(torch.randint(0, 40, (2, 10)))
+    assert logits.shape == (2, 10, 40)
+
+
+def test_model_rejects_bad_ratio_at_construction():
+    with pytest.raises(LayoutError, match="multiple of 4"):
+        HybridLM(ModelConfig(layout="3:1", n_layers=6))
+
+
+def test_unknown_variant_in_config():
+    with pytest.raises(KeyError, match="Did you mean 'gla'"):
+        HybridLM(ModelConfig(variant="glaa", layout="pure", n_layers=1))
+
+
+def test_bad_mixer_kwargs_named():
+    with pytest.raises(TypeError, match="mixer_kwargs"):
+        HybridLM(ModelConfig(variant="gla", n_layers=1, mixer_kwargs={"nonsense": 1}))
+
+
+def test_cache_bytes_after_prefill_match_declared_and_analytic():
+    cfg = ModelConfig(variant="gated_deltanet", layout="1:1", n_layers=4, d_model=32, n_heads=2, vocab_size=40)
+    model = HybridLM(cfg).eval()
+    tokens = torch.randint(0, 40, (3, 33))
+    _, cache = model.prefill(tokens)
+    assert cache.nbytes() == model.expected_cache_bytes(3, 33)
+    rows = {r["metric"]: r["value"] for r in model_costs(cfg, 33, batch=3)}
+    assert rows["cache_bytes"] == cache.nbytes()
+    assert rows["state_bytes"] + rows["kv_cache_bytes"] == rows["cache_bytes"]
+    model.decode_step(tokens[:, 0], cache)  # the KV part grows by one token, the state does not
+    kv_per_token = rows["kv_cache_bytes"] / 33
+    assert cache.nbytes() == rows["cache_bytes"] + kv_per_token
+
+
+def test_paper_flop_formulas_on_the_13b_gdn_shape():
+    """paper Table 7 on d_model 2048, 8 heads of 256: 8 d^2 / H and 2 L d at L = 4096."""
+    cfg = ModelConfig(variant="gated_deltanet", layout="pure", n_layers=24, d_model=2048, n_heads=8,
+                      vocab_size=32000, mixer_kwargs={"head_dim": 256, "expand_v": 1.0})
+    rows = {r["metric"]: r["value"] for r in model_costs(cfg, 4096)}
+    assert rows["mixer_flops_per_token_per_layer"] == 8 * 2048**2 / 8 == 4_194_304
+    tf = {r["metric"]: r["value"] for r in model_costs(dataclasses.replace(cfg, layout="transformer"), 4096)}
+    assert tf["mixer_flops_per_token_per_layer"] == 2 * 4096 * 2048 == 16_777_216
+    assert crossover_length(cfg) == 1024  # L* = k d / (2H)
+
+
+@pytest.mark.parametrize("variant,coeff", [("retnet", 5), ("gla", 7), ("hgrn2", 7), ("deltanet", 8)])
+def test_paper_flop_coefficients(variant, coeff):
+    kwargs = {"retnet": {"expand_v": 1.0}, "gla": {"expand_k": 1.0}}.get(variant, {})
+    cfg = ModelConfig(variant=variant, layout="pure", n_layers=1, d_model=512, n_heads=4, mixer_kwargs=kwargs)
+    rows = {r["metric"]: r["value"] for r in model_costs(cfg, 100)}
+    assert rows["mixer_flops_per_token_per_layer"] == coeff * 512**2 / 4
+
+
+def test_hgrn_flops_are_5d():
+    cfg = ModelConfig(variant="hgrn", layout="pure", n_layers=1, d_model=512, n_heads=4)
+    rows = {r["metric"]: r["value"] for r in model_costs(cfg, 100)}
+    assert rows["mixer_flops_per_token_per_layer"] == 5 * 512
+
+
+def test_kv_cache_reduction_follows_full_layer_count():
+    cfg = ModelConfig(variant="gla", layout="3:1", n_layers=8, d_model=64, n_heads=2)
+    rows = {r["metric"]: r["value"] for r in model_costs(cfg, 8192)}
+    tf = {r["metric"]: r["value"] for r in model_costs(dataclasses.replace(cfg, layout="transformer"), 8192)}
+    assert rows["kv_cache_bytes"] * 4 == tf["kv_cache_bytes"]  # 2 of 8 layers keep a KV cache
+    assert rows["cache_reduction_vs_transformer"] == pytest.approx(tf["cache_bytes"] / rows["cache_bytes"])

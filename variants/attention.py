@@ -1,0 +1,70 @@
+"""Softmax attention (the Transformer baseline and the "full" layers of a hybrid).
+RoPE, optional GQA, a growing KV cache, computed with torch's scaled_dot_product_attention
+(which takes the flash / memory-efficient kernels on GPU)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.mixer import Mixer
+from harness.modules import rotary, split_heads
+from harness.registry import register_variant
+
+
+@register_variant("attention")
+class Attention(Mixer):
+    display_name = "Softmax attention"
+    generation = None
+    state_kind = "kv"
+    gating = "none"
+    flops_coeff = 2  # 2 * L * d_model per token (paper Table 7)
+    fla_op = None
+
+    def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
+                 n_kv_heads: int | None = None, head_dim: int | None = None, qkv_bias: bool = False,
+                 rope_theta: float = 10000.0):
+        super().__init__(d_model, n_heads, layer_idx, mode)
+        self.n_kv_heads = n_kv_heads or n_heads
+        if n_heads % self.n_kv_heads:
+            raise ValueError(f"attention: n_heads={n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+        if head_dim is None and d_model % n_heads:
+            raise ValueError(f"attention: d_model {d_model} must divide by n_heads={n_heads}")
+        self.head_dim = head_dim or d_model // n_heads
+        self.rope_theta = rope_theta
+        self.q_proj = nn.Linear(d_model, n_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(d_model, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d_model, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
+
+    def forward(self, x, state=None, offset=0, mode=None):
+        self.resolve_mode(mode)  # attention has one path; still reject typos
+        B, T, _ = x.shape
+        q = rotary(split_heads(self.q_proj(x), self.head_dim), offset, self.rope_theta)
+        k = rotary(split_heads(self.k_proj(x), self.head_dim), offset, self.rope_theta)
+        v = split_heads(self.v_proj(x), self.head_dim)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
+        past = 0
+        if state:
+            past = state["k"].shape[2]
+            k, v = torch.cat([state["k"], k], 2), torch.cat([state["v"], v], 2)
+        new = {"k": k, "v": v}
+        rep = self.n_heads // self.n_kv_heads
+        kk, vv = (k, v) if rep == 1 else (k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1))
+        if past == 0:
+            o = F.scaled_dot_product_attention(q, kk, vv, is_causal=T > 1)
+        else:  # query i sits at absolute position past + i
+            mask = torch.arange(past + T, device=x.device)[None, :] <= (torch.arange(T, device=x.device) + past)[:, None]
+            o = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+        return self.o_proj(o.transpose(1, 2).flatten(-2)), new
+
+    def state_shapes(self, batch, seq_len):
+        shape = (batch, self.n_kv_heads, seq_len, self.head_dim)
+        return {"k": shape, "v": shape}
+
+    def state_elements_per_head(self) -> int:
+        return 0
+
+    def flops_per_token(self, seq_len: int) -> int:
+        # causal QK^T plus AV: H * L * d_head multiplies and as many adds per token
+        return self.flops_coeff * seq_len * self.n_heads * self.head_dim

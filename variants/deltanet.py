@@ -1,0 +1,69 @@
+"""DeltaNet (Schlag et al. 2021; Yang et al. 2024): the delta rule, generation 3.
+After fla's DeltaNet layer: short convs with SiLU, L2-normalised q/k, beta = sigmoid(W_b x)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness.mixer import Mixer
+from harness.modules import at_least_fp32, GatedRMSNorm, RMSNorm, ShortConv, l2norm, split_heads
+from harness.registry import register_variant
+
+
+@register_variant("deltanet")
+class DeltaNet(Mixer):
+    display_name = "DeltaNet"
+    generation = 3
+    gating = "none (delta-rule erase along the key)"
+    delta_rule = True
+    flops_coeff = 8
+    fla_op = "chunk_delta_rule"
+
+    def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
+                 expand_k: float = 1.0, expand_v: float = 1.0, use_short_conv: bool = True,
+                 conv_size: int = 4, use_gate: bool = False, norm_eps: float = 1e-5):
+        super().__init__(d_model, n_heads, layer_idx, mode)
+        self.key_dim, self.value_dim = int(d_model * expand_k), int(d_model * expand_v)
+        if self.key_dim % n_heads or self.value_dim % n_heads:
+            raise ValueError(f"deltanet: key_dim {self.key_dim} and value_dim {self.value_dim} must divide by n_heads={n_heads}")
+        self.head_k, self.head_v = self.key_dim // n_heads, self.value_dim // n_heads
+        self.use_short_conv, self.use_gate = use_short_conv, use_gate
+        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        self.b_proj = nn.Linear(d_model, n_heads, bias=False)
+        if use_short_conv:
+            self.q_conv1d = ShortConv(self.key_dim, conv_size)
+            self.k_conv1d = ShortConv(self.key_dim, conv_size)
+            self.v_conv1d = ShortConv(self.value_dim, conv_size)
+        if use_gate:
+            self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
+            self.o_norm = GatedRMSNorm(self.head_v, norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v, norm_eps)
+        self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
+
+    def forward(self, x, state=None, offset=0, mode=None):
+        state, new = state or {}, {}
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.use_short_conv:
+            q, new["conv_q"] = self.q_conv1d(q, state.get("conv_q"))
+            k, new["conv_k"] = self.k_conv1d(k, state.get("conv_k"))
+            v, new["conv_v"] = self.v_conv1d(v, state.get("conv_v"))
+        else:  # fla applies the q/k activation in the conv; without one, apply it here
+            q, k, v = torch.nn.functional.silu(q), torch.nn.functional.silu(k), torch.nn.functional.silu(v)
+        q, k = l2norm(split_heads(q, self.head_k)), l2norm(split_heads(k, self.head_k))
+        beta = torch.sigmoid(at_least_fp32(self.b_proj(x)))
+        o, new["S"] = self.op("delta_rule", mode)(q, k, split_heads(v, self.head_v), beta, initial_state=state.get("S"))
+        o = self.o_norm(o, split_heads(self.g_proj(x), self.head_v)) if self.use_gate else self.o_norm(o)
+        return self.o_proj(o.flatten(-2)), new
+
+    def state_shapes(self, batch, seq_len):
+        shapes = {"S": (batch, self.n_heads, self.head_k, self.head_v)}
+        if self.use_short_conv:
+            for name in ("q", "k", "v"):
+                shapes[f"conv_{name}"] = getattr(self, f"{name}_conv1d").cache_shape(batch)
+        return shapes
+
+    def state_elements_per_head(self) -> int:
+        return self.head_k * self.head_v

@@ -1,0 +1,85 @@
+"""Gated DeltaNet (Yang et al. 2025): the delta rule plus a data-dependent scalar decay per head.
+Generation 3. After fla's GatedDeltaNet layer: g = -exp(A_log) * softplus(W_a x + dt_bias),
+beta = sigmoid(W_b x), short convs with SiLU, L2-normalised q/k, swish-gated RMSNorm output."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.mixer import Mixer
+from harness.modules import at_least_fp32, GatedRMSNorm, RMSNorm, ShortConv, l2norm, split_heads
+from harness.registry import register_variant
+
+
+@register_variant("gated_deltanet")
+class GatedDeltaNet(Mixer):
+    display_name = "Gated DeltaNet"
+    generation = 3
+    gating = "data-dependent per-head scalar decay"
+    delta_rule = True
+    flops_coeff = 8
+    fla_op = "chunk_gated_delta_rule"
+
+    def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
+                 head_dim: int | None = None, expand_v: float = 2.0, use_short_conv: bool = True,
+                 conv_size: int = 4, use_gate: bool = True, allow_neg_eigval: bool = False,
+                 norm_eps: float = 1e-5):
+        super().__init__(d_model, n_heads, layer_idx, mode)
+        self.head_k = head_dim or d_model // n_heads
+        self.head_v = int(self.head_k * expand_v)
+        if not math.isclose(self.head_k * expand_v, self.head_v):
+            raise ValueError(f"gated_deltanet: head_dim {self.head_k} * expand_v {expand_v} is not an integer")
+        self.key_dim, self.value_dim = n_heads * self.head_k, n_heads * self.head_v
+        self.use_short_conv, self.use_gate, self.allow_neg_eigval = use_short_conv, use_gate, allow_neg_eigval
+        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        self.a_proj = nn.Linear(d_model, n_heads, bias=False)
+        self.b_proj = nn.Linear(d_model, n_heads, bias=False)
+        self.A_log = nn.Parameter(torch.empty(n_heads))
+        self.dt_bias = nn.Parameter(torch.empty(n_heads))
+        if self.A_log.device.type != "meta":  # fla's initialisation
+            self.A_log.data.copy_(torch.empty(n_heads).uniform_(0, 16).log())
+            dt = torch.exp(torch.rand(n_heads) * (math.log(0.1) - math.log(0.001)) + math.log(0.001)).clamp(min=1e-4)
+            self.dt_bias.data.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        if use_short_conv:
+            self.q_conv1d = ShortConv(self.key_dim, conv_size)
+            self.k_conv1d = ShortConv(self.key_dim, conv_size)
+            self.v_conv1d = ShortConv(self.value_dim, conv_size)
+        if use_gate:
+            self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
+            self.o_norm = GatedRMSNorm(self.head_v, norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v, norm_eps)
+        self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
+
+    def forward(self, x, state=None, offset=0, mode=None):
+        state, new = state or {}, {}
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.use_short_conv:
+            q, new["conv_q"] = self.q_conv1d(q, state.get("conv_q"))
+            k, new["conv_k"] = self.k_conv1d(k, state.get("conv_k"))
+            v, new["conv_v"] = self.v_conv1d(v, state.get("conv_v"))
+        else:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        q, k = l2norm(split_heads(q, self.head_k)), l2norm(split_heads(k, self.head_k))
+        g = -at_least_fp32(self.A_log).exp() * F.softplus(at_least_fp32(self.a_proj(x)) + self.dt_bias)
+        beta = torch.sigmoid(at_least_fp32(self.b_proj(x)))
+        if self.allow_neg_eigval:
+            beta = beta * 2
+        o, new["S"] = self.op("delta_rule", mode)(q, k, split_heads(v, self.head_v), beta, g, initial_state=state.get("S"))
+        o = self.o_norm(o, split_heads(self.g_proj(x), self.head_v)) if self.use_gate else self.o_norm(o)
+        return self.o_proj(o.flatten(-2)), new
+
+    def state_shapes(self, batch, seq_len):
+        shapes = {"S": (batch, self.n_heads, self.head_k, self.head_v)}
+        if self.use_short_conv:
+            for name in ("q", "k", "v"):
+                shapes[f"conv_{name}"] = getattr(self, f"{name}_conv1d").cache_shape(batch)
+        return shapes
+
+    def state_elements_per_head(self) -> int:
+        return self.head_k * self.head_v

@@ -1,0 +1,69 @@
+"""GLA (Yang et al. 2024): gated linear attention, data-dependent per-channel key-side decay.
+Generation 2. After fla's GatedLinearAttention: low-rank gate, logsigmoid / 16, swish-gated norm."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.mixer import Mixer
+from harness.modules import at_least_fp32, GatedRMSNorm, ShortConv, split_heads
+from harness.registry import register_variant
+
+
+@register_variant("gla")
+class GLA(Mixer):
+    display_name = "GLA"
+    generation = 2
+    gating = "data-dependent per-channel decay"
+    flops_coeff = 7
+    fla_op = "chunk_gla"
+
+    def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
+                 expand_k: float = 0.5, expand_v: float = 1.0, use_short_conv: bool = False,
+                 conv_size: int = 4, gate_logit_normalizer: float = 16, gate_low_rank_dim: int = 16,
+                 clamp_min: float | None = None, norm_eps: float = 1e-5):
+        super().__init__(d_model, n_heads, layer_idx, mode)
+        self.key_dim, self.value_dim = int(d_model * expand_k), int(d_model * expand_v)
+        if self.key_dim % n_heads or self.value_dim % n_heads:
+            raise ValueError(f"gla: key_dim {self.key_dim} and value_dim {self.value_dim} must divide by n_heads={n_heads}")
+        self.head_k, self.head_v = self.key_dim // n_heads, self.value_dim // n_heads
+        self.use_short_conv = use_short_conv
+        self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
+        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        if use_short_conv:
+            self.q_conv1d = ShortConv(self.key_dim, conv_size)
+            self.k_conv1d = ShortConv(self.key_dim, conv_size)
+            self.v_conv1d = ShortConv(self.value_dim, conv_size)
+        self.gk_proj = nn.Sequential(nn.Linear(d_model, gate_low_rank_dim, bias=False),
+                                     nn.Linear(gate_low_rank_dim, self.key_dim, bias=True))
+        self.g_norm_swish_gate = GatedRMSNorm(self.head_v, norm_eps)
+        self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
+
+    def forward(self, x, state=None, offset=0, mode=None):
+        state, new = state or {}, {}
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.use_short_conv:
+            q, new["conv_q"] = self.q_conv1d(q, state.get("conv_q"))
+            k, new["conv_k"] = self.k_conv1d(k, state.get("conv_k"))
+            v, new["conv_v"] = self.v_conv1d(v, state.get("conv_v"))
+        gk = F.logsigmoid(at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer
+        if self.clamp_min is not None:
+            gk = torch.clamp_min(gk, self.clamp_min)
+        q, k, gk = (split_heads(t, self.head_k) for t in (q, k, gk))
+        o, new["S"] = self.op("gla", mode)(q, k, split_heads(v, self.head_v), gk, initial_state=state.get("S"))
+        o = self.g_norm_swish_gate(o, split_heads(self.g_proj(x), self.head_v))
+        return self.o_proj(o.flatten(-2)), new
+
+    def state_shapes(self, batch, seq_len):
+        shapes = {"S": (batch, self.n_heads, self.head_k, self.head_v)}
+        if self.use_short_conv:
+            for name in ("q", "k", "v"):
+                shapes[f"conv_{name}"] = getattr(self, f"{name}_conv1d").cache_shape(batch)
+        return shapes
+
+    def state_elements_per_head(self) -> int:
+        return self.head_k * self.head_v

@@ -1,0 +1,64 @@
+"""HGRN (Qin et al. 2023): gated vector recurrence, generation 1. After fla's HGRNAttention.
+
+Deviation: fla's HGRN model adds a learned, depth-increasing lower bound on the forget gate of
+layers > 0 (a model-level parameter); here every layer uses the layer-0 form (no lower bound).
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from harness.mixer import Mixer
+from harness.modules import at_least_fp32, GatedRMSNorm, ShortConv
+from harness.registry import register_variant
+
+
+@register_variant("hgrn")
+class HGRN(Mixer):
+    display_name = "HGRN"
+    generation = 1
+    state_kind = "vector"
+    gating = "data-dependent per-channel forget gate"
+    flops_coeff = 5
+    fla_op = "fused_recurrent_hgrn"
+
+    def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
+                 expand_ratio: float = 1, use_short_conv: bool = False, conv_size: int = 4,
+                 norm_eps: float = 1e-5):
+        super().__init__(d_model, n_heads, layer_idx, mode)
+        self.input_dim = int(d_model * expand_ratio)
+        self.use_short_conv = use_short_conv
+        self.i_proj = nn.Linear(d_model, self.input_dim, bias=False)
+        self.f_proj = nn.Linear(d_model, self.input_dim, bias=False)
+        self.g_proj = nn.Linear(d_model, self.input_dim, bias=False)
+        if use_short_conv:
+            self.i_conv1d = ShortConv(self.input_dim, conv_size, activation=None)
+            self.f_conv1d = ShortConv(self.input_dim, conv_size, activation=None)
+        self.g_norm = GatedRMSNorm(self.input_dim, norm_eps)
+        self.o_proj = nn.Linear(self.input_dim, d_model, bias=False)
+
+    def forward(self, x, state=None, offset=0, mode=None):
+        state, new = state or {}, {}
+        i, f = self.i_proj(x), self.f_proj(x)
+        if self.use_short_conv:
+            i, new["conv_i"] = self.i_conv1d(i, state.get("conv_i"))
+            f, new["conv_f"] = self.f_conv1d(f, state.get("conv_f"))
+        f = F.logsigmoid(at_least_fp32(f))
+        i = F.silu(i) * (1 - f.exp())  # input gate tied to the forget gate
+        o, new["h"] = self.op("hgrn", mode)(i, f, state.get("h"))
+        o = self.g_norm(o.to(x.dtype), self.g_proj(x))
+        return self.o_proj(o), new
+
+    def state_shapes(self, batch, seq_len):
+        shapes = {"h": (batch, self.input_dim)}
+        if self.use_short_conv:
+            shapes["conv_i"] = self.i_conv1d.cache_shape(batch)
+            shapes["conv_f"] = self.f_conv1d.cache_shape(batch)
+        return shapes
+
+    @property
+    def n_heads_state(self) -> int:
+        return 1  # one vector state; the paper counts HGRN with H = 1
+
+    def state_elements_per_head(self) -> int:
+        return self.input_dim
