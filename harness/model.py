@@ -67,6 +67,7 @@ class HybridLM(nn.Module):
             for i, kind in enumerate(self.kinds)
         )
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.backend = "torch"
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if self.embeddings.weight.device.type != "meta":
             self.apply(_init_weights)
@@ -102,9 +103,16 @@ class HybridLM(nn.Module):
         return self.forward(token, cache, mode="recurrent")[:, -1]
 
     # ---- introspection ------------------------------------------------------------------
-    def set_backend(self, backend: str) -> None:
+    def set_backend(self, backend: str) -> str:
+        """Run the linear mixers on `backend` ("auto", "torch" or "fla"); returns the one chosen."""
+        from harness.ops.backend import resolve_backend
+
+        device = self.embeddings.weight.device
+        resolved = resolve_backend(backend, device)
         for block in self.layers:
-            block.mixer.backend = backend
+            block.mixer.backend = resolved
+        self.backend = resolved
+        return resolved
 
     def expected_cache_bytes(self, batch: int, seq_len: int, dtype: torch.dtype = torch.float32) -> int:
         """What the cache holds after `seq_len` tokens, from each mixer's declared state shapes."""
@@ -125,7 +133,13 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, std=0.02)
 
 
-def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HybridLM:
+def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                backend: str = "auto") -> HybridLM:
+    """Build on `device` in `dtype`, with the linear mixers on `backend` (see harness.ops.backend;
+    "auto" = fla kernels on CUDA when fla is installed, else our torch ops). `model.backend`
+    tells which backend was chosen, for the results table."""
     with torch.device(device):
         model = HybridLM(cfg)
-    return model.to(dtype=dtype)
+    model = model.to(dtype=dtype)
+    model.set_backend(backend)
+    return model

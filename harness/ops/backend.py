@@ -1,0 +1,103 @@
+"""Backends for the recurrences: "torch" (harness.ops, runs anywhere) and "fla"
+(flash-linear-attention's Triton kernels, CUDA only; `pip install -e .[gpu]`).
+
+`resolve_backend("auto", device)` picks fla on CUDA when fla imports, else torch. The fla
+wrappers keep our op signatures ([B, T, H, D], log-space gates, [B, H, K, V] fp32 states), so a
+variant never knows which backend runs it:
+
+| family      | chunk (training, prefill)                  | recurrent (decode)                       |
+|-------------|--------------------------------------------|------------------------------------------|
+| gla         | chunk_gla (per-channel g), chunk_simple_gla (scalar g / none) | fused_recurrent_gla / fused_recurrent_simple_gla |
+| delta_rule  | chunk_delta_rule / chunk_gated_delta_rule  | fused_recurrent_delta_rule / fused_recurrent_gated_delta_rule |
+
+(fp32 DeltaNet goes through the gated kernels with g = 0: fla's chunk_delta_rule refuses fp32.)
+Limits of fla's kernels that the wrappers inherit: fused_recurrent GDN has no backward (decode
+only), and chunk_hgrn drops the gradient that flows from the returned final state and to the
+initial state (training puts neither in the loss, so training is unaffected).
+| hgrn        | chunk_hgrn                                 | fused_recurrent_hgrn                     |
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Optional
+
+import torch
+
+from harness.ops.dispatch import register_backend_op
+
+BACKENDS = ("auto", "torch", "fla")
+_fla_registered = False
+
+
+def fla_installed() -> bool:
+    return importlib.util.find_spec("fla") is not None and importlib.util.find_spec("triton") is not None
+
+
+def resolve_backend(backend: str, device: str | torch.device) -> str:
+    """The backend that will actually run: "auto" means fla on CUDA when fla is installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    is_cuda = torch.device(device).type == "cuda"
+    if backend == "auto":
+        return "fla" if is_cuda and fla_installed() else "torch"
+    if backend == "fla":
+        if not fla_installed():
+            raise RuntimeError("backend 'fla' needs flash-linear-attention: pip install -e '.[gpu]'")
+        if not is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(
+                f"backend 'fla' runs Triton kernels, which need a CUDA device (got {device!r}); "
+                "use backend 'torch' or 'auto' on the CPU (TRITON_INTERPRET=1 is for tiny tests only)"
+            )
+        register_fla_ops()
+    return backend
+
+
+def register_fla_ops() -> None:
+    """Register fla-kernel wrappers under backend "fla" (imports fla; idempotent)."""
+    global _fla_registered
+    if _fla_registered:
+        return
+    from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+    from fla.ops.gla import chunk_gla, fused_recurrent_gla
+    from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
+    from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
+
+    def _state(s: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if s is None else s.float()
+
+    def gla(chunk: bool):
+        def run(q, k, v, g=None, scale=None, initial_state=None):
+            kw = dict(scale=scale, initial_state=_state(initial_state), output_final_state=True)
+            if g is not None and g.dim() == 4:  # per-channel decay
+                if chunk:
+                    return chunk_gla(q, k, v, g=g, **kw)
+                return fused_recurrent_gla(q, k, v, gk=g, **kw)
+            fn = chunk_simple_gla if chunk else fused_recurrent_simple_gla
+            return fn(q, k, v, g=None if g is None else g.float(), **kw)
+        return run
+
+    def delta_rule(chunk: bool):
+        def run(q, k, v, beta, g=None, scale=None, initial_state=None):
+            kw = dict(scale=scale, initial_state=_state(initial_state), output_final_state=True)
+            if g is None and q.dtype != torch.float32:
+                fn = chunk_delta_rule if chunk else fused_recurrent_delta_rule
+                return fn(q, k, v, beta=beta, **kw)
+            if g is None:  # fla's chunk_delta_rule refuses fp32; the gated kernel with g = 0 is the same rule
+                g = q.new_zeros(q.shape[:3], dtype=torch.float32)
+            fn = chunk_gated_delta_rule if chunk else fused_recurrent_gated_delta_rule
+            return fn(q, k, v, g=g.float(), beta=beta, **kw)
+        return run
+
+    def hgrn(chunk: bool):
+        def run(x, g, initial_state=None):
+            fn = chunk_hgrn if chunk else fused_recurrent_hgrn
+            return fn(x, g.to(x.dtype), initial_state=_state(initial_state), output_final_state=True)
+        return run
+
+    for mode, chunk in (("chunk", True), ("recurrent", False)):
+        register_backend_op("fla", "gla", mode, gla(chunk))
+        register_backend_op("fla", "delta_rule", mode, delta_rule(chunk))
+        register_backend_op("fla", "hgrn", mode, hgrn(chunk))
+    _fla_registered = True

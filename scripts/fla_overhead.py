@@ -1,0 +1,90 @@
+"""GPU check: each variant's fla path inside our module vs a direct fla layer call, same shape.
+
+    python scripts/fla_overhead.py [--d-model 1024] [--heads 4] [--seq-len 4096] [--batch 4] [--out FILE.json]
+
+Times forward+backward (bf16, CUDA events, median of repeats after warm-up) of
+(a) our variant with backend "fla" and (b) fla's own layer of the same parameterisation, and
+reports ours / fla - 1 as the overhead (target <= 10%). Needs CUDA and flash-linear-attention.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import torch
+
+from harness.registry import get_variant
+
+# our variant -> (fla layer class name, kwargs that give the same parameterisation as our defaults)
+FLA_LAYERS = {
+    "hgrn": ("HGRNAttention", lambda d, h: dict(expand_ratio=1)),
+    "retnet": ("MultiScaleRetention", lambda d, h: dict(num_heads=h, expand_k=1.0, expand_v=2.0)),
+    "gla": ("GatedLinearAttention", lambda d, h: dict(num_heads=h, expand_k=0.5, expand_v=1.0)),
+    "hgrn2": ("HGRN2Attention", lambda d, h: dict(expand_ratio=d // h)),
+    "deltanet": ("DeltaNet", lambda d, h: dict(num_heads=h, expand_k=1.0, expand_v=1.0)),
+    "gated_deltanet": ("GatedDeltaNet", lambda d, h: dict(num_heads=h, head_dim=d // h, expand_v=2.0)),
+}
+
+
+def bench(fn, warmup: int = 5, repeats: int = 20) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--d-model", type=int, default=1024)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=4096)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("fla_overhead.py needs CUDA (fla's kernels are GPU-only)")
+    import fla.layers
+
+    from harness.ops.backend import resolve_backend
+
+    resolve_backend("fla", "cuda")
+    d, h, dev, dt = args.d_model, args.heads, "cuda", torch.bfloat16
+    x = torch.randn(args.batch, args.seq_len, d, device=dev, dtype=dt)
+    rows = []
+    for name, (cls_name, kwargs) in FLA_LAYERS.items():
+        torch.manual_seed(0)
+        ours = get_variant(name)(d, h).to(dev, dt)
+        ours.backend = "fla"
+        theirs = getattr(fla.layers, cls_name)(hidden_size=d, layer_idx=0, **kwargs(d, h)).to(dev, dt)
+
+        def step(module):
+            xi = x.detach().requires_grad_(True)
+            y = module(xi)[0]
+            y.float().pow(2).mean().backward()
+
+        t_ours = statistics.median(bench(lambda: step(ours)))
+        t_fla = statistics.median(bench(lambda: step(theirs)))
+        n_ours = sum(p.numel() for p in ours.parameters())
+        n_fla = sum(p.numel() for p in theirs.parameters())
+        row = {"variant": name, "fla_layer": cls_name, "ours_fwd_bwd_s": t_ours, "fla_fwd_bwd_s": t_fla,
+               "overhead": t_ours / t_fla - 1, "params_ours": n_ours, "params_fla": n_fla,
+               "d_model": d, "n_heads": h, "seq_len": args.seq_len, "batch": args.batch}
+        rows.append(row)
+        print(f"{name:16s} ours {t_ours * 1e3:8.2f} ms  fla {t_fla * 1e3:8.2f} ms  overhead {row['overhead']:+.1%}"
+              f"  (params {n_ours} vs {n_fla})", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
