@@ -1,0 +1,57 @@
+"""Build the Markdown report (with PNG + SVG figures) from a stored results table, never re-running.
+
+    from harness.report import build_report
+    build_report("results/quickstart")            # -> reports/quickstart/report.md
+    build_report("results/x/results.parquet", "out/")
+
+The report's parts: the paper's tables re-made from our rows with the paper's own numbers beside
+them, figures, uncertainty across seeds, claims tested against the data, failures and provenance.
+Sections without data are skipped with the reason. This package never imports torch.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .data import load_results, normalize, suite_name
+
+__all__ = ["build_report", "build_report_from_frame", "load_results"]
+
+
+def _load(results_dir: Path | str) -> pd.DataFrame:
+    """The results table: `harness.store.load_results` when it exists, else `results.parquet`."""
+    return load_results(results_dir)
+
+
+def _safe_dirname(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "results"
+
+
+def build_report(results_dir: Path | str, out_dir: Path | str | None = None) -> Path:
+    """Rebuild `<out_dir>/report.md` and `<out_dir>/figures/*.{png,svg}` from a results dir or parquet file.
+
+    `out_dir` defaults to `reports/<suite name>` (suite taken from the table). Returns the report path.
+    Raises FileNotFoundError when there is no results table at `results_dir`.
+    """
+    df = _load(results_dir)
+    return build_report_from_frame(df, out_dir, source=str(results_dir), _default_out=out_dir is None)
+
+
+def build_report_from_frame(df: pd.DataFrame, out_dir: Path | str | None = None, source: str = "<DataFrame>",
+                            _default_out: bool | None = None) -> Path:
+    """Same as `build_report`, from an in-memory results table."""
+    from . import markdown  # imports matplotlib; deferred so `import harness.report` stays light
+
+    df = normalize(df if df is not None else pd.DataFrame())
+    fallback = Path(source).stem if source and not source.startswith("<") else "results"
+    suite = suite_name(df, fallback=fallback)
+    default = out_dir is None if _default_out is None else _default_out
+    out = Path(out_dir) if out_dir is not None else Path("reports") / _safe_dirname(suite)
+    out.mkdir(parents=True, exist_ok=True)
+    regen = f"harness report {source}" + ("" if default else f" --out {out}")
+    text, _ = markdown.render(df, out / "figures", source, regen)
+    path = out / "report.md"
+    path.write_text(text, encoding="utf-8")
+    return path

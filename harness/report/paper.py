@@ -1,0 +1,66 @@
+"""The paper's published numbers (harness/report/paper_numbers.json), as small DataFrames.
+
+Everything returned here is the paper's, never ours; each table carries its `source` label
+(e.g. "paper (1.3B)") which the report prints next to the numbers.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
+
+
+@lru_cache(maxsize=1)
+def paper_data() -> dict:
+    with open(PAPER_FILE, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def table(name: str) -> dict:
+    return paper_data()["tables"][name]
+
+
+def source(name: str) -> str:
+    return table(name)["source"]
+
+
+def rows_frame(name: str) -> pd.DataFrame:
+    """A row-style paper table (best-ratio and subtask tables) as a DataFrame."""
+    return pd.DataFrame(table(name)["rows"])
+
+
+def by_ratio(name: str) -> pd.DataFrame:
+    """A ratio x variant paper table: index = layout, columns = variants (+ 'average')."""
+    vals = table(name)["values"]
+    return pd.DataFrame.from_dict(vals, orient="index")
+
+
+def lookup_by_ratio(name: str, layout: str, variant: str) -> float | None:
+    v = table(name)["values"].get(layout, {}).get(variant)
+    return None if v is None else float(v)
+
+
+def best_ratio_rows(name: str) -> dict[str, dict]:
+    """variant -> row of a best-ratio table."""
+    return {r["variant"]: r for r in table(name)["rows"]}
+
+
+def lm_eval_task_names() -> dict[str, str]:
+    """lm-eval task name -> the paper's column header."""
+    return dict(paper_data()["lm_eval_tasks"])
+
+
+def ruler_column_for(subtask: str) -> str | None:
+    """The paper's RULER column for one of our recall subtask names, if there is one."""
+    for col, names in paper_data()["ruler_columns"].items():
+        if subtask in names:
+            return col
+    return None
+
+
+def flops_formulas() -> list[dict]:
+    return list(table("mixer_flops")["rows"])

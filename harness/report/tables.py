@@ -1,0 +1,418 @@
+"""Pure DataFrame -> DataFrame functions behind every table and figure of the report.
+
+All functions take the normalised table of successful rows (see `data.normalize` / `data.ok_rows`)
+and never touch files. Aggregation is always two-step: first one number per seed (the mean over
+everything not kept as a key: subtasks, repeats, ...), then mean, sample std and count across seeds.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .style import LOWER_IS_BETTER, is_hybrid, layout_sort_key, sort_layouts, sort_variants, variant_sort_key
+
+SCALE = ["d_model"]
+MODEL_KEYS = ["d_model", "variant", "layout"]
+ANALYTIC_METRICS = [
+    "mixer_flops_per_token_per_layer", "mixer_flops_per_token", "model_flops_per_token",
+    "state_bytes", "kv_cache_bytes", "cache_bytes", "cache_reduction_vs_transformer", "n_params",
+]
+TIME_METRICS = ["train_step_s", "prefill_s", "decode_token_s"]
+MEMORY_METRICS = ["peak_mem_bytes", "cache_bytes"]
+LM_METRICS = ["val_loss", "val_bpb", "val_ppl", "final_loss"]
+#: lm-eval per-task metric preference; metrics matching _LM_EVAL_EXCLUDE are never averaged.
+LM_EVAL_PREF = ["acc", "acc_norm", "exact_match", "em", "f1"]
+_LM_EVAL_EXCLUDE = re.compile(r"stderr|perplex|ppl|loss|bpb|bits|byte|word", re.I)
+
+
+# --------------------------------------------------------------------------- basic aggregation
+
+def metric_rows(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return ok[ok["metric"] == metric]
+
+
+def per_seed(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One value per (keys, seed): the mean over all rows sharing them."""
+    if rows.empty:
+        return pd.DataFrame(columns=keys + ["seed", "value"])
+    return rows.groupby(keys + ["seed"], dropna=False, sort=False)["value"].mean().reset_index()
+
+
+def across_seeds(ps: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """mean, sample std (ddof=1; NaN for one seed) and n seeds per keys."""
+    if ps.empty:
+        return pd.DataFrame(columns=keys + ["mean", "std", "n"])
+    out = ps.groupby(keys, dropna=False, sort=False)["value"].agg(mean="mean", std="std", n="count").reset_index()
+    return order(out)
+
+
+def summarize(ok: pd.DataFrame, metric: str, keys: list[str]) -> pd.DataFrame:
+    """Mean/std/n across seeds of `metric`, per `keys` (everything else averaged within a seed)."""
+    return across_seeds(per_seed(metric_rows(ok, metric), keys), keys)
+
+
+def order(df: pd.DataFrame) -> pd.DataFrame:
+    """Sort rows by d_model, variant (fixed order), layout (by attention fraction), then lengths."""
+    if df.empty:
+        return df.reset_index(drop=True)
+    tmp = df.copy()
+    sort_cols = []
+    for c in ("d_model", "device", "dtype", "batch", "task"):
+        if c in tmp.columns:
+            sort_cols.append(c)
+    if "variant" in tmp.columns:
+        tmp["_v"] = tmp["variant"].map(lambda v: variant_sort_key(v))
+        sort_cols.append("_v")
+    if "layout" in tmp.columns:
+        tmp["_l"] = tmp["layout"].map(lambda v: layout_sort_key(v))
+        sort_cols.append("_l")
+    for c in ("seq_len", "context_len", "subtask"):
+        if c in tmp.columns:
+            sort_cols.append(c)
+    tmp = tmp.sort_values(sort_cols, kind="stable", na_position="first")
+    return tmp.drop(columns=[c for c in ("_v", "_l") if c in tmp.columns]).reset_index(drop=True)
+
+
+def has_metric(ok: pd.DataFrame, metric: str) -> bool:
+    return bool((ok["metric"] == metric).any()) if not ok.empty else False
+
+
+def scales(df: pd.DataFrame) -> list:
+    """The d_model values present (NaN kept as one scale)."""
+    vals = df["d_model"].drop_duplicates().tolist() if "d_model" in df.columns else []
+    return sorted(vals, key=lambda v: (np.isnan(v), v if not np.isnan(v) else 0))
+
+
+def at_scale(df: pd.DataFrame, d_model) -> pd.DataFrame:
+    if d_model is None or (isinstance(d_model, float) and np.isnan(d_model)):
+        return df[df["d_model"].isna()]
+    return df[df["d_model"] == d_model]
+
+
+# --------------------------------------------------------------------------- accuracy scores
+
+@dataclass
+class Score:
+    """An accuracy score: one value per (d_model, variant, layout, seed)."""
+
+    kind: str  # "recall" | "lm_eval" | "lm"
+    metric: str  # column label, e.g. "recall_acc" or "lm_eval avg" or "val_loss"
+    description: str
+    unit: str
+    higher_is_better: bool
+    per_seed: pd.DataFrame  # d_model, variant, layout, seed, value
+    parts: list[str] = field(default_factory=list)  # subtasks / lm-eval tasks averaged
+
+    def summary(self) -> pd.DataFrame:
+        return across_seeds(self.per_seed, MODEL_KEYS)
+
+
+def recall_score(ok: pd.DataFrame) -> Score | None:
+    rows = metric_rows(ok, "recall_acc")
+    if rows.empty:
+        return None
+    subtasks = sorted({s for s in rows["subtask"] if s})
+    lens = sorted({int(x) for x in rows["seq_len"].dropna()})
+    desc = "recall_acc averaged over " + (f"subtasks {', '.join(subtasks)}" if subtasks else "all recall rows")
+    if lens:
+        desc += f" and lengths {', '.join(map(str, lens))}"
+    return Score("recall", "recall_acc", desc, "accuracy", True, per_seed(rows, MODEL_KEYS), subtasks)
+
+
+def lm_eval_tasks(ok: pd.DataFrame) -> pd.DataFrame:
+    """The lm-eval rows to average: one metric per task (acc, else acc_norm, ...), with a `lm_task` column."""
+    rows = ok[ok["metric"].str.startswith("lm_eval/")]
+    if rows.empty:
+        return rows.assign(lm_task=pd.Series(dtype=object), lm_metric=pd.Series(dtype=object))
+    parts = rows["metric"].str.split("/", n=2, expand=True)
+    rows = rows.assign(lm_task=parts[1], lm_metric=parts[2] if parts.shape[1] > 2 else None)
+    rows = rows[rows["lm_metric"].notna() & ~rows["lm_metric"].fillna("").str.contains(_LM_EVAL_EXCLUDE)]
+    chosen = {}
+    for task, names in rows.groupby("lm_task")["lm_metric"]:
+        present = set(names)
+        pick = next((m for m in LM_EVAL_PREF if m in present), None)
+        if pick is None:
+            pick = next((m for m in sorted(present) if "acc" in m), None)
+        if pick is not None:
+            chosen[task] = pick
+    return rows[rows["lm_metric"] == rows["lm_task"].map(chosen)]
+
+
+def lm_eval_score(ok: pd.DataFrame) -> Score | None:
+    rows = lm_eval_tasks(ok)
+    if rows.empty:
+        return None
+    # one value per model, seed and task, then keep the tasks every model of that scale has
+    ps = rows.groupby(MODEL_KEYS + ["seed", "lm_task"], dropna=False)["value"].mean().reset_index()
+    keep = []
+    for d in scales(ps):
+        sub = at_scale(ps, d)
+        n_models = sub[["variant", "layout"]].drop_duplicates().shape[0]
+        counts = sub.drop_duplicates(["variant", "layout", "lm_task"]).groupby("lm_task").size()
+        common = counts[counts == n_models].index.tolist() or counts.index.tolist()
+        keep.append(sub[sub["lm_task"].isin(common)])
+    ps = pd.concat(keep, ignore_index=True)
+    tasks = sorted(ps["lm_task"].unique())
+    metrics = sorted({f"{t}/{m}" for t, m in rows[["lm_task", "lm_metric"]].drop_duplicates().itertuples(index=False)
+                      if t in tasks})
+    score = ps.groupby(MODEL_KEYS + ["seed"], dropna=False)["value"].mean().reset_index()
+    desc = f"mean lm-eval accuracy over {len(tasks)} task(s): {', '.join(metrics)}"
+    return Score("lm_eval", "lm_eval avg", desc, "accuracy", True, score, tasks)
+
+
+def lm_score(ok: pd.DataFrame) -> Score | None:
+    """The first LM-quality metric present among val_loss, val_bpb, val_ppl, final_loss."""
+    for m in LM_METRICS:
+        rows = metric_rows(ok, m)
+        if not rows.empty:
+            unit = rows["unit"].dropna()
+            unit = unit.iloc[0] if len(unit) else ""
+            return Score("lm", m, f"{m} (lower is better)", unit, m not in LOWER_IS_BETTER,
+                         per_seed(rows, MODEL_KEYS), [])
+    return None
+
+
+def accuracy_score(ok: pd.DataFrame) -> Score | None:
+    """The score used for 'best ratio': recall, else the lm-eval average, else the LM loss (lower better)."""
+    for fn in (recall_score, lm_eval_score, val_loss_score):
+        s = fn(ok)
+        if s is not None:
+            return s
+    return None
+
+
+def val_loss_score(ok: pd.DataFrame) -> Score | None:
+    rows = metric_rows(ok, "val_loss")
+    if rows.empty:
+        return None
+    return Score("lm", "val_loss", "val_loss (lower is better)", "nats/token", False, per_seed(rows, MODEL_KEYS), [])
+
+
+def all_scores(ok: pd.DataFrame) -> list[Score]:
+    return [s for s in (recall_score(ok), lm_eval_score(ok), lm_score(ok)) if s is not None]
+
+
+# --------------------------------------------------------------------------- paper-shaped tables
+
+def best_ratio_per_variant(score: Score) -> pd.DataFrame:
+    """Per (d_model, variant): the layout with the best mean over seeds (Tables 2-3 form).
+
+    Columns: d_model, variant, layout, mean, std, n, n_layouts, pure_mean, transformer_mean.
+    """
+    s = score.summary()
+    if s.empty:
+        return pd.DataFrame(columns=["d_model", "variant", "layout", "mean", "std", "n", "n_layouts",
+                                     "pure_mean", "transformer_mean"])
+    s = s.dropna(subset=["mean"])
+    grp = s.groupby(["d_model", "variant"], dropna=False)["mean"]
+    idx = grp.idxmax() if score.higher_is_better else grp.idxmin()
+    best = s.loc[idx.values].copy()
+    best["n_layouts"] = grp.size().values
+    pure = s[s["layout"] == "pure"].set_index(["d_model", "variant"])["mean"]
+    best["pure_mean"] = [pure.get((d, v), np.nan) for d, v in zip(best["d_model"], best["variant"])]
+    tf = s[s["variant"] == "attention"].groupby("d_model", dropna=False)["mean"].mean()
+    best["transformer_mean"] = [tf.get(d, np.nan) for d in best["d_model"]]
+    return order(best)
+
+
+def ratio_by_variant(summary: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
+    """Pivot a (variant, layout) summary of ONE scale: rows = layouts (sparse -> dense), cols = variants."""
+    if summary.empty:
+        return pd.DataFrame()
+    p = summary.pivot_table(index="layout", columns="variant", values=value, aggfunc="mean", dropna=False)
+    p = p.reindex(index=sort_layouts(p.index), columns=sort_variants(p.columns))
+    p.index.name, p.columns.name = "layout", None
+    return p
+
+
+def recall_subtasks(ok: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
+    """recall_acc per subtask (averaged over lengths within a seed), mean/std/n across seeds."""
+    keys = keys or MODEL_KEYS
+    return summarize(ok, "recall_acc", keys + ["subtask"])
+
+
+def recall_subtasks_at_best(ok: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """Per-subtask recall for each variant at its best layout (Table 6 form), long format."""
+    sub = recall_subtasks(ok)
+    if sub.empty or best.empty:
+        return sub.iloc[0:0]
+    keys = best[["d_model", "variant", "layout"]]
+    return order(sub.merge(keys, on=["d_model", "variant", "layout"], how="inner"))
+
+
+def recall_by_length(ok: pd.DataFrame) -> pd.DataFrame:
+    """recall_acc per model and length (mean over subtasks within a seed), across seeds."""
+    return summarize(ok, "recall_acc", MODEL_KEYS + ["seq_len"])
+
+
+def _smallest(rows: pd.DataFrame, col: str) -> pd.DataFrame:
+    vals = rows[col].dropna()
+    if vals.nunique() > 1:
+        return rows[rows[col] == vals.min()]
+    return rows
+
+
+def analytic_costs(ok: pd.DataFrame, seq_len: float | None = None) -> pd.DataFrame:
+    """Analytic costs per (d_model, variant, layout) at one length (Table 7 form, extended).
+
+    Length-dependent metrics are taken at `seq_len` (default: the longest analytic length of that
+    scale); the smallest batch is used when several were swept. Columns: d_model, variant, layout,
+    seq_len, then one column per analytic metric present.
+    """
+    rows = ok[ok["metric"].isin(ANALYTIC_METRICS)]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = _smallest(rows, "batch")
+    out = []
+    for d in scales(rows):
+        sub = at_scale(rows, d)
+        L = seq_len if seq_len is not None else sub["seq_len"].max()
+        pick = sub[(sub["seq_len"] == L) | sub["seq_len"].isna()] if not np.isnan(L) else sub
+        wide = pick.groupby(MODEL_KEYS + ["metric"], dropna=False)["value"].mean().unstack("metric")
+        wide = wide.reset_index()
+        wide.insert(3, "seq_len", L)
+        out.append(wide)
+    res = pd.concat(out, ignore_index=True)
+    cols = ["d_model", "variant", "layout", "seq_len"] + [m for m in ANALYTIC_METRICS if m in res.columns]
+    res.columns.name = None
+    return order(res[cols])
+
+
+def flops_per_layer_vs_paper(ok: pd.DataFrame, formulas: list[dict]) -> pd.DataFrame:
+    """Our per-layer mixer FLOPs next to the paper's Table-7 formula evaluated at our shapes.
+
+    Uses each variant's 'pure' rows (the Transformer's for attention) at the longest length.
+    """
+    rows = metric_rows(ok, "mixer_flops_per_token_per_layer")
+    if rows.empty:
+        return pd.DataFrame()
+    rows = _smallest(rows, "batch")
+    by_var = {f["variant"]: f for f in formulas}
+    out = []
+    for (d, v), sub in rows.groupby(["d_model", "variant"], dropna=False):
+        pref = sub[sub["layout"].isin(["pure", "transformer"])]
+        sub = pref if not pref.empty else sub
+        L = sub["seq_len"].max()
+        if not np.isnan(L):
+            sub = sub[sub["seq_len"] == L]
+        heads = sub["n_heads"].dropna()
+        H = float(heads.mode().iloc[0]) if len(heads) else np.nan
+        ours = sub["value"].mean()
+        f = by_var.get(v)
+        paper_val = np.nan
+        if f is not None:
+            if f["form"] == "L*d_model":
+                paper_val = f["coeff"] * L * d
+            elif f["form"] == "d_model":
+                paper_val = f["coeff"] * d
+            elif f["form"] == "d_model^2/H" and H > 0:
+                paper_val = f["coeff"] * d * d / H
+        out.append({"d_model": d, "variant": v, "n_heads": H, "seq_len": L, "ours": ours,
+                    "paper_formula": f["formula"] if f else "", "paper_value": paper_val,
+                    "ours_over_paper": ours / paper_val if paper_val and not np.isnan(paper_val) else np.nan})
+    return order(pd.DataFrame(out))
+
+
+# --------------------------------------------------------------------------- efficiency
+
+CONTEXT_KEYS = ["d_model", "device", "dtype", "backend", "batch", "task"]
+
+
+def _fill_keys(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    df = df.copy()
+    for k in keys:
+        if df[k].dtype == object:
+            df[k] = df[k].fillna("")
+        else:
+            df[k] = df[k].fillna(-1)
+    return df
+
+
+def x_column(metric: str) -> str:
+    return "context_len" if metric == "decode_token_s" else "seq_len"
+
+
+def efficiency_summary(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean/std/n across seeds per model and length (`context_len` for decode, else `seq_len`).
+
+    Missing context_len falls back to seq_len. `iqr` is the mean of the table's `spread` column.
+    """
+    rows = metric_rows(ok, metric)
+    if rows.empty:
+        return pd.DataFrame()
+    x = x_column(metric)
+    rows = rows.copy()
+    if x == "context_len":
+        rows["context_len"] = rows["context_len"].fillna(rows["seq_len"])
+    keys = CONTEXT_KEYS + ["variant", "layout", x]
+    rows = _fill_keys(rows, CONTEXT_KEYS)
+    s = summarize(rows, metric, keys)
+    iqr = rows.groupby(keys, dropna=False)["spread"].mean().reset_index().rename(columns={"spread": "iqr"})
+    return order(s.merge(iqr, on=keys, how="left"))
+
+
+def vs_transformer(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Each non-Transformer model's value next to the Transformer's at the same context
+    (d_model, device, dtype, backend, batch, task and length). ratio = value / transformer value."""
+    s = efficiency_summary(ok, metric)
+    if s.empty:
+        return s
+    x = x_column(metric)
+    keys = CONTEXT_KEYS + [x]
+    tf = s[s["variant"] == "attention"][keys + ["mean", "std", "n"]].rename(
+        columns={"mean": "tf_mean", "std": "tf_std", "n": "tf_n"})
+    other = s[s["variant"] != "attention"]
+    m = other.merge(tf, on=keys, how="inner")
+    m["ratio"] = m["mean"] / m["tf_mean"]
+    return order(m)
+
+
+# --------------------------------------------------------------------------- Pareto front
+
+def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """True for points not dominated when both x and y are to be maximised."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.ones(len(x), bool)
+    for i in range(len(x)):
+        dominated = (x >= x[i]) & (y >= y[i]) & ((x > x[i]) | (y > y[i]))
+        keep[i] = not dominated.any()
+    return keep
+
+
+def pareto_lengths(ok: pd.DataFrame) -> list[int]:
+    """Lengths for the Pareto front: the paper's 4,096 and 32,768 if present, else the shortest and longest."""
+    lens = sorted({int(v) for v in metric_rows(ok, "mixer_flops_per_token")["seq_len"].dropna()})
+    if not lens:
+        return []
+    if 4096 in lens and 32768 in lens:
+        return [4096, 32768]
+    return sorted({lens[0], lens[-1]})
+
+
+def pareto_points(ok: pd.DataFrame, score: Score, seq_len: int) -> pd.DataFrame:
+    """Per model: whole-model mixer FLOPs/token at `seq_len`, its inverse, the score, and front membership."""
+    fl = metric_rows(ok, "mixer_flops_per_token")
+    fl = _smallest(fl[fl["seq_len"] == seq_len], "batch")
+    if fl.empty:
+        return pd.DataFrame()
+    flops = fl.groupby(MODEL_KEYS, dropna=False)["value"].mean().reset_index().rename(columns={"value": "flops"})
+    sc = score.summary()
+    pts = sc.merge(flops, on=MODEL_KEYS, how="inner")
+    matched_on = "d_model, variant, layout"
+    if pts.empty:  # accuracy and costs at different widths: fall back to the widest cost rows
+        widest = flops[flops["d_model"] == flops["d_model"].max()].drop(columns="d_model")
+        pts = sc.merge(widest, on=["variant", "layout"], how="inner")
+        matched_on = "variant, layout (costs at the widest d_model)"
+    if pts.empty:
+        return pts
+    pts = pts[pts["flops"] > 0].copy()
+    pts["inv_flops"] = 1.0 / pts["flops"]
+    y = pts["mean"] if score.higher_is_better else -pts["mean"]
+    pts["on_front"] = pareto_mask(pts["inv_flops"].values, y.values)
+    pts["seq_len"] = seq_len
+    pts.attrs["matched_on"] = matched_on
+    return order(pts)
+
