@@ -1,0 +1,89 @@
+"""The Task interface: what one cell measures.
+
+A task is a class registered under a short name::
+
+    from harness.registry import register_task
+    from harness.tasks.base import Task
+
+    @register_task("my_task")
+    class MyTask(Task):
+        class Params(Task.Params):  # the task's settings; unknown keys are rejected
+            n_repeats: int = 3
+
+        def run(self, cell):
+            p = self.params(cell)
+            return [metric_row("my_metric", 1.0, "s", n_repeats=p.n_repeats)]
+
+The runner instantiates the class with no arguments, seeds the RNGs with `cell.seed`, calls
+`run(cell)` and turns the rows into table rows. An exception, an out-of-memory error or a NaN
+becomes a row with a status and an error; a task need not catch anything itself.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from harness.cell import Cell
+
+
+class Task:
+    #: set by @register_task
+    name: ClassVar[str] = ""
+    #: True when the task cannot run without a GPU (Ray then asks for one GPU per cell)
+    needs_gpu: ClassVar[bool] = False
+
+    class Params(BaseModel):
+        """The task's settings. Subclass it; keep extra="forbid" so typos are errors."""
+
+        model_config = ConfigDict(extra="forbid")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.Params.model_config.get("extra") != "forbid":
+            raise TypeError(
+                f"{cls.__qualname__}.Params must forbid unknown keys: subclass Task.Params "
+                f"or set model_config = ConfigDict(extra='forbid')"
+            )
+
+    def params(self, cell: "Cell") -> "Task.Params":
+        """The cell's settings as this task's Params instance."""
+        return self.Params.model_validate(dict(cell.params))
+
+    def check(self, cell: "Cell") -> None:
+        """Raise ValueError if `cell` is impossible for this task. Called for every cell while
+        the suite is validated, before anything runs; must be cheap and must not touch torch
+        devices. The default accepts everything."""
+
+    def resources(self, cell: "Cell") -> dict[str, float]:
+        """What one run of `cell` needs, in Ray's terms (num_cpus, num_gpus)."""
+        gpu = self.needs_gpu or cell.device.startswith("cuda")
+        return {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
+
+    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+        """Measure `cell`; return rows, each at least {metric, value, unit}. Optional keys:
+        status, error, subtask (str), context_len (int), spread (float, e.g. IQR of repeats),
+        n_repeats (int), backend / device (what was actually used)."""
+        raise NotImplementedError
+
+
+def metric_row(
+    metric: str,
+    value: float,
+    unit: str,
+    *,
+    subtask: Optional[str] = None,
+    context_len: Optional[int] = None,
+    spread: Optional[float] = None,
+    n_repeats: Optional[int] = None,
+    status: Optional[str] = None,
+    error: Optional[str] = None,
+) -> dict[str, Any]:
+    """A task's row, leaving out the optional keys that are not set."""
+    row: dict[str, Any] = {"metric": metric, "value": value, "unit": unit}
+    for key, val in (("subtask", subtask), ("context_len", context_len), ("spread", spread),
+                     ("n_repeats", n_repeats), ("status", status), ("error", error)):
+        if val is not None:
+            row[key] = val
+    return row
