@@ -77,6 +77,27 @@ class Mixer(nn.Module):
         (projections, gates and norms excluded; 1 FLOP = one multiply or one add)."""
         return self.flops_coeff * self.n_heads_state * self.state_elements_per_head()
 
+    def short_convs(self, state: State, new_state: State, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Pass each named input through its `<name>_conv1d` short conv when the mixer has them
+        (`use_short_conv`), carrying the conv tails in `state` / `new_state` as `conv_<name>`."""
+        if not getattr(self, "use_short_conv", False):
+            return list(inputs.values())
+        out = []
+        for name, t in inputs.items():
+            t, new_state[f"conv_{name}"] = getattr(self, f"{name}_conv1d")(t, state.get(f"conv_{name}"))
+            out.append(t)
+        return out
+
+    def conv_state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        """Cache shapes of the short convs (`<name>_conv1d` children), as `conv_<name>`."""
+        from harness.modules import ShortConv
+
+        return {
+            f"conv_{n[: -len('_conv1d')]}": m.cache_shape(batch)
+            for n, m in self.named_children()
+            if isinstance(m, ShortConv) and n.endswith("_conv1d")
+        }
+
     @property
     def n_heads_state(self) -> int:
         return self.n_heads

@@ -45,12 +45,8 @@ class DeltaNet(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.use_short_conv:
-            q, new["conv_q"] = self.q_conv1d(q, state.get("conv_q"))
-            k, new["conv_k"] = self.k_conv1d(k, state.get("conv_k"))
-            v, new["conv_v"] = self.v_conv1d(v, state.get("conv_v"))
-        else:  # fla applies the q/k activation in the conv; without one, apply it here
+        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
+        if not self.use_short_conv:  # fla applies the q/k activation in the conv; without one, apply it here
             q, k, v = torch.nn.functional.silu(q), torch.nn.functional.silu(k), torch.nn.functional.silu(v)
         q, k = l2norm(split_heads(q, self.head_k)), l2norm(split_heads(k, self.head_k))
         beta = torch.sigmoid(at_least_fp32(self.b_proj(x)))
@@ -59,11 +55,7 @@ class DeltaNet(Mixer):
         return self.o_proj(o.flatten(-2)), new
 
     def state_shapes(self, batch, seq_len):
-        shapes = {"S": (batch, self.n_heads, self.head_k, self.head_v)}
-        if self.use_short_conv:
-            for name in ("q", "k", "v"):
-                shapes[f"conv_{name}"] = getattr(self, f"{name}_conv1d").cache_shape(batch)
-        return shapes
+        return {"S": (batch, self.n_heads, self.head_k, self.head_v), **self.conv_state_shapes(batch)}
 
     def state_elements_per_head(self) -> int:
         return self.head_k * self.head_v

@@ -58,12 +58,8 @@ class GatedDeltaNet(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.use_short_conv:
-            q, new["conv_q"] = self.q_conv1d(q, state.get("conv_q"))
-            k, new["conv_k"] = self.k_conv1d(k, state.get("conv_k"))
-            v, new["conv_v"] = self.v_conv1d(v, state.get("conv_v"))
-        else:
+        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
+        if not self.use_short_conv:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
         q, k = l2norm(split_heads(q, self.head_k)), l2norm(split_heads(k, self.head_k))
         g = -at_least_fp32(self.A_log).exp() * F.softplus(at_least_fp32(self.a_proj(x)) + self.dt_bias)
@@ -75,11 +71,7 @@ class GatedDeltaNet(Mixer):
         return self.o_proj(o.flatten(-2)), new
 
     def state_shapes(self, batch, seq_len):
-        shapes = {"S": (batch, self.n_heads, self.head_k, self.head_v)}
-        if self.use_short_conv:
-            for name in ("q", "k", "v"):
-                shapes[f"conv_{name}"] = getattr(self, f"{name}_conv1d").cache_shape(batch)
-        return shapes
+        return {"S": (batch, self.n_heads, self.head_k, self.head_v), **self.conv_state_shapes(batch)}
 
     def state_elements_per_head(self) -> int:
         return self.head_k * self.head_v

@@ -45,11 +45,7 @@ class GLA(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.use_short_conv:
-            q, new["conv_q"] = self.q_conv1d(q, state.get("conv_q"))
-            k, new["conv_k"] = self.k_conv1d(k, state.get("conv_k"))
-            v, new["conv_v"] = self.v_conv1d(v, state.get("conv_v"))
+        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
         gk = F.logsigmoid(at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer
         if self.clamp_min is not None:
             gk = torch.clamp_min(gk, self.clamp_min)
@@ -59,11 +55,7 @@ class GLA(Mixer):
         return self.o_proj(o.flatten(-2)), new
 
     def state_shapes(self, batch, seq_len):
-        shapes = {"S": (batch, self.n_heads, self.head_k, self.head_v)}
-        if self.use_short_conv:
-            for name in ("q", "k", "v"):
-                shapes[f"conv_{name}"] = getattr(self, f"{name}_conv1d").cache_shape(batch)
-        return shapes
+        return {"S": (batch, self.n_heads, self.head_k, self.head_v), **self.conv_state_shapes(batch)}
 
     def state_elements_per_head(self) -> int:
         return self.head_k * self.head_v

@@ -39,10 +39,7 @@ class HGRN(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        i, f = self.i_proj(x), self.f_proj(x)
-        if self.use_short_conv:
-            i, new["conv_i"] = self.i_conv1d(i, state.get("conv_i"))
-            f, new["conv_f"] = self.f_conv1d(f, state.get("conv_f"))
+        i, f = self.short_convs(state, new, i=self.i_proj(x), f=self.f_proj(x))
         f = F.logsigmoid(at_least_fp32(f))
         i = F.silu(i) * (1 - f.exp())  # input gate tied to the forget gate
         o, new["h"] = self.op("hgrn", mode)(i, f, state.get("h"))
@@ -50,11 +47,7 @@ class HGRN(Mixer):
         return self.o_proj(o), new
 
     def state_shapes(self, batch, seq_len):
-        shapes = {"h": (batch, self.input_dim)}
-        if self.use_short_conv:
-            shapes["conv_i"] = self.i_conv1d.cache_shape(batch)
-            shapes["conv_f"] = self.f_conv1d.cache_shape(batch)
-        return shapes
+        return {"h": (batch, self.input_dim), **self.conv_state_shapes(batch)}
 
     @property
     def n_heads_state(self) -> int:

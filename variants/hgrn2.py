@@ -45,11 +45,7 @@ class HGRN2(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        q, f, i = self.q_proj(x), self.f_proj(x), self.i_proj(x)
-        if self.use_short_conv:
-            q, new["conv_q"] = self.q_conv1d(q, state.get("conv_q"))
-            f, new["conv_f"] = self.f_conv1d(f, state.get("conv_f"))
-            i, new["conv_i"] = self.i_conv1d(i, state.get("conv_i"))
+        q, f, i = self.short_convs(state, new, q=self.q_proj(x), f=self.f_proj(x), i=self.i_proj(x))
         q = F.silu(q)
         g = F.logsigmoid(at_least_fp32(f))
         k = (1 - g.exp()).to(i.dtype)
@@ -58,11 +54,7 @@ class HGRN2(Mixer):
         return self.o_proj(self.g_norm(o.flatten(-2))), new
 
     def state_shapes(self, batch, seq_len):
-        shapes = {"S": (batch, self.n_heads, self.expand_ratio, self.head_i)}
-        if self.use_short_conv:
-            for name in ("q", "f", "i"):
-                shapes[f"conv_{name}"] = getattr(self, f"{name}_conv1d").cache_shape(batch)
-        return shapes
+        return {"S": (batch, self.n_heads, self.expand_ratio, self.head_i), **self.conv_state_shapes(batch)}
 
     def state_elements_per_head(self) -> int:
         return self.expand_ratio * self.head_i

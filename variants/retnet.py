@@ -42,11 +42,7 @@ class RetNet(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.use_short_conv:
-            q, new["conv_q"] = self.q_conv1d(q, state.get("conv_q"))
-            k, new["conv_k"] = self.k_conv1d(k, state.get("conv_k"))
-            v, new["conv_v"] = self.v_conv1d(v, state.get("conv_v"))
+        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
         q, k, v = split_heads(q, self.head_k), split_heads(k, self.head_k), split_heads(v, self.head_v)
         q, k = rotary(q, offset), rotary(k, offset)
         g = self.log_decay.expand(x.shape[0], x.shape[1], self.n_heads)
@@ -55,11 +51,7 @@ class RetNet(Mixer):
         return self.o_proj(o.flatten(-2)), new
 
     def state_shapes(self, batch, seq_len):
-        shapes = {"S": (batch, self.n_heads, self.head_k, self.head_v)}
-        if self.use_short_conv:
-            for name in ("q", "k", "v"):
-                shapes[f"conv_{name}"] = getattr(self, f"{name}_conv1d").cache_shape(batch)
-        return shapes
+        return {"S": (batch, self.n_heads, self.head_k, self.head_v), **self.conv_state_shapes(batch)}
 
     def state_elements_per_head(self) -> int:
         return self.head_k * self.head_v
