@@ -572,8 +572,11 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
                     params.update(patch)
             full_model = {**ModelConfig().to_dict(), **model}
             try:
-                full_model = resolve_model(full_model)
                 resolved_params = task_cls.Params.model_validate(params).model_dump(mode="json")
+                imposed = task_cls.model_from_params(resolved_params)  # e.g. a checkpoint's own shape
+                if imposed:
+                    full_model = {**full_model, **imposed}
+                full_model = resolve_model(full_model)
             except (ValueError, TypeError) as exc:
                 msg = str(exc)
                 invalid.setdefault(msg, []).append(_describe_combo(entry.name, full_model, run, params, suite.axes_order))

@@ -50,3 +50,20 @@ class Toy(Task):
             metric_row("toy_latency_s", cell.seq_len / 1e6, "s", context_len=cell.seq_len, subtask="decode",
                        spread=0.0, n_repeats=3),
         ]
+
+
+@register_task("toy_checkpoint")
+class ToyCheckpoint(Task):
+    """Imposes its model from its settings, like `lm_eval` does from a checkpoint's config."""
+
+    class Params(Task.Params):
+        width: int = 32
+
+    @classmethod
+    def model_from_params(cls, params):
+        if params["width"] < 0:
+            raise ValueError(f"width {params['width']} cannot be a checkpoint")
+        return {"d_model": params["width"], "variant": "gla", "layout": "pure"}
+
+    def run(self, cell):
+        return [metric_row("toy_width", float(cell.model["d_model"]), "count")]

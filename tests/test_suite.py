@@ -160,6 +160,31 @@ def test_param_axis_fills_task_defaults(tmp_path):
     assert cells[0].task_modules == ("tests.helpers_tasks",)
 
 
+def test_task_can_impose_the_model_from_its_params(tmp_path):
+    """A task evaluating checkpoints sets each cell's model from the checkpoint, not the suite."""
+    path = write(tmp_path, """\
+        name: p
+        task_modules: [tests.helpers_tasks]
+        task: toy_checkpoint
+        model: {n_layers: 2, d_model: 16, n_heads: 2, variant: hgrn, layout: transformer}
+        axes: {params.width: [32, 64]}
+        """)
+    cells = expand_cells(load_suite(path))
+    assert [(c.model["d_model"], c.model["variant"], c.model["layout"]) for c in cells] == [
+        (32, "gla", "pure"), (64, "gla", "pure")]
+
+
+def test_task_refusing_its_params_is_reported(tmp_path):
+    msg = suite_error(tmp_path, """\
+        name: p
+        task_modules: [tests.helpers_tasks]
+        task: toy_checkpoint
+        model: {n_layers: 2, n_heads: 2}
+        axes: {params.width: [-1]}
+        """)
+    assert "width -1 cannot be a checkpoint" in msg
+
+
 # ---------------------------------------------------------------------------------------------
 # one test per class of bad input
 

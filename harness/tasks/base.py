@@ -51,6 +51,13 @@ class Task:
         """The cell's settings as this task's Params instance."""
         return self.Params.model_validate(dict(cell.params))
 
+    @classmethod
+    def model_from_params(cls, params: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """ModelConfig fields that the task's settings impose on the cell (e.g. the shape of a
+        checkpoint it evaluates), overriding the suite's; None (the default) keeps the suite's.
+        Called while the suite is expanded; raise ValueError for settings that cannot work."""
+        return None
+
     def check(self, cell: "Cell") -> None:
         """Raise ValueError if `cell` is impossible for this task. Called for every cell while
         the suite is validated, before anything runs; must be cheap and must not touch torch
