@@ -75,8 +75,10 @@ class HybridLM(nn.Module):
             self.lm_head.weight = self.embeddings.weight
 
     # ---- running ------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, cache: Optional[Cache] = None, mode: Optional[str] = None) -> torch.Tensor:
-        """tokens [B, T] -> logits [B, T, vocab]. With a cache, continue from it and update it."""
+    def forward(self, tokens: torch.Tensor, cache: Optional[Cache] = None, mode: Optional[str] = None,
+                last_only: bool = False) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, vocab] ([B, 1, vocab] with `last_only`). With a cache,
+        continue from it and update it."""
         x = self.embeddings(tokens)
         offset = cache.seen_tokens if cache is not None else 0
         if cache is not None and not cache.states:
@@ -87,13 +89,17 @@ class HybridLM(nn.Module):
                 cache.states[i] = new_state
         if cache is not None:
             cache.seen_tokens += tokens.shape[1]
+        if last_only:  # a prompt needs only its last position's logits: skip the [T, vocab] head
+            x = x[:, -1:]
         return self.lm_head(self.norm(x))
 
     @torch.no_grad()
-    def prefill(self, tokens: torch.Tensor, mode: Optional[str] = None) -> tuple[torch.Tensor, Cache]:
-        """Process a prompt in parallel; return its logits and the cache to decode from."""
+    def prefill(self, tokens: torch.Tensor, mode: Optional[str] = None,
+                last_only: bool = False) -> tuple[torch.Tensor, Cache]:
+        """Process a prompt in parallel; return its logits (every position, or with `last_only`
+        just the last, as generation needs) and the cache to decode from."""
         cache = Cache()
-        return self.forward(tokens, cache, mode), cache
+        return self.forward(tokens, cache, mode, last_only), cache
 
     @torch.no_grad()
     def decode_step(self, token: torch.Tensor, cache: Cache) -> torch.Tensor:

@@ -111,3 +111,14 @@ def test_kv_cache_reduction_follows_full_layer_count():
     tf = {r["metric"]: r["value"] for r in model_costs(dataclasses.replace(cfg, layout="transformer"), 8192)}
     assert rows["kv_cache_bytes"] * 4 == tf["kv_cache_bytes"]  # 2 of 8 layers keep a KV cache
     assert rows["cache_reduction_vs_transformer"] == pytest.approx(tf["cache_bytes"] / rows["cache_bytes"])
+
+
+def test_prefill_last_only_matches_the_full_logits():
+    cfg = ModelConfig(variant="gla", layout="1:1", n_layers=2, d_model=32, n_heads=2, vocab_size=40)
+    model = HybridLM(cfg).eval()
+    tokens = torch.randint(0, 40, (2, 21))
+    full, cache_full = model.prefill(tokens)
+    last, cache_last = model.prefill(tokens, last_only=True)
+    assert last.shape == (2, 1, 40)
+    torch.testing.assert_close(last[:, 0], full[:, -1])
+    assert cache_last.nbytes() == cache_full.nbytes()

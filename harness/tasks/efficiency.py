@@ -1,0 +1,330 @@
+"""`efficiency`: measured speed and memory of one model on one device (docs/metrics.md).
+
+Per cell (variant x layout x seq_len x batch x dtype x device), with random token ids:
+- train: forward + backward of the mean next-token cross-entropy over `batch` x `seq_len` tokens,
+  model in train mode, gradients set to None before each step, no optimizer step
+  -> `train_step_s`, `train_tokens_per_s`;
+- prefill: `HybridLM.prefill(last_only=True)` of `seq_len` tokens (no grad, eval mode; it
+  returns the last position's logits, as generation needs, and the cache) -> `prefill_s`, `prefill_tokens_per_s`, `measured_cache_bytes`
+  (what that cache holds);
+- decode: at each context length c, a cache filled by an untimed prefill of c tokens, then
+  `decode_warmup` untimed and `decode_steps` timed `decode_step` calls, each timed on its own
+  -> `decode_token_s` rows with `context_len = c` (the cache grows by one token per step, so
+  the last timed step sees c + decode_warmup + decode_steps - 1 tokens);
+- memory: the first timed train step and the first timed prefill (after the warm-up calls) run
+  under `harness.measure.PeakMemory` -> `peak_mem_bytes` (train step) and
+  `prefill_peak_mem_bytes`: peak bytes above what the process held just before the call (the
+  built model, and on CPU nothing else). Without the matching timing, one call after the warm-up.
+Times are the median of `repeats` (decode: `decode_steps`) timed calls after `warmup` untimed ones;
+`spread` is their interquartile range.
+
+On CPU the whole measurement runs in an isolated worker process (`isolate: auto`), so that its
+peak resident set size is its own and an out-of-memory kill ends the worker, not the sweep. On
+CUDA it runs in-process with torch's peak-memory statistics. An out-of-memory error in one stage
+gives that stage's rows with status "oom" and the other stages still run; a worker killed by
+SIGKILL gives "oom" rows for everything it had not reported.
+
+The analytic costs (harness.costs.model_costs) come from the `analytic` task; suites run both
+tasks. Set `analytic: true` to have an efficiency cell carry them as well (then do not also run
+the `analytic` task on the same cells, or the table holds those rows twice).
+
+The crossover lengths where linear layers overtake softmax are computed from the table by
+`harness.crossover` (no rows are written for them).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from harness.registry import register_task
+from harness.tasks.base import Task, metric_row
+
+if TYPE_CHECKING:
+    from harness.cell import Cell
+
+MEASURES = ("train", "prefill", "decode", "memory")
+
+#: (stage, metric, unit) of every measured metric, in the order they are produced
+STAGE_METRICS: dict[str, list[tuple[str, str]]] = {
+    "train": [("train_step_s", "s"), ("train_tokens_per_s", "tokens/s")],
+    "prefill": [("prefill_s", "s"), ("prefill_tokens_per_s", "tokens/s"), ("measured_cache_bytes", "bytes")],
+    "decode": [("decode_token_s", "s")],
+}
+#: the peak-memory metric of each stage
+MEMORY_METRIC = {"train": "peak_mem_bytes", "prefill": "prefill_peak_mem_bytes"}
+
+
+@register_task("efficiency")
+class Efficiency(Task):
+    class Params(Task.Params):
+        #: what to measure: any of train, prefill, decode, memory
+        measure: list[Literal["train", "prefill", "decode", "memory"]] = list(MEASURES)
+        #: untimed calls before the timed ones (train and prefill)
+        warmup: int = Field(1, ge=0)
+        #: timed calls (train and prefill); the row is their median, spread their IQR
+        repeats: int = Field(5, ge=1)
+        #: decode context lengths; None: `decode_fractions` of seq_len
+        decode_contexts: Optional[list[int]] = None
+        #: fractions of seq_len used when decode_contexts is None
+        decode_fractions: list[float] = [0.125, 0.25, 0.5, 1.0]
+        #: untimed decode steps at each context before the timed ones
+        decode_warmup: int = Field(2, ge=0)
+        #: timed decode steps at each context (per-token latency = their median)
+        decode_steps: int = Field(16, ge=1)
+        #: on CPU, cells with batch x (longest length measured) above this are rejected up
+        #: front (suites with `skip_invalid: true` drop them)
+        max_tokens_cpu: int = Field(32768, ge=1)
+        #: run in an isolated worker process: auto = on CPU only
+        isolate: Literal["auto", "process", "none"] = "auto"
+        #: torch intra-op threads for the measurement; None keeps the process's setting. On a
+        #: shared CPU, 1 avoids the stalls of oversubscribed OpenMP threads.
+        threads: Optional[int] = Field(None, ge=1)
+        #: also emit the analytic cost rows of harness.costs.model_costs
+        analytic: bool = False
+
+        @field_validator("measure")
+        @classmethod
+        def _nonempty_unique(cls, v: list[str]) -> list[str]:
+            if not v:
+                raise ValueError("measure needs at least one of " + ", ".join(MEASURES))
+            return list(dict.fromkeys(v))
+
+        @field_validator("decode_contexts")
+        @classmethod
+        def _positive(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+            if v is not None and (not v or any(c < 1 for c in v)):
+                raise ValueError("decode_contexts must be a non-empty list of positive lengths")
+            return v
+
+        @field_validator("decode_fractions")
+        @classmethod
+        def _fractions(cls, v: list[float]) -> list[float]:
+            if not v or any(not 0 < f <= 1 for f in v):
+                raise ValueError("decode_fractions must be a non-empty list of numbers in (0, 1]")
+            return v
+
+    def check(self, cell: "Cell") -> None:
+        p = self.params(cell)
+        if cell.device == "cpu":
+            longest = max([cell.seq_len] + (decode_contexts(p, cell.seq_len) if "decode" in p.measure else []))
+            tokens = cell.batch * longest
+            if tokens > p.max_tokens_cpu:
+                raise ValueError(
+                    f"{cell.batch} x {longest} = {tokens} tokens is above max_tokens_cpu={p.max_tokens_cpu} "
+                    f"for a CPU measurement; raise params.max_tokens_cpu to run it"
+                )
+
+    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+        import torch
+
+        from harness.measure import WorkerDied, WorkerError, run_isolated, worker_available
+
+        p = self.params(cell)
+        spec = make_spec(cell, p, torch.get_num_threads())
+        rows: list[dict[str, Any]] = []
+        if p.analytic:
+            from harness.costs import model_costs
+
+            rows += model_costs(cell.model_config(), cell.seq_len, cell.batch, cell.torch_dtype())
+        isolate = p.isolate == "process" or (p.isolate == "auto" and not cell.device.startswith("cuda"))
+        if isolate and worker_available():
+            got: list[Any] = []
+            try:
+                run_isolated(measure_job, spec, on_item=got.append)
+            except (WorkerDied, WorkerError, MemoryError) as exc:
+                # keep what the worker reported; the rest gets the status and the error
+                oom = isinstance(exc, MemoryError) or getattr(exc, "oom", False)
+                rows += [r for r in got if isinstance(r, dict)]
+                rows += missing_rows(spec, got, "oom" if oom else "failed", str(exc))
+                return rows
+            rows += [r for r in got if isinstance(r, dict)]
+        else:
+            rows += [r for r in measure_job(spec) if isinstance(r, dict)]
+        return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurement (a plain function of a picklable spec, so it can run in a worker process)
+
+
+def decode_contexts(p: Efficiency.Params, seq_len: int) -> list[int]:
+    if p.decode_contexts is not None:
+        return sorted(set(p.decode_contexts))
+    return sorted({max(1, round(f * seq_len)) for f in p.decode_fractions})
+
+
+def make_spec(cell: "Cell", p: Efficiency.Params, threads: Optional[int] = None) -> dict[str, Any]:
+    return {
+        "model": dict(cell.model),
+        "seq_len": cell.seq_len,
+        "batch": cell.batch,
+        "seed": cell.seed,
+        "dtype": cell.dtype,
+        "device": cell.device,
+        "backend": cell.backend,
+        "params": p.model_dump(mode="json"),
+        "contexts": decode_contexts(p, cell.seq_len),
+        "threads": p.threads or threads,
+    }
+
+
+def planned(spec: dict[str, Any]) -> list[tuple[str, str, str, Optional[int]]]:
+    """(stage, metric, unit, context_len) of every row the spec will produce."""
+    measure = spec["params"]["measure"]
+    out: list[tuple[str, str, str, Optional[int]]] = []
+    for stage in ("train", "prefill"):
+        if stage in measure:
+            out += [(stage, m, u, None) for m, u in STAGE_METRICS[stage]]
+    if "decode" in measure:
+        out += [("decode", "decode_token_s", "s", c) for c in spec["contexts"]]
+    if "memory" in measure:
+        out += [(stage, m, "bytes", None) for stage, m in MEMORY_METRIC.items()]
+    return out
+
+
+def missing_rows(spec: dict[str, Any], got: list[Any], status: str, error: str) -> list[dict[str, Any]]:
+    """Rows with `status` for every planned metric the worker did not report."""
+    have = {(r["metric"], r.get("context_len")) for r in got if isinstance(r, dict)}
+    return [
+        metric_row(m, None, u, context_len=c, status=status, error=error)
+        for _, m, u, c in planned(spec)
+        if (m, c) not in have
+    ]
+
+
+def measure_job(spec: dict[str, Any]) -> Iterator[Any]:
+    """Build the model and measure it; yields ("stage", name) markers and row dicts. Runs with
+    `spec["threads"]` torch threads, restoring the process's setting at the end."""
+    import torch
+
+    before = torch.get_num_threads()
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    try:
+        yield from _measure(spec)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _measure(spec: dict[str, Any]) -> Iterator[Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from harness.config import ModelConfig
+    from harness.measure import PeakMemory, device_sync, free_device_memory, is_oom, time_calls
+    from harness.model import build_model
+
+    p = spec["params"]
+    torch.manual_seed(spec["seed"])
+    device, dtype = spec["device"], getattr(torch, spec["dtype"])
+    cfg = ModelConfig.from_dict(spec["model"])
+    model = build_model(cfg, device, dtype, spec["backend"])
+    backend = model.backend  # what "auto" resolved to (harness.ops.backend)
+    B, L, V = spec["batch"], spec["seq_len"], cfg.vocab_size
+    gen = torch.Generator(device="cpu").manual_seed(spec["seed"])
+
+    def rand_tokens(n: int) -> torch.Tensor:
+        return torch.randint(0, V, (B, n), generator=gen).to(device)
+
+    tokens, targets = rand_tokens(L), rand_tokens(L)
+    sync = device_sync(device)
+    measure = p["measure"]
+
+    def row(metric: str, value: Any, unit: str, **kw: Any) -> dict[str, Any]:
+        r = metric_row(metric, value, unit, **kw)
+        r["backend"] = backend
+        return r
+
+    def oom_rows(stage: str, msg: str, contexts: Optional[list[int]] = None,
+                 memory: bool = False, timed: bool = False) -> list[dict[str, Any]]:
+        if stage == "decode":
+            return [row("decode_token_s", None, "s", context_len=c, status="oom", error=msg) for c in contexts or []]
+        metrics = (STAGE_METRICS[stage] if timed else []) + ([(MEMORY_METRIC[stage], "bytes")] if memory else [])
+        return [row(m, None, u, status="oom", error=msg) for m, u in metrics]
+
+    def train_step() -> None:
+        model.zero_grad(set_to_none=True)
+        logits = model(tokens)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        loss.backward()
+
+    state: dict[str, Any] = {"cache": None}
+
+    def prefill() -> None:
+        state["cache"] = None  # free the previous cache first
+        _, state["cache"] = model.prefill(tokens, last_only=True)
+
+    def stage(name: str, fn: Any, timed: bool, memory: bool, train: bool) -> Iterator[Any]:
+        """Timings; peak memory of the first timed call (after `warmup` calls, so steady state)."""
+        yield ("stage", name)
+        model.train(train)
+        pm = PeakMemory(device) if memory else None
+        out: list[dict[str, Any]] = []
+        error = None
+        try:
+            if timed:
+                t = time_calls(fn, p["warmup"], p["repeats"], sync, around_first=(lambda: pm) if pm else None)
+                rate, rate_iqr = t.rate(B * L)
+                out.append(row(f"{name}_step_s" if train else f"{name}_s", t.median, "s", spread=t.spread,
+                               n_repeats=t.n))
+                out.append(row(f"{name}_tokens_per_s", rate, "tokens/s", spread=rate_iqr, n_repeats=t.n))
+                if not train:
+                    out.append(row("measured_cache_bytes", state["cache"].nbytes(), "bytes"))
+            elif pm is not None:
+                for _ in range(p["warmup"]):
+                    fn()
+                with pm:
+                    fn()
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+        # outside the except block: its traceback no longer pins the failed call's tensors
+        if pm is not None and pm.bytes is not None:
+            out.append(row(MEMORY_METRIC[name], pm.bytes, "bytes", n_repeats=1))
+        if error is not None:
+            state["cache"] = None
+            model.zero_grad(set_to_none=True)
+            free_device_memory(device)
+            done = {r["metric"] for r in out}
+            out += [r for r in oom_rows(name, error, memory=memory, timed=timed) if r["metric"] not in done]
+        yield from out
+        model.zero_grad(set_to_none=True)
+
+    memory = "memory" in measure
+    if "train" in measure or memory:
+        yield from stage("train", train_step, "train" in measure, memory, True)
+    if "prefill" in measure or memory:
+        yield from stage("prefill", prefill, "prefill" in measure, memory, False)
+
+    if "decode" in measure:
+        yield ("stage", "decode")
+        model.eval()
+        step_token = rand_tokens(1)[:, 0]
+        contexts = list(spec["contexts"])
+        for i, c in enumerate(contexts):
+            error = None
+            try:
+                if c == L and state["cache"] is not None:
+                    cache = state["cache"]  # the last prefill's cache: exactly L tokens
+                else:
+                    state["cache"] = None
+                    with torch.no_grad():
+                        _, cache = model.prefill(rand_tokens(c), last_only=True)
+                state["cache"] = None
+                t = time_calls(lambda: model.decode_step(step_token, cache), p["decode_warmup"], p["decode_steps"], sync)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+            cache = None
+            if error is not None:
+                state["cache"] = None
+                free_device_memory(device)
+                # longer contexts need more: report them all as out of memory
+                yield from oom_rows("decode", error, contexts=contexts[i:])
+                break
+            yield row("decode_token_s", t.median, "s", context_len=c, spread=t.spread, n_repeats=t.n)
+    state["cache"] = None
