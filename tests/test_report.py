@@ -156,6 +156,7 @@ def test_report_written_with_all_figures(full):
         assert any(e.replace("_", "-") in s.replace("_", "-") for s in stems), (e, sorted(stems))
     assert "Skipped" not in text
     for heading in ("## 1. The paper's tables", "### 1.1", "### 1.2", "### 1.3", "### 1.4", "### 1.5", "### 1.6",
+                    "### 1.7",
                     "## 2. Figures", "## 3. Claims", "## Failures", "## Provenance"):
         assert heading in text
     assert "paper (1.3B)" in text and "paper (340M)" in text
@@ -254,7 +255,8 @@ def test_analytic_only_skips_with_reasons(tmp_path):
     assert "Skipped" in sec("### 1.1", "### 1.3") and "recall_acc" in sec("### 1.1", "### 1.3")
     assert "Skipped" in sec("### 1.3", "### 1.4") and "val_loss" in sec("### 1.3", "### 1.4")
     assert "Skipped" in sec("### 1.4", "### 1.5") and "recall_acc" in sec("### 1.4", "### 1.5")
-    assert "Skipped" not in sec("### 1.6", "## 2.")
+    assert "Skipped" not in sec("### 1.6", "### 1.7")
+    assert "Skipped" in sec("### 1.7", "## 2.") and "efficiency" in sec("### 1.7", "## 2.")
     assert "Skipped" in sec("### Decode latency", "### Cache") and "decode_token_s" in sec("### Decode latency", "### Cache")
     assert "no accuracy rows" in sec("### Performance", "## 3.")
     assert text.count("— **no data**") == 3  # claim 1 can still test memory (cache_bytes)
@@ -341,3 +343,18 @@ def test_report_package_does_not_import_torch(tmp_path):
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_crossover_section_matches_the_crossover_functions(full):
+    from harness.crossover import crossover_table, decode_ratio
+
+    df, _, text = full
+    section = text.split("### 1.7")[1].split("## 2.")[0]
+    table = crossover_table(df[df.status == "ok"])
+    assert not table.empty
+    for r in table.itertuples(index=False):
+        assert f"| {r.variant} | {r.layout} |" in section
+        if r.status == "crossed":
+            assert f"≈{r.crossover_len:,.0f}" in section
+    for r in decode_ratio(df[df.status == "ok"]).itertuples(index=False):
+        assert f"{r.softmax_over_linear:.2f}×" in section

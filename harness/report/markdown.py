@@ -137,6 +137,7 @@ class Report:
         self.recall_by_ratio()
         self.recall_subtasks(score)
         self.analytic()
+        self.crossover()
 
     def best_ratio(self, score: T.Score | None) -> None:
         self.add("### 1.1 Best ratio per variant (form of Tables 2–3)")
@@ -319,6 +320,48 @@ class Report:
         self.add("Per variant, recall_acc per subtask (mean over lengths) at the layout with the best mean "
                  "recall. Paper rows map our subtask to its RULER column where one exists (shown in brackets).")
         self.add(md_table(pd.DataFrame(out)))
+
+    def crossover(self) -> None:
+        """Where linear layers overtake softmax: measured (harness.crossover) next to the paper's L*."""
+        from harness.crossover import crossover_table, decode_ratio
+
+        self.add("### 1.7 Crossover: where linear mixers overtake softmax attention")
+        table = crossover_table(self.ok)
+        if table.empty:
+            self.add(skip("no measured train_step_s / prefill_s / decode_token_s rows of both a linear model "
+                          "and the Transformer at the same shape (run the `efficiency` task)."))
+            return
+        self.add("Per model, the length at which its time drops below the Transformer's (same d_model, depth, "
+                 "batch, device, dtype) and stays below, interpolated in log-log between the two measured lengths "
+                 "that bracket it (`harness.crossover`); the paper's analytic L* (equal per-token mixer FLOPs) "
+                 "beside it. `≤ L`: faster already at the shortest length measured; `> L`: still slower at the "
+                 "longest.")
+
+        def when(r) -> str:
+            if r.status == "crossed":
+                return f"≈{r.crossover_len:,.0f}"
+            if r.status == "linear_faster_everywhere":
+                return f"≤ {int(r.hi_len):,}"
+            return f"> {int(r.lo_len):,}" if not pd.isna(r.lo_len) else "—"
+
+        rows = []
+        for (variant, layout, d), g in table.groupby(["variant", "layout", "d_model"], sort=False):
+            row = {"variant": variant, "layout": layout, "d_model": int(d)}
+            for r in g.itertuples(index=False):
+                row[r.metric] = when(r)
+            lstar = g["analytic_crossover_len"].iloc[0]
+            row["analytic L*"] = f"{lstar:,.0f}" if not pd.isna(lstar) else "—"
+            rows.append(row)
+        self.add(md_table(pd.DataFrame(rows)))
+        ratio = decode_ratio(self.ok)
+        if not ratio.empty:
+            self.add("Per-token decode latency, Transformer over model, at the longest context measured "
+                     "(> 1: the model decodes faster):")
+            self.add(md_table(pd.DataFrame({
+                "variant": ratio["variant"], "layout": ratio["layout"], "context": ratio["context_len"],
+                "model": [fmt_value(v, "s") for v in ratio["decode_token_s"]],
+                "Transformer": [fmt_value(v, "s") for v in ratio["transformer_decode_token_s"]],
+                "softmax / model": [f"{v:.2f}×" for v in ratio["softmax_over_linear"]]})))
 
     def analytic(self) -> None:
         self.add("### 1.6 Analytic costs (Table 7)")
