@@ -33,14 +33,14 @@ def recurrent_delta_rule(
     q, k, v, beta = q.to(acc) * scale, k.to(acc), v.to(acc), beta.to(acc)
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
     outs = []
-    for t in range(T):
-        if g is not None:
-            S = S * g[:, t].to(acc).exp()[..., None, None]
-        k_t = k[:, t]
+    decays = (g.to(acc).exp() if g is not None else q.new_ones(B, T, H)).unbind(1)
+    # unbind once: per-step indexing would make autograd build a full-size gradient per step
+    for q_t, k_t, v_t, b_t, a_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), beta.unbind(1), decays):
+        S = S * a_t[..., None, None]
         v_old = torch.einsum("bhk,bhkv->bhv", k_t, S)
-        u = beta[:, t, :, None] * (v[:, t] - v_old)
+        u = b_t[..., None] * (v_t - v_old)
         S = S + k_t[..., None] * u[..., None, :]
-        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+        outs.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
     return torch.stack(outs, 1).to(dtype), S
 
 
@@ -94,9 +94,12 @@ def chunk_delta_rule(
     state_decay = G[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
     outs = []
-    for n in range(N):
-        v_new = U[:, :, n] - W[:, :, n] @ S
-        outs.append(q_in[:, :, n] @ S + attn[:, :, n] @ v_new)
-        S = S * state_decay[:, :, n] + k_out[:, :, n].transpose(-1, -2) @ v_new
+    # unbind once: indexing [:, :, n] inside the loop would make autograd build a full-size
+    # zero gradient per chunk (quadratic in the number of chunks)
+    per_chunk = zip(*(t.unbind(2) for t in (U, W, q_in, attn, state_decay, k_out.transpose(-1, -2))))
+    for U_n, W_n, q_n, attn_n, decay_n, k_n in per_chunk:
+        v_new = U_n - W_n @ S
+        outs.append(q_n @ S + attn_n @ v_new)
+        S = S * decay_n + k_n @ v_new
     o = torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
     return o.to(dtype), S

@@ -39,11 +39,12 @@ def recurrent_gla(
     q, k, v = q.to(acc) * scale, k.to(acc), v.to(acc)
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
     outs = []
-    for t in range(T):
-        decay = g[:, t].exp()
-        decay = decay[..., None, None] if decay.dim() == 2 else decay[..., None]
-        S = S * decay + k[:, t, :, :, None] * v[:, t, :, None, :]
-        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    decays = g.exp()
+    decays = decays[..., None, None] if decays.dim() == 3 else decays[..., None]
+    # unbind once: per-step indexing would make autograd build a full-size gradient per step
+    for q_t, k_t, v_t, a_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), decays.unbind(1)):
+        S = S * a_t + k_t[..., None] * v_t[..., None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
     return torch.stack(outs, 1).to(dtype), S
 
 
@@ -102,9 +103,9 @@ def chunk_gla(
     delta = k_out.transpose(-1, -2) @ v  # [B, H, N, K, V]
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
     starts = []
-    for n in range(N):
+    for decay_n, delta_n in zip(state_decay.unbind(2), delta.unbind(2)):  # unbind: see chunk_delta_rule
         starts.append(S)
-        S = S * state_decay[:, :, n] + delta[:, :, n]
+        S = S * decay_n + delta_n
     o = A @ v + q_in @ torch.stack(starts, 2)
     o = o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
     return o.to(dtype), S

@@ -20,8 +20,8 @@ def recurrent_hgrn(
     x, g = x.to(acc), g.to(acc)
     h = x.new_zeros(x.shape[0], x.shape[2]) if initial_state is None else initial_state.to(acc)
     outs = []
-    for t in range(x.shape[1]):
-        h = g[:, t].exp() * h + x[:, t]
+    for x_t, a_t in zip(x.unbind(1), g.exp().unbind(1)):  # unbind: see recurrent_gla
+        h = a_t * h + x_t
         outs.append(h)
     return torch.stack(outs, 1).to(dtype), h
 
@@ -30,7 +30,7 @@ def chunk_hgrn(
     x: torch.Tensor,
     g: torch.Tensor,
     initial_state: Optional[torch.Tensor] = None,
-    chunk_size: int = 32,
+    chunk_size: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise form: inside a chunk, o_t = sum_{s<=t} exp(G_t - G_s) x_s + exp(G_t) h_0 with G the
     in-chunk cumulative log gate; differences G_t - G_s (s <= t) are <= 0, so nothing overflows."""
@@ -46,15 +46,16 @@ def chunk_hgrn(
     N = x.shape[1] // C
     xc, gc = x.view(B, N, C, D), g.view(B, N, C, D)
     G = gc.cumsum(2)
-    causal = torch.ones(C, C, dtype=torch.bool, device=x.device).tril()
-    diff = G.unsqueeze(3) - G.unsqueeze(2)  # [B, N, t, s, D]
-    decay = torch.where(causal[:, :, None], diff, float("-inf")).exp()
+    # exp(G_t - G_s) for s <= t (<= 0 since log gates are <= 0); the clamp only tames s > t,
+    # which the causal mask then zeroes
+    causal = torch.ones(C, C, dtype=x.dtype, device=x.device).tril()
+    decay = (G.unsqueeze(3) - G.unsqueeze(2)).clamp(max=0).exp() * causal[:, :, None]  # [B, N, t, s, D]
     intra = torch.einsum("bntsd,bnsd->bntd", decay, xc)
     h = x.new_zeros(B, D) if initial_state is None else initial_state.to(acc)
-    outs = []
-    for n in range(N):
-        o = intra[:, n] + G[:, n].exp() * h.unsqueeze(1)
-        outs.append(o)
-        h = o[:, -1]
-    o = torch.stack(outs, 1).reshape(B, N * C, D)[:, :T]
+    starts = []  # the state entering each chunk (unbind: no per-chunk indexing under autograd)
+    for last_n, g_last_n in zip(intra[:, :, -1].unbind(1), G[:, :, -1].exp().unbind(1)):
+        starts.append(h)
+        h = last_n + g_last_n * h
+    o = intra + G.exp() * torch.stack(starts, 1).unsqueeze(2)
+    o = o.reshape(B, N * C, D)[:, :T]
     return o.to(dtype), h
