@@ -220,6 +220,11 @@ class TaskEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: TaskName
     params: dict[str, Any] = Field(default_factory=dict)
+    #: this task's own model settings and axes, over the suite's (same key: the task's wins)
+    model: ModelOverrides = Field(default_factory=ModelOverrides)  # type: ignore[valid-type]
+    axes: Axes = Field(default_factory=Axes)  # type: ignore[valid-type]
+
+    _axes_order: list[str] = PrivateAttr(default_factory=list)
 
 
 class Suite(BaseModel):
@@ -365,13 +370,11 @@ def _validate(raw: Any, source: Optional[Path]) -> "Suite":
         errors += [_describe(e, Suite) for e in exc.errors()]
         raise SuiteError(_error_text(where, errors)) from None
     suite._source = Path(source) if source else None
-    order: list[str] = []
-    for key, val in (raw.get("axes") or {}).items():
-        if key == "params" and isinstance(val, dict):
-            order += [f"params.{k}" for k in val]
-        else:
-            order.append(key)
-    suite._axes_order = order
+    suite._axes_order = _order(raw.get("axes"))
+    raw_tasks = raw.get("task") if isinstance(raw.get("task"), list) else []
+    for entry, raw_entry in zip(suite.task, raw_tasks):
+        if isinstance(raw_entry, dict):
+            entry._axes_order = _order(raw_entry.get("axes"))
     errors += _check_semantics(suite)
     if errors:
         raise SuiteError(_error_text(where, errors))
@@ -470,21 +473,38 @@ def find_suite(name_or_path: Union[str, Path]) -> Path:
 # Expansion
 
 
-def _axis_options(suite: Suite) -> list[list[tuple[str, dict[str, Any]]]]:
-    """Per axis, its values as patches: ("model" | "run" | "params", {key: value})."""
-    axes = suite.axes
-    out = []
-    for key in suite.axes_order:
-        if key == "size":
-            out.append([("model", s.model_dump(exclude_unset=True)) for s in axes.size])
-        elif key.startswith("params."):
-            name = key[len("params."):]
-            out.append([("params", {name: v}) for v in axes.params[name]])
-        elif key in RUN_DEFAULTS:
-            out.append([("run", {key: v}) for v in getattr(axes, key)])
+def _order(raw_axes: Any) -> list[str]:
+    """Axis keys in the order written, `params.<name>` spelled out."""
+    order: list[str] = []
+    for key, val in (raw_axes if isinstance(raw_axes, dict) else {}).items():
+        if key == "params" and isinstance(val, dict):
+            order += [f"params.{k}" for k in val]
         else:
-            out.append([("model", {key: v}) for v in getattr(axes, key)])
-    return out
+            order.append(key)
+    return order
+
+
+def _axis_options(suite: Suite, entry: Optional[TaskEntry] = None) -> list[list[tuple[str, dict[str, Any]]]]:
+    """Per axis, its values as patches: ("model" | "run" | "params", {key: value}). A task entry's
+    own axes replace the suite's axes of the same key (in place) and add the others at the end."""
+    options = dict(_options_of(suite.axes, suite.axes_order))
+    if entry is not None:
+        options.update(_options_of(entry.axes, entry._axes_order))
+    return list(options.values())
+
+
+def _options_of(axes: Any, order: list[str]) -> list[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    return [(key, _values_of(axes, key)) for key in order]
+
+
+def _values_of(axes: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
+    if key == "size":
+        return [("model", s.model_dump(exclude_unset=True)) for s in axes.size]
+    if key.startswith("params."):
+        name = key[len("params."):]
+        return [("params", {name: v}) for v in axes.params[name]]
+    kind = "run" if key in RUN_DEFAULTS else "model"
+    return [(kind, {key: v}) for v in getattr(axes, key)]
 
 
 def resolve_model(model: dict[str, Any]) -> dict[str, Any]:
@@ -550,8 +570,7 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
     """
     where = str(suite.source) if suite.source else suite.name
     notes = notes if notes is not None else []
-    options = _axis_options(suite)
-    base_model = suite.model.model_dump(exclude_unset=True)
+    suite_model = suite.model.model_dump(exclude_unset=True)
     cells: dict[str, Cell] = {}
     invalid: dict[str, list[str]] = {}
     n_combos = 0
@@ -559,6 +578,9 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
     for entry in suite.task:
         task_cls = TASKS.get(entry.name)
         task = task_cls()
+        options = _axis_options(suite, entry)
+        base_model = {**suite_model, **entry.model.model_dump(exclude_unset=True)}
+        axes_order = list(dict.fromkeys(suite.axes_order + entry._axes_order))
         fields = set(task_cls.Params.model_fields)
         for combo in itertools.product(*options):
             n_combos += 1
@@ -579,7 +601,7 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
                 full_model = resolve_model(full_model)
             except (ValueError, TypeError) as exc:
                 msg = str(exc)
-                invalid.setdefault(msg, []).append(_describe_combo(entry.name, full_model, run, params, suite.axes_order))
+                invalid.setdefault(msg, []).append(_describe_combo(entry.name, full_model, run, params, axes_order))
                 continue
             if run["device"] == "auto":
                 if cuda is None:
@@ -597,7 +619,7 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
                 task.check(cell)
             except ValueError as exc:
                 invalid.setdefault(f"task {entry.name!r}: {exc}", []).append(
-                    _describe_combo(entry.name, full_model, run, params, suite.axes_order)
+                    _describe_combo(entry.name, full_model, run, params, axes_order)
                 )
                 continue
             cells.setdefault(cell.cell_id, cell)

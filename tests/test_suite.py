@@ -160,6 +160,36 @@ def test_param_axis_fills_task_defaults(tmp_path):
     assert cells[0].task_modules == ("tests.helpers_tasks",)
 
 
+def test_task_entries_can_have_their_own_model_and_axes(tmp_path):
+    """One suite, tasks at different scales: the entry's axes replace the suite's (same key)."""
+    path = write(tmp_path, """\
+        name: p
+        task:
+          - name: analytic
+          - name: analytic
+            model: {d_model: 64}
+            axes: {seq_len: [64], layout: [pure]}
+        model: {n_layers: 2, d_model: 32, n_heads: 2}
+        axes: {variant: [gla], layout: [pure, "1:1"], seq_len: [1024, 4096]}
+        """)
+    cells = expand_cells(load_suite(path))
+    got = sorted((c.model["d_model"], c.model["layout"], c.seq_len) for c in cells)
+    assert got == sorted([(32, "pure", 1024), (32, "pure", 4096), (32, "1:1", 1024), (32, "1:1", 4096),
+                          (64, "pure", 64)])
+
+
+def test_task_entry_axes_are_validated(tmp_path):
+    msg = suite_error(tmp_path, """\
+        name: p
+        task:
+          - name: analytic
+            axes: {seq_lenn: [64]}
+        model: {n_layers: 2, n_heads: 2}
+        axes: {variant: [gla]}
+        """)
+    assert "seq_lenn" in msg and "Did you mean 'seq_len'" in msg
+
+
 def test_task_can_impose_the_model_from_its_params(tmp_path):
     """A task evaluating checkpoints sets each cell's model from the checkpoint, not the suite."""
     path = write(tmp_path, """\
