@@ -106,12 +106,16 @@ def test_cell_round_trips_to_model_config():
 def test_quickstart_expands():
     cells = expand_cells(load_suite(find_suite("quickstart")))
     assert len({c.cell_id for c in cells}) == len(cells)
-    tf = [c for c in cells if c.model["layout"] == "transformer"]
+    analytic = [c for c in cells if c.task == "analytic"]
+    tf = [c for c in analytic if c.model["layout"] == "transformer"]
     assert {c.model["variant"] for c in tf} == {"attention"}
     assert len(tf) == 3  # one per seq_len, not one per variant
-    linear = {c.model["variant"] for c in cells} - {"attention"}
+    linear = {c.model["variant"] for c in analytic} - {"attention"}
     assert linear == {"hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet"}
-    assert len(cells) == 6 * 3 * 3 + 3
+    assert len(analytic) == 6 * 3 * 3 + 3
+    # every kind of result: the other tasks run on their own (smaller) axes
+    assert {c.task for c in cells} == {"analytic", "efficiency", "mqar", "lm"}
+    assert {c.seq_len for c in cells if c.task == "mqar"} == {64}
 
 
 def test_unquoted_ratio_is_a_layout_not_a_number(tmp_path):
@@ -339,7 +343,8 @@ def test_all_problems_reported_at_once(tmp_path):
 def test_cli_dry_run_lists_cells():
     result = CliRunner().invoke(app, ["sweep", "quickstart", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "quickstart: 57 cells" in result.output
+    n = len(expand_cells(load_suite(find_suite("quickstart"))))
+    assert f"quickstart: {n} cells" in result.output
     assert "gated_deltanet" in result.output
 
 
