@@ -1,0 +1,365 @@
+"""Synthetic recall tasks: train a small HybridLM from scratch, then score recall per length.
+
+- ``mqar``: Zoology's multi-query associative recall (harness.data.mqar).
+- ``niah``: RULER-style needle in a haystack, subtasks single / multikey / multiquery /
+  multivalue, with the "noise" (repeated filler) haystack (harness.data.niah).
+
+One cell = one model: it is trained on ``n_train`` generated sequences of length ``cell.seq_len``
+(harness.train: AdamW, warmup + cosine, clipping, seeded), then scored on ``n_test`` fresh
+sequences at each of ``eval_lengths`` (default: the cell's seq_len). Training data depends on the
+cell's seed; the test sets do not (every cell of a suite is scored on the same sequences), and any
+training sequence identical to a test sequence is dropped.
+
+Rows (docs/metrics.md):
+- ``recall_acc`` (fraction), one per subtask and eval length (``subtask`` = ``mqar`` or
+  ``niah_<subtask>``, ``context_len`` = the eval length): the mean over test sequences of the
+  fraction of their answers that are exactly right (every token is the argmax under teacher
+  forcing = what greedy decoding would emit). Chance is about 1/num_kv_pairs for MQAR (picking
+  among the values in context), ~0 for NIAH.
+- ``final_loss`` (nats): mean training loss over the last steps (answer positions only).
+- ``train_steps`` (steps) and ``train_s`` (s).
+If training diverges (NaN/inf or a loss far above the initial one), every row has status
+``diverged`` and the reason as error.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from harness.registry import register_task
+from harness.tasks.base import Task, metric_row
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.cell import Cell
+
+#: test sets use this seed, whatever the cell's seed (training data uses the cell's seed)
+TEST_SEED = 1_000_003
+
+
+class TrainParams(Task.Params):
+    """Training and evaluation settings shared by the training tasks."""
+
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    warmup_steps: Optional[int] = Field(None, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: Optional[float] = Field(1.0, ge=0)
+    #: stop once the accuracy on a held-out probe set reaches this (checked every eval_every steps)
+    early_stop_acc: Optional[float] = Field(None, gt=0, le=1)
+    eval_every: int = Field(50, ge=1)
+    diverge_factor: float = Field(10.0, gt=1)
+    #: directory to save the trained model in, as <save_dir>/<cell_id>/ (config.json + model.safetensors)
+    save_dir: Optional[str] = None
+
+
+class RecallParams(TrainParams):
+    n_train: int = Field(8192, ge=1)
+    n_test: int = Field(256, ge=1)
+    #: lengths to score the trained model at (default: the cell's seq_len)
+    eval_lengths: Optional[list[int]] = None
+    eval_batch_size: int = Field(64, ge=1)
+    #: token vocabulary of the generator (default: the model's vocab_size; must not exceed it)
+    vocab_size: Optional[int] = Field(None, ge=4)
+    cache: bool = True  # cache generated data on disk (harness.data.cache)
+
+    @field_validator("eval_lengths")
+    @classmethod
+    def _lengths(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None:
+            if not v:
+                raise ValueError("eval_lengths must not be empty (omit it to use the cell's seq_len)")
+            if any(x < 1 for x in v):
+                raise ValueError(f"eval_lengths must be positive, got {v}")
+        return v
+
+
+# ---------------------------------------------------------------------------------------------
+# shared machinery
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    return device
+
+
+def _amp_and_dtype(cell: "Cell") -> tuple[str, "torch.dtype"]:
+    """Master weights stay fp32 (fp64 if asked); a half dtype means autocast to it."""
+    import torch
+
+    if cell.dtype == "float64":
+        return "off", torch.float64
+    if cell.dtype == "bfloat16":
+        return "bf16", torch.float32
+    if cell.dtype == "float16":
+        return "fp16", torch.float32
+    return "auto", torch.float32
+
+
+def build_for_training(cell: "Cell"):
+    from harness.model import build_model
+
+    import torch
+
+    device = resolve_device(cell.device)
+    amp, dtype = _amp_and_dtype(cell)
+    torch.manual_seed(cell.seed)
+    model = build_model(cell.model_config(), device, dtype, cell.backend)
+    return model, device, amp
+
+
+def train_config(p: TrainParams, cell: "Cell", amp: str):
+    from harness.train import TrainConfig
+
+    return TrainConfig(
+        steps=p.steps, batch_size=p.batch_size, lr=p.lr, warmup_steps=p.warmup_steps,
+        min_lr_ratio=p.min_lr_ratio, weight_decay=p.weight_decay, grad_clip=p.grad_clip or None,
+        seed=cell.seed, amp=amp, early_stop_acc=p.early_stop_acc, eval_every=p.eval_every,
+        diverge_factor=p.diverge_factor,
+    )
+
+
+def save_trained(model, p: TrainParams, cell: "Cell", extra: dict[str, Any]) -> None:
+    if not p.save_dir:
+        return
+    from harness.checkpoint import save_checkpoint
+
+    save_checkpoint(model, Path(p.save_dir).expanduser() / cell.cell_id,
+                    extra={"task": cell.task, "params": dict(cell.params), "seed": cell.seed,
+                           "seq_len": cell.seq_len, **extra})
+
+
+def diverged_rows(result, metrics: list[tuple[str, str, Optional[str], Optional[int]]]) -> list[dict[str, Any]]:
+    """Every row of a cell whose training diverged: status diverged, the reason as error."""
+    rows = [metric_row(m, float("nan"), u, subtask=s, context_len=c, status="diverged", error=result.error)
+            for m, u, s, c in metrics]
+    rows.append(metric_row("final_loss", result.final_loss, "nats", status="diverged", error=result.error))
+    rows.append(metric_row("train_steps", float(result.steps), "steps", status="diverged", error=result.error))
+    return rows
+
+
+def _batches(data: dict[str, "torch.Tensor"], n: int, bs: int):
+    for i in range(0, n, bs):
+        yield {k: v[i:i + bs] for k, v in data.items()}
+
+
+def score_recall(model, data: dict[str, "torch.Tensor"], batch_size: int = 64,
+                 device: Optional[str] = None) -> "torch.Tensor":
+    """Per-sequence recall: the fraction of a sequence's answer groups whose every token is the
+    model's argmax (teacher forcing). ``data`` has inputs, targets, groups [N, T]."""
+    import torch
+
+    from harness.data import IGNORE
+
+    device = device or str(next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        n = data["inputs"].shape[0]
+        for b in _batches(data, n, batch_size):
+            inputs = b["inputs"].to(device)
+            pred = model(inputs).argmax(-1).cpu()
+            targets, groups = b["targets"], b["groups"]
+            scored = targets != IGNORE
+            wrong = scored & (pred != targets)
+            G = int(groups.max()) + 1 if scored.any() else 1
+            idx = groups.clamp(min=0)
+            n_wrong = torch.zeros(len(idx), G, dtype=torch.long).scatter_add_(1, idx, wrong.long())
+            n_tok = torch.zeros(len(idx), G, dtype=torch.long).scatter_add_(1, idx, scored.long())
+            present = n_tok > 0
+            right = present & (n_wrong == 0)
+            out.append(right.sum(1).double() / present.sum(1).clamp(min=1).double())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def drop_overlap(train: dict[str, "torch.Tensor"], tests: list[dict[str, "torch.Tensor"]]) -> dict[str, "torch.Tensor"]:
+    """Remove training sequences whose inputs equal any test sequence's inputs (same length)."""
+    import torch
+
+    T = train["inputs"].shape[1]
+    seen = {bytes(row.numpy().tobytes()) for t in tests if t["inputs"].shape[1] == T for row in t["inputs"]}
+    if not seen:
+        return train
+    keep = torch.tensor([bytes(row.numpy().tobytes()) not in seen for row in train["inputs"]], dtype=torch.bool)
+    if bool(keep.all()):
+        return train
+    return {k: v[keep] for k, v in train.items()}
+
+
+class _RecallTask(Task):
+    """Train once at cell.seq_len, then score per subtask and eval length."""
+
+    Params = RecallParams
+
+    # subclasses: the generator
+    def subtasks(self, p) -> list[str]:
+        raise NotImplementedError
+
+    def make(self, p, vocab: int, seq_len: int, subtask: str, n: int, seed: int) -> dict[str, "torch.Tensor"]:
+        raise NotImplementedError
+
+    def make_train(self, p, vocab: int, seq_len: int, n: int, seed: int) -> dict[str, "torch.Tensor"]:
+        raise NotImplementedError
+
+    def validate_generator(self, p, vocab: int, seq_len: int) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------
+    def _vocab(self, p, cell: "Cell") -> int:
+        model_vocab = int(cell.model["vocab_size"])
+        vocab = p.vocab_size or model_vocab
+        if vocab > model_vocab:
+            raise ValueError(f"{self.name}: the generator's vocab_size {vocab} exceeds the model's vocab_size {model_vocab}")
+        return vocab
+
+    def check(self, cell: "Cell") -> None:
+        p = self.params(cell)
+        vocab = self._vocab(p, cell)
+        for length in sorted({cell.seq_len, *(p.eval_lengths or [])}):
+            self.validate_generator(p, vocab, length)
+
+    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+        from harness.train import train
+
+        p = self.params(cell)
+        vocab = self._vocab(p, cell)
+        lengths = list(dict.fromkeys(p.eval_lengths or [cell.seq_len]))
+        names = self.subtasks(p)
+        tests = {(s, L): self.make(p, vocab, L, s, p.n_test, TEST_SEED + 7919 * L + i)
+                 for i, s in enumerate(names) for L in lengths}
+        train_data = self.make_train(p, vocab, cell.seq_len, p.n_train, cell.seed)
+        train_data = drop_overlap(train_data, list(tests.values()))
+        # early-stop probe: a held-out set at the training length (its own seed, never the test set)
+        probe = None
+        if p.early_stop_acc is not None:
+            probe = {k: v for k, v in self.make_train(p, vocab, cell.seq_len, min(p.n_test, 256),
+                                                         TEST_SEED - 1).items() if k != "subtask"}
+
+        model, device, amp = build_for_training(cell)
+        cfg = train_config(p, cell, amp)
+        eval_fn = (lambda m: float(score_recall(m, probe, p.eval_batch_size, device).mean())) if probe else None
+        train_data = {k: v for k, v in train_data.items() if k in ("inputs", "targets")}
+        result = train(model, train_data, cfg, eval_fn=eval_fn, device=device)
+
+        metrics = [("recall_acc", "fraction", self.row_subtask(s), L) for s in names for L in lengths]
+        if not result.ok:
+            return diverged_rows(result, metrics)
+        rows = []
+        for s in names:
+            for L in lengths:
+                acc = score_recall(model, tests[(s, L)], p.eval_batch_size, device)
+                rows.append(metric_row("recall_acc", float(acc.mean()), "fraction", subtask=self.row_subtask(s),
+                                       context_len=L, n_repeats=int(acc.numel())))
+        rows.append(metric_row("final_loss", result.final_loss, "nats"))
+        rows.append(metric_row("train_steps", float(result.steps), "steps"))
+        rows.append(metric_row("train_s", result.wall_s, "s"))
+        save_trained(model, p, cell, {"final_loss": result.final_loss, "train_steps": result.steps})
+        return rows
+
+    def row_subtask(self, subtask: str) -> str:
+        return subtask
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@register_task("mqar")
+class MQAR(_RecallTask):
+    """Zoology's multi-query associative recall; trains on the answer positions only."""
+
+    class Params(RecallParams):
+        num_kv_pairs: int = Field(8, ge=1)
+        alpha: float = Field(0.01, gt=0)  # power-law exponent of the query gaps (Zoology's power_a)
+        random_non_queries: bool = True
+
+    def subtasks(self, p) -> list[str]:
+        return ["mqar"]
+
+    def _cfg(self, p, vocab: int, seq_len: int):
+        from harness.data.mqar import MQARConfig
+
+        return MQARConfig(vocab_size=vocab, seq_len=seq_len, num_kv_pairs=p.num_kv_pairs, alpha=p.alpha,
+                          random_non_queries=p.random_non_queries)
+
+    def validate_generator(self, p, vocab: int, seq_len: int) -> None:
+        self._cfg(p, vocab, seq_len).validate()
+
+    def make(self, p, vocab, seq_len, subtask, n, seed):
+        from harness.data.mqar import mqar_dataset
+
+        return mqar_dataset(self._cfg(p, vocab, seq_len), n, seed, cache=p.cache)
+
+    def make_train(self, p, vocab, seq_len, n, seed):
+        return self.make(p, vocab, seq_len, "mqar", n, seed)
+
+
+@register_task("niah")
+class NIAH(_RecallTask):
+    """RULER-style needle in a haystack; one model is trained on an even mix of the subtasks."""
+
+    class Params(RecallParams):
+        subtasks: list[Literal["single", "multikey", "multiquery", "multivalue"]] = \
+            ["single", "multikey", "multiquery", "multivalue"]
+        key_len: int = Field(1, ge=1)
+        value_len: int = Field(2, ge=1)
+        n_needles: int = Field(4, ge=1)  # multikey / multiquery
+        n_queries: int = Field(2, ge=1)  # multiquery
+        n_values: int = Field(2, ge=1)  # multivalue
+        #: needle depth in [0, 1] (fraction of the haystack); null = RULER's random depths
+        depth: Optional[float] = Field(None, ge=0, le=1)
+        haystack: Literal["repeat", "random"] = "repeat"
+        n_filler: int = Field(16, ge=1)
+        sentence_len: int = Field(4, ge=1)
+
+        @field_validator("subtasks")
+        @classmethod
+        def _nonempty(cls, v: list[str]) -> list[str]:
+            if not v:
+                raise ValueError("subtasks must not be empty")
+            return list(dict.fromkeys(v))
+
+    def subtasks(self, p) -> list[str]:
+        return list(p.subtasks)
+
+    def row_subtask(self, subtask: str) -> str:
+        return f"niah_{subtask}"
+
+    def _cfg(self, p, vocab: int, seq_len: int, subtask: str):
+        from harness.data.niah import NIAHConfig
+
+        return NIAHConfig(vocab_size=vocab, seq_len=seq_len, subtask=subtask, key_len=p.key_len,
+                          value_len=p.value_len, n_needles=p.n_needles, n_queries=p.n_queries,
+                          n_values=p.n_values, depth=p.depth, haystack=p.haystack, n_filler=p.n_filler,
+                          sentence_len=p.sentence_len)
+
+    def validate_generator(self, p, vocab: int, seq_len: int) -> None:
+        for s in p.subtasks:
+            self._cfg(p, vocab, seq_len, s).validate()
+
+    def make(self, p, vocab, seq_len, subtask, n, seed):
+        from harness.data.niah import niah_dataset
+
+        return niah_dataset(self._cfg(p, vocab, seq_len, subtask), n, seed, cache=p.cache)
+
+    def make_train(self, p, vocab, seq_len, n, seed):
+        from harness.data.niah import niah_mixture
+
+        base = self._cfg(p, vocab, seq_len, p.subtasks[0])
+        return niah_mixture(base, list(p.subtasks), n, seed, cache=p.cache)
+
+
+__all__ = ["MQAR", "NIAH", "RecallParams", "TrainParams", "score_recall", "drop_overlap", "TEST_SEED"]
