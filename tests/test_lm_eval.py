@@ -27,7 +27,7 @@ from harness.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from harness.config import ModelConfig  # noqa: E402
 from harness.lm_eval_adapter import ByteTokenizer, HarnessLM  # noqa: E402
 from harness.model import HybridLM  # noqa: E402
-from harness.suite import Suite, SuiteError, expand_cells, resolve_model  # noqa: E402
+from harness.suite import Suite, expand_cells, resolve_model  # noqa: E402
 from harness.tasks.lm_eval_task import OFFLINE_VARS, LmEval, hf_offline, results_to_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -246,14 +246,15 @@ def test_checkpoint_must_match_the_cell(ckpt):
         LmEval().check(_cell(ckpt, other))
     assert LmEval.model_from_params({"checkpoint": str(ckpt)})["layout"] == "1:1"
     assert LmEval.model_from_params({"checkpoint": None}) is None
-    # through a suite: the matching model expands, the mismatching one is an impossible combination
+    # through a suite, the checkpoint's own model is the cell's, whatever the suite's axes say
+    # (Task.model_from_params), so rows are labelled with what was evaluated
     raw = {"name": "lmeval", "task": "lm_eval", "params": {"tasks": ["harness_toy_mc"], "checkpoint": str(ckpt)},
-           "model": {k: v for k, v in CFG.to_dict().items() if k in ("n_layers", "d_model", "n_heads", "vocab_size",
-                                                                     "mlp_ratio", "mlp_multiple")},
-           "axes": {"variant": ["gla"], "layout": ["1:1"]}}
-    assert len(expand_cells(Suite.from_dict(raw))) == 1
-    with pytest.raises(SuiteError, match="does not match"):
-        expand_cells(Suite.from_dict({**raw, "axes": {"variant": ["gla"], "layout": ["pure"]}}))
+           "model": {"n_layers": 8, "d_model": 16},
+           "axes": {"variant": ["hgrn"], "layout": ["pure"]}}
+    (cell,) = expand_cells(Suite.from_dict(raw))
+    assert (cell.model["variant"], cell.model["layout"], cell.model["n_layers"], cell.model["d_model"]) == (
+        CFG.variant, "1:1", CFG.n_layers, CFG.d_model)
+    LmEval().check(cell)  # and it passes the task's own consistency check
 
 
 def test_offline_env_context(monkeypatch):

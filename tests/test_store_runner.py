@@ -22,7 +22,7 @@ from harness.cli import app
 from harness.runner import run_sweep
 from harness.schema import COLUMN_NAMES, DTYPES
 from harness.store import RESULTS_FILE, cell_path, cells_dir, load_results, write_cell
-from harness.suite import expand_cells, load_suite
+from harness.suite import expand_cells, find_suite, load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -182,6 +182,7 @@ def test_default_command_runs_quickstart_then_the_report(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["sweep"])
     assert result.exit_code == 0, result.output
     df = load_results(tmp_path / "results" / "quickstart")
-    assert df["cell_id"].nunique() == 57 and set(df["status"]) == {"ok"}
+    expected = len(expand_cells(load_suite(find_suite("quickstart"))))
+    assert df["cell_id"].nunique() == expected and set(df["status"]) == {"ok"}
     assert calls == [(Path("results/quickstart"), None)]
     assert "report:" in result.output
