@@ -247,40 +247,6 @@ CASES: dict[str, tuple[str, dict, bool]] = {
 }
 
 
-def _install_interpreter_patches() -> None:
-    """The two test-only patches that let fla's Triton kernels run in the interpreter on CPU."""
-    import builtins
-
-    import triton.runtime.autotuner as autotuner
-    import triton.runtime.interpreter as interp
-
-    autotuner.Autotuner.prune_configs = lambda self, kwargs: self.configs[:1]  # patch 1: no benchmarking
-
-    original = interp.GridExecutor.__call__
-    if getattr(original, "_harness_patched", False):
-        return
-
-    def tensor_range(*args):
-        for i in builtins.range(*(int(a) for a in args)):
-            yield interp._implicit_cvt(i)
-
-    def call(self, *args, **kwargs):  # patch 2: loop counters as interpreter tensors
-        g = self.fn.__globals__
-        missing = object()
-        old = g.get("range", missing)
-        g["range"] = tensor_range
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            if old is missing:
-                g.pop("range", None)
-            else:
-                g["range"] = old
-
-    call._harness_patched = True  # type: ignore[attr-defined]
-    interp.GridExecutor.__call__ = call
-
-
 def _sdpa_flash_attn_func(q, k, v, causal=True, window_size=(-1, -1), **_):
     """Stand-in for flash_attn_func ([B, T, H, D] layout, GQA) using torch SDPA."""
     import torch.nn.functional as F
@@ -294,10 +260,11 @@ def _sdpa_flash_attn_func(q, k, v, causal=True, window_size=(-1, -1), **_):
 
 
 def _worker(out_path: str, work_dir: str) -> None:
-    os.environ["TRITON_INTERPRET"] = "1"
+    import fla_interpreter  # tests/ is sys.path[0] when this file runs as the worker script
+
+    fla_interpreter.enable()  # TRITON_INTERPRET=1 and the two test-only patches
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    _install_interpreter_patches()
     t0 = time.time()
     import fla  # noqa: F401  (registers the configs with transformers' Auto classes)
     import fla.layers.attn as fla_attn

@@ -11,12 +11,13 @@ import sys
 import pytest
 import torch
 
+from harness.ops import backend
 from harness.ops.backend import resolve_backend
 from harness.registry import VARIANTS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 fla_installed = pytest.mark.skipif(
-    not (__import__("importlib").util.find_spec("fla") and __import__("importlib").util.find_spec("triton")),
+    not backend.fla_installed(),
     reason="flash-linear-attention is not installed (pip install -e '.[gpu]')",
 )
 
