@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
+from harness.measure import time_calls
 from harness.registry import VARIANTS
 
 
-def time_fwd_bwd(mixer, x, mode: str, repeats: int) -> list[float]:
-    times = []
-    for i in range(repeats + 1):
+def fwd_bwd_seconds(mixer, x, mode: str, repeats: int) -> float:
+    """Median forward+backward time of one mixer call (one warm-up call first)."""
+    def step() -> None:
         mixer.zero_grad(set_to_none=True)
-        xi = x.detach().requires_grad_(True)
-        t0 = time.perf_counter()
-        y, _ = mixer(xi, mode=mode)
+        y, _ = mixer(x.detach().requires_grad_(True), mode=mode)
         y.float().pow(2).mean().backward()
-        if i:  # the first run is the warm-up
-            times.append(time.perf_counter() - t0)
-    return times
+
+    return time_calls(step, warmup=1, repeats=repeats).median
 
 
 def main() -> None:
@@ -45,8 +41,7 @@ def main() -> None:
     for name in names:
         mixer = VARIANTS.get(name)(args.d_model, args.heads)
         x = torch.randn(1, args.seq_len, args.d_model)
-        res = {m: time_fwd_bwd(mixer, x, m, args.repeats) for m in ("chunk", "recurrent")}
-        chunk, rec = statistics.median(res["chunk"]), statistics.median(res["recurrent"])
+        chunk, rec = (fwd_bwd_seconds(mixer, x, m, args.repeats) for m in ("chunk", "recurrent"))
         row = {"variant": name, "seq_len": args.seq_len, "d_model": args.d_model, "n_heads": args.heads,
                "state_kind": VARIANTS.get(name).state_kind, "chunk_fwd_bwd_s": chunk,
                "recurrent_fwd_bwd_s": rec, "speedup": rec / chunk, "threads": torch.get_num_threads()}

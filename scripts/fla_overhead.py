@@ -2,7 +2,7 @@
 
     python scripts/fla_overhead.py [--d-model 1024] [--heads 4] [--seq-len 4096] [--batch 4] [--out FILE.json]
 
-Times forward+backward (bf16, CUDA events, median of repeats after warm-up) of
+Times forward+backward (bf16, synchronised wall clock, median of 20 after 5 warm-up calls) of
 (a) our variant with backend "fla" and (b) fla's own layer of the same parameterisation, and
 reports ours / fla - 1 as the overhead (target <= 10%). Needs CUDA and flash-linear-attention.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 
+from harness.measure import device_sync, time_calls
 from harness.registry import get_variant
 
 # our variant -> (fla layer class name, kwargs that give the same parameterisation as our defaults)
@@ -25,21 +25,6 @@ FLA_LAYERS = {
     "deltanet": ("DeltaNet", lambda d, h: dict(num_heads=h, expand_k=1.0, expand_v=1.0)),
     "gated_deltanet": ("GatedDeltaNet", lambda d, h: dict(num_heads=h, head_dim=d // h, expand_v=2.0)),
 }
-
-
-def bench(fn, warmup: int = 5, repeats: int = 20) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return times
 
 
 def main() -> None:
@@ -71,8 +56,9 @@ def main() -> None:
             y = module(xi)[0]
             y.float().pow(2).mean().backward()
 
-        t_ours = statistics.median(bench(lambda: step(ours)))
-        t_fla = statistics.median(bench(lambda: step(theirs)))
+        sync = device_sync(dev)
+        t_ours = time_calls(lambda: step(ours), warmup=5, repeats=20, sync=sync).median
+        t_fla = time_calls(lambda: step(theirs), warmup=5, repeats=20, sync=sync).median
         n_ours = sum(p.numel() for p in ours.parameters())
         n_fla = sum(p.numel() for p in theirs.parameters())
         row = {"variant": name, "fla_layer": cls_name, "ours_fwd_bwd_s": t_ours, "fla_fwd_bwd_s": t_fla,
