@@ -487,14 +487,10 @@ def _order(raw_axes: Any) -> list[str]:
 def _axis_options(suite: Suite, entry: Optional[TaskEntry] = None) -> list[list[tuple[str, dict[str, Any]]]]:
     """Per axis, its values as patches: ("model" | "run" | "params", {key: value}). A task entry's
     own axes replace the suite's axes of the same key (in place) and add the others at the end."""
-    options = dict(_options_of(suite.axes, suite.axes_order))
+    options = {key: _values_of(suite.axes, key) for key in suite.axes_order}
     if entry is not None:
-        options.update(_options_of(entry.axes, entry._axes_order))
+        options.update({key: _values_of(entry.axes, key) for key in entry._axes_order})
     return list(options.values())
-
-
-def _options_of(axes: Any, order: list[str]) -> list[tuple[str, list[tuple[str, dict[str, Any]]]]]:
-    return [(key, _values_of(axes, key)) for key in order]
 
 
 def _values_of(axes: Any, key: str) -> list[tuple[str, dict[str, Any]]]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
+
+from harness.ops.chunking import split_chunks
 
 
 def recurrent_delta_rule(
@@ -69,16 +70,8 @@ def chunk_delta_rule(
     C = chunk_size
     q, k, v, beta = q.to(acc) * scale, k.to(acc), v.to(acc), beta.to(acc)
     g = q.new_zeros(B, T, H) if g is None else g.to(acc)
-    pad = (-T) % C
-    if pad:  # zero key/value/beta/gate positions leave the state untouched
-        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
-        beta, g = F.pad(beta, (0, 0, 0, pad)), F.pad(g, (0, 0, 0, pad))
-    N = q.shape[1] // C
-
-    def chunks(t: torch.Tensor) -> torch.Tensor:  # [B, N*C, H, ...] -> [B, H, N, C, ...]
-        return t.reshape(B, N, C, H, *t.shape[3:]).movedim(3, 1)
-
-    q, k, v, beta, g = chunks(q), chunks(k), chunks(v), chunks(beta), chunks(g)
+    q, k, v, beta, g = split_chunks(C, q, k, v, beta, g)
+    N = q.shape[2]
     G = g.cumsum(-1)  # [B, H, N, C]
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     decay = torch.where(causal, G.unsqueeze(-1) - G.unsqueeze(-2), float("-inf")).exp()  # Gamma

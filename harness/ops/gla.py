@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
+
+from harness.ops.chunking import split_chunks
 
 
 def _expand_gate(g: Optional[torch.Tensor], q: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
@@ -74,17 +75,8 @@ def chunk_gla(
     g = _expand_gate(g, q, acc)
     per_channel = g.dim() == 4
     C = chunk_size
-    pad = (-T) % C
-    q, k, v = q.to(acc) * scale, k.to(acc), v.to(acc)
-    if pad:  # zero keys/values and zero log-gates leave the state untouched
-        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
-        g = F.pad(g, (0, 0, 0, 0, 0, pad) if per_channel else (0, 0, 0, pad))
-    N = q.shape[1] // C
-
-    def chunks(t: torch.Tensor) -> torch.Tensor:  # [B, N*C, H, ...] -> [B, H, N, C, ...]
-        return t.reshape(B, N, C, H, *t.shape[3:]).movedim(3, 1)
-
-    q, k, v, g = chunks(q), chunks(k), chunks(v), chunks(g)
+    q, k, v, g = split_chunks(C, q.to(acc) * scale, k.to(acc), v.to(acc), g)
+    N = q.shape[2]
     G = g.cumsum(3)  # in-chunk cumulative log decay
     if per_channel:
         A = _intra_chunk_scores_per_channel(q, k, G, sub_chunk_size)
