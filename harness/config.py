@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 
 @dataclass
@@ -25,6 +25,10 @@ class ModelConfig:
     mixer_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for the linear variant
     attn_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for the attention mixer
     mode: str = "chunk"  # default parallel path of linear mixers: "chunk" or "recurrent"
+    #: weight initialisation of Linear and Embedding layers (harness.model.init_weights):
+    #: "torch" = PyTorch's defaults (small models learn; docs/metrics.md#initialisation),
+    #: "fla" = N(0, 0.02) everywhere, fla's initializer_range for paper-scale training
+    init: Literal["torch", "fla"] = "torch"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
