@@ -26,7 +26,7 @@ class ModelConfig:
     attn_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for the attention mixer
     mode: str = "chunk"  # default parallel path of linear mixers: "chunk" or "recurrent"
     #: weight initialisation of Linear and Embedding layers (harness.model.init_weights):
-    #: "torch" = PyTorch's defaults (small models learn; docs/metrics.md#initialisation),
+    #: "torch" = PyTorch's defaults (small models learn; docs/training.md#initialisation),
     #: "fla" = N(0, 0.02) everywhere, fla's initializer_range for paper-scale training
     init: Literal["torch", "fla"] = "torch"
 
