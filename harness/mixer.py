@@ -102,11 +102,12 @@ class Mixer(nn.Module):
     def n_heads_state(self) -> int:
         return self.n_heads
 
-    def op(self, family: str, mode: Optional[str]):
-        """The recurrence implementation for this call (see harness.ops.dispatch)."""
+    def op(self, family: str, mode: Optional[str], seq_len: Optional[int] = None):
+        """The recurrence implementation for this call (see harness.ops.dispatch); pass the call's
+        `seq_len` so that a one-token recurrent call (a decode step) gets the lean step op."""
         from harness.ops.dispatch import get_op
 
-        return get_op(family, self.resolve_mode(mode), getattr(self, "backend", "torch"))
+        return get_op(family, self.resolve_mode(mode), getattr(self, "backend", "torch"), seq_len)
 
     def resolve_mode(self, mode: Optional[str]) -> str:
         mode = mode or self.mode

@@ -14,14 +14,32 @@ from torch import nn
 from harness.ops import short_conv
 
 
+_ACC = {torch.float32: torch.float32, torch.float64: torch.float64, torch.float16: torch.float32,
+        torch.bfloat16: torch.float32}
+
+
 def _acc(x: torch.Tensor) -> torch.dtype:
     """At least fp32 for normalisation statistics (fp64 stays fp64, for exact tests)."""
-    return torch.promote_types(x.dtype, torch.float32)
+    acc = _ACC.get(x.dtype)  # a dict lookup: torch.promote_types goes through the dispatcher
+    return acc if acc is not None else torch.promote_types(x.dtype, torch.float32)
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     """Gates and decays are computed in fp32 (or fp64 when the model is fp64)."""
-    return x.to(_acc(x))
+    acc = _acc(x)
+    return x if x.dtype == acc else x.to(acc)
+
+
+def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x.to(dtype) without the call when it already is (the decode path counts microseconds)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def _rms_scaled(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x * rsqrt(mean(x^2) + eps) * weight in at least fp32 (returned in that dtype)."""
+    y = _to(x, _acc(x))
+    r = torch.rsqrt(y.pow(2).mean(-1, keepdim=True).add_(eps))
+    return y * r * _to(weight, y.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -33,9 +51,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.to(_acc(x))
-        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.to(y.dtype)).to(x.dtype)
+        return _to(_rms_scaled(x, self.weight, self.eps), x.dtype)
 
 
 class GatedRMSNorm(RMSNorm):
@@ -48,15 +64,31 @@ class GatedRMSNorm(RMSNorm):
         self.activation = activation
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        g = gate.to(_acc(gate))
+        g = _to(gate, _acc(gate))
         g = torch.sigmoid(g) if self.activation == "sigmoid" else F.silu(g)
-        return (super().forward(x).to(g.dtype) * g).to(x.dtype)
+        y = _to(_to(_rms_scaled(x, self.weight, self.eps), x.dtype), g.dtype)
+        return _to(y * g, x.dtype)
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """fla's l2norm (use_qk_l2norm_in_kernel): x / sqrt(sum(x^2) + eps) over the last dim."""
-    xf = x.to(_acc(x))
-    return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
+    xf = _to(x, _acc(x))
+    return _to(xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True).add_(eps)), x.dtype)
+
+
+def fused_linear(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
+    """[lin(x) for lin in linears], as one matmul over the concatenated weights when autograd is
+    off (decode, prefill, evaluation). The concatenation is cached on the first Linear and
+    rebuilt whenever any weight changes (new storage or an in-place update bumps its version),
+    so checkpoints, weight names and training see the separate Linears unchanged."""
+    if torch.is_grad_enabled() or len(linears) < 2 or any(m.bias is not None for m in linears):
+        return [m(x) for m in linears]
+    key = tuple((m.weight.data_ptr(), m.weight._version, m.weight.dtype) for m in linears)
+    hit = getattr(linears[0], "_fused_cache", None)
+    if hit is None or hit[0] != key:
+        hit = (key, torch.cat([m.weight for m in linears], 0), [m.out_features for m in linears])
+        linears[0]._fused_cache = hit
+    return list(F.linear(x, hit[1]).split(hit[2], -1))
 
 
 class ShortConv(nn.Module):
@@ -77,18 +109,42 @@ class ShortConv(nn.Module):
         return (batch, self.kernel_size - 1, self.dim)
 
 
+_INV_FREQ: dict = {}
+
+
+def _rotary_cos_sin(x: torch.Tensor, offset: int, theta: float):
+    T, D = x.shape[1], x.shape[-1]
+    acc = _acc(x)
+    key = (D, theta, x.device, acc)
+    inv_freq = _INV_FREQ.get(key)
+    if inv_freq is None:
+        inv_freq = _INV_FREQ[key] = 1.0 / (theta ** (torch.arange(0, D // 2, device=x.device, dtype=acc) * 2 / D))
+    if T == 1:  # decode: one position, no arange / outer
+        freqs = (inv_freq * offset)[None]
+    else:
+        freqs = torch.outer(torch.arange(offset, offset + T, device=x.device, dtype=acc), inv_freq)  # [T, half]
+    return freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]
+
+
+def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = cos.shape[-1]
+    xf = _to(x, cos.dtype)
+    x1, x2 = xf[..., :half], xf[..., half : 2 * half]
+    parts = [x1 * cos - x2 * sin, x1 * sin + x2 * cos]
+    if xf.shape[-1] > 2 * half:
+        parts.append(xf[..., 2 * half :])
+    return _to(torch.cat(parts, dim=-1), x.dtype)
+
+
 def rotary(x: torch.Tensor, offset: int, theta: float = 10000.0) -> torch.Tensor:
     """Non-interleaved rotary embedding (fla / flash-attn default) on x [B, T, H, D]."""
-    T, D = x.shape[1], x.shape[-1]
-    half = D // 2
-    inv_freq = 1.0 / (theta ** (torch.arange(0, half, device=x.device, dtype=_acc(x)) * 2 / D))
-    pos = torch.arange(offset, offset + T, device=x.device, dtype=_acc(x))
-    freqs = torch.outer(pos, inv_freq)  # [T, half]
-    cos, sin = freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]
-    xf = x.to(_acc(x))
-    x1, x2 = xf[..., :half], xf[..., half : 2 * half]
-    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, xf[..., 2 * half :]], dim=-1)
-    return out.to(x.dtype)
+    return _apply_rotary(x, *_rotary_cos_sin(x, offset, theta))
+
+
+def rotary_pair(q: torch.Tensor, k: torch.Tensor, offset: int, theta: float = 10000.0):
+    """`rotary` on q and k (same T and head dim), computing the angles once."""
+    cos, sin = _rotary_cos_sin(q, offset, theta)
+    return _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
 
 
 class SwiGLU(nn.Module):
@@ -101,7 +157,8 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = fused_linear(x, self.gate_proj, self.up_proj)
+        return self.down_proj(F.silu(gate) * up)
 
 
 def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:

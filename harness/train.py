@@ -2,7 +2,7 @@
 
     result = train(model, data, TrainConfig(steps=300, lr=3e-3, seed=0), eval_fn=...)
 
-- AdamW; linear warmup then cosine decay to ``min_lr_ratio · lr``; gradient-norm clipping.
+- AdamW (fused kernel where available); linear warmup then cosine decay to ``min_lr_ratio · lr``; gradient-norm clipping.
 - Loss: cross-entropy on the positions the task marks, i.e. where ``targets != IGNORE`` (-100);
   a batch may also carry an explicit boolean ``mask`` (True = train on it).
 - bf16 autocast on CUDA (``amp="auto"``); full precision on CPU.
@@ -196,9 +196,13 @@ def train(
     for name, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 and "embeddings" not in name else no_decay).append(p)
+    # fused AdamW: one kernel per parameter instead of a dozen tiny ops (CPU and CUDA; the
+    # update is the same math and deterministic, so reruns stay bit-identical)
+    params = decay + no_decay
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=cfg.betas,
+        lr=cfg.lr, betas=cfg.betas, **({"fused": True} if fused else {}),
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, cfg))
 

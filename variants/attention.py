@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.mixer import Mixer
-from harness.modules import rotary, split_heads
+from harness.modules import fused_linear, rotary_pair, split_heads
 from harness.registry import register_variant
 
 
@@ -40,9 +40,8 @@ class Attention(Mixer):
     def forward(self, x, state=None, offset=0, mode=None):
         self.resolve_mode(mode)  # attention has one path; still reject typos
         B, T, _ = x.shape
-        q = rotary(split_heads(self.q_proj(x), self.head_dim), offset, self.rope_theta)
-        k = rotary(split_heads(self.k_proj(x), self.head_dim), offset, self.rope_theta)
-        v = split_heads(self.v_proj(x), self.head_dim)
+        q, k, v = (split_heads(t, self.head_dim) for t in fused_linear(x, self.q_proj, self.k_proj, self.v_proj))
+        q, k = rotary_pair(q, k, offset, self.rope_theta)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         past = 0
         if state:

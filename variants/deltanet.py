@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from harness.mixer import Mixer
-from harness.modules import at_least_fp32, GatedRMSNorm, RMSNorm, ShortConv, l2norm, split_heads
+from harness.modules import at_least_fp32, fused_linear, GatedRMSNorm, RMSNorm, ShortConv, l2norm, split_heads
 from harness.registry import register_variant
 
 
@@ -45,13 +45,16 @@ class DeltaNet(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
+        gate = (self.g_proj,) if self.use_gate else ()
+        q, k, v, b, *gp = fused_linear(x, self.q_proj, self.k_proj, self.v_proj, self.b_proj, *gate)
+        q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
         if not self.use_short_conv:  # fla applies the q/k activation in the conv; without one, apply it here
             q, k, v = torch.nn.functional.silu(q), torch.nn.functional.silu(k), torch.nn.functional.silu(v)
         q, k = l2norm(split_heads(q, self.head_k)), l2norm(split_heads(k, self.head_k))
-        beta = torch.sigmoid(at_least_fp32(self.b_proj(x)))
-        o, new["S"] = self.op("delta_rule", mode)(q, k, split_heads(v, self.head_v), beta, initial_state=state.get("S"))
-        o = self.o_norm(o, split_heads(self.g_proj(x), self.head_v)) if self.use_gate else self.o_norm(o)
+        beta = torch.sigmoid(at_least_fp32(b))
+        o, new["S"] = self.op("delta_rule", mode, x.shape[1])(q, k, split_heads(v, self.head_v), beta,
+                                                              initial_state=state.get("S"))
+        o = self.o_norm(o, split_heads(gp[0], self.head_v)) if self.use_gate else self.o_norm(o)
         return self.o_proj(o.flatten(-2)), new
 
     def state_shapes(self, batch, seq_len):

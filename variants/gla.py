@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.mixer import Mixer
-from harness.modules import at_least_fp32, GatedRMSNorm, ShortConv, split_heads
+from harness.modules import at_least_fp32, fused_linear, GatedRMSNorm, ShortConv, split_heads
 from harness.registry import register_variant
 
 
@@ -45,13 +45,14 @@ class GLA(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
-        gk = F.logsigmoid(at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer
+        q, k, v, gv, gk_low = fused_linear(x, self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.gk_proj[0])
+        q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
+        gk = F.logsigmoid(at_least_fp32(self.gk_proj[1](gk_low))) / self.gate_logit_normalizer
         if self.clamp_min is not None:
             gk = torch.clamp_min(gk, self.clamp_min)
         q, k, gk = (split_heads(t, self.head_k) for t in (q, k, gk))
-        o, new["S"] = self.op("gla", mode)(q, k, split_heads(v, self.head_v), gk, initial_state=state.get("S"))
-        o = self.g_norm_swish_gate(o, split_heads(self.g_proj(x), self.head_v))
+        o, new["S"] = self.op("gla", mode, x.shape[1])(q, k, split_heads(v, self.head_v), gk, initial_state=state.get("S"))
+        o = self.g_norm_swish_gate(o, split_heads(gv, self.head_v))
         return self.o_proj(o.flatten(-2)), new
 
     def state_shapes(self, batch, seq_len):

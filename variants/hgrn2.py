@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.mixer import Mixer
-from harness.modules import at_least_fp32, RMSNorm, ShortConv, split_heads
+from harness.modules import at_least_fp32, fused_linear, RMSNorm, ShortConv, split_heads
 from harness.registry import register_variant
 
 
@@ -45,12 +45,15 @@ class HGRN2(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        q, f, i = self.short_convs(state, new, q=self.q_proj(x), f=self.f_proj(x), i=self.i_proj(x))
+        q, f, i = fused_linear(x, self.q_proj, self.f_proj, self.i_proj)
+        q, f, i = self.short_convs(state, new, q=q, f=f, i=i)
         q = F.silu(q)
         g = F.logsigmoid(at_least_fp32(f))
-        k = (1 - g.exp()).to(i.dtype)
+        k = 1 - g.exp()
+        if k.dtype != i.dtype:
+            k = k.to(i.dtype)
         q, k, g = (split_heads(t, self.expand_ratio) for t in (q, k, g))
-        o, new["S"] = self.op("gla", mode)(q, k, split_heads(i, self.head_i), g, initial_state=state.get("S"))
+        o, new["S"] = self.op("gla", mode, x.shape[1])(q, k, split_heads(i, self.head_i), g, initial_state=state.get("S"))
         return self.o_proj(self.g_norm(o.flatten(-2))), new
 
     def state_shapes(self, batch, seq_len):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from harness.mixer import Mixer
-from harness.modules import GatedRMSNorm, ShortConv, rotary, split_heads
+from harness.modules import fused_linear, GatedRMSNorm, ShortConv, rotary_pair, split_heads
 from harness.registry import register_variant
 
 
@@ -42,12 +42,13 @@ class RetNet(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None):
         state, new = state or {}, {}
-        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
+        q, k, v, gv = fused_linear(x, self.q_proj, self.k_proj, self.v_proj, self.g_proj)
+        q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
         q, k, v = split_heads(q, self.head_k), split_heads(k, self.head_k), split_heads(v, self.head_v)
-        q, k = rotary(q, offset), rotary(k, offset)
+        q, k = rotary_pair(q, k, offset)
         g = self.log_decay.expand(x.shape[0], x.shape[1], self.n_heads)
-        o, new["S"] = self.op("gla", mode)(q, k, v, g, initial_state=state.get("S"))
-        o = self.g_norm_swish_gate(o, split_heads(self.g_proj(x), self.head_v))
+        o, new["S"] = self.op("gla", mode, x.shape[1])(q, k, v, g, initial_state=state.get("S"))
+        o = self.g_norm_swish_gate(o, split_heads(gv, self.head_v))
         return self.o_proj(o.flatten(-2)), new
 
     def state_shapes(self, batch, seq_len):

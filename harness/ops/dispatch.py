@@ -10,6 +10,7 @@ from typing import Callable
 from harness.ops.delta_rule import chunk_delta_rule, recurrent_delta_rule
 from harness.ops.gla import chunk_gla, recurrent_gla
 from harness.ops.hgrn import chunk_hgrn, recurrent_hgrn
+from harness.ops.step import delta_rule_step, gla_step, hgrn_step
 
 FAMILIES = ("gla", "delta_rule", "hgrn")
 
@@ -20,6 +21,10 @@ _OPS: dict[tuple[str, str, str], Callable] = {
     ("torch", "delta_rule", "recurrent"): recurrent_delta_rule,
     ("torch", "hgrn", "chunk"): chunk_hgrn,
     ("torch", "hgrn", "recurrent"): recurrent_hgrn,
+    # one-token twins of the recurrent ops (decode); `get_op(..., seq_len=1)` picks them
+    ("torch", "gla", "step"): gla_step,
+    ("torch", "delta_rule", "step"): delta_rule_step,
+    ("torch", "hgrn", "step"): hgrn_step,
 }
 
 
@@ -29,7 +34,13 @@ def register_backend_op(backend: str, family: str, mode: str, fn: Callable) -> N
     _OPS[(backend, family, mode)] = fn
 
 
-def get_op(family: str, mode: str, backend: str = "torch") -> Callable:
+def get_op(family: str, mode: str, backend: str = "torch", seq_len: int | None = None) -> Callable:
+    """The op for (backend, family, mode). In mode "recurrent" with `seq_len == 1` (a decode step),
+    the backend's one-token "step" op when it has one (the torch backend's harness.ops.step)."""
+    if mode == "recurrent" and seq_len == 1:
+        fn = _OPS.get((backend, family, "step"))
+        if fn is not None:
+            return fn
     try:
         return _OPS[(backend, family, mode)]
     except KeyError:

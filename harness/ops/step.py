@@ -1,0 +1,107 @@
+"""Single-token (T = 1) steps of the recurrences: the decode path, lean.
+
+Same signatures and conventions as the step-by-step references (`recurrent_gla`,
+`recurrent_delta_rule`, `recurrent_hgrn`) and the same math, but written for one token: no loop,
+no stack, no einsum, no cast when the dtype is already the accumulation dtype, and the state
+update as one fused multiply-add. Shapes: q, k [B, 1, H, K], v [B, 1, H, V], state [B, H, K, V]
+(hgrn: x, g [B, 1, D], state [B, D]). `harness.ops.dispatch.get_op` picks these for the torch
+backend when mode is "recurrent" and the call has one token; tests/test_step_ops.py holds them
+equal to the references.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+_ACC = {torch.float32: torch.float32, torch.float64: torch.float64, torch.float16: torch.float32,
+        torch.bfloat16: torch.float32}
+
+
+def _promote(dtype: torch.dtype) -> torch.dtype:
+    acc = _ACC.get(dtype)  # a dict lookup: torch.promote_types goes through the dispatcher
+    return acc if acc is not None else torch.promote_types(dtype, torch.float32)
+
+
+def _acc(t: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == acc else t.to(acc)
+
+
+def _check_one(t: torch.Tensor) -> None:
+    if t.shape[1] != 1:
+        raise ValueError(f"step ops take one token (T = 1), got T = {t.shape[1]}; use the recurrent or chunk op")
+
+
+def gla_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """S = Diag(exp(g)) S + k v^T, o = S^T (scale * q), for one token; g scalar per head
+    [B, 1, H], per key channel [B, 1, H, K], or None."""
+    _check_one(q)
+    dtype = v.dtype
+    acc = _promote(dtype)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    k_col = _acc(k, acc).permute(0, 2, 3, 1)  # [B, H, K, 1]
+    v_row = _acc(v, acc).transpose(1, 2)  # [B, H, 1, V]
+    if initial_state is None:
+        S = k_col * v_row
+    else:
+        S = _acc(initial_state, acc)
+        if g is not None:
+            g = _acc(g, acc)
+            a = g.permute(0, 2, 3, 1) if g.dim() == 4 else g.transpose(1, 2).unsqueeze(-1)  # [B, H, K|1, 1]
+            S = S * a.exp()
+        S = torch.addcmul(S, k_col, v_row)
+    o = (_acc(q, acc).transpose(1, 2) @ S).mul_(scale).transpose(1, 2)  # [B, 1, H, V]
+    return _acc(o, dtype), S
+
+
+def delta_rule_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: Optional[torch.Tensor] = None,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """S = exp(g) S, S = S + beta k (v - S^T k)^T, o = S^T (scale * q), for one token."""
+    _check_one(q)
+    dtype = v.dtype
+    acc = _promote(dtype)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    k = _acc(k, acc)
+    k_col, k_row = k.permute(0, 2, 3, 1), k.transpose(1, 2)  # [B, H, K, 1], [B, H, 1, K]
+    v_row = _acc(v, acc).transpose(1, 2)  # [B, H, 1, V]
+    b = _acc(beta, acc).transpose(1, 2).unsqueeze(-1)  # [B, H, 1, 1]
+    if initial_state is None:
+        S = k_col * (v_row * b)
+    else:
+        S = _acc(initial_state, acc)
+        if g is not None:
+            S = S * _acc(g, acc).transpose(1, 2).unsqueeze(-1).exp()
+        u = (v_row - k_row @ S) * b
+        S = torch.addcmul(S, k_col, u)
+    o = (_acc(q, acc).transpose(1, 2) @ S).mul_(scale).transpose(1, 2)  # [B, 1, H, V]
+    return _acc(o, dtype), S
+
+
+def hgrn_step(
+    x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor] = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h = exp(g) * h + x, o = h, for one token; x, g [B, 1, D], state [B, D]."""
+    _check_one(x)
+    dtype = x.dtype
+    acc = _promote(dtype)
+    x_t = _acc(x[:, 0], acc)
+    h = x_t if initial_state is None else torch.addcmul(x_t, _acc(g[:, 0], acc).exp(), _acc(initial_state, acc))
+    return _acc(h.unsqueeze(1), dtype), h
+
+
+__all__ = ["gla_step", "delta_rule_step", "hgrn_step"]

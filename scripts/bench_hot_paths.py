@@ -1,0 +1,178 @@
+"""Benchmark the two hot paths of small models on the CPU: per-token decode and the training step.
+
+    python scripts/bench_hot_paths.py [--label after] [--only decode train] [--variants gla ...]
+
+(a) decode: ms per token of `HybridLM.decode_step` after a prefill of 512 and 8192 tokens
+    (4 layers, d_model 64, n_heads 2, vocab 256, batch 1), median of `--decode-steps` steps,
+    each timed on its own after 3 untimed ones;
+(b) train: ms per optimiser step of `harness.train.train` on the recall-size models (4 layers,
+    d_model 64, n_heads 2, vocab 64, batch 32 x 64 tokens, fp32): forward + loss + backward +
+    clip + AdamW + data sampling, the median over `--train-repeats` runs of `--train-steps` steps.
+Every variant pure plus the Transformer. One thread, the process CPU clock (time.process_time),
+so other load on a shared machine does not inflate the numbers. Writes
+reports/benchmarks/hot_paths_cpu_<label>.json, and with label "after" also
+reports/benchmarks/hot_paths_cpu.json holding the "before" file's numbers beside the new ones,
+and prints Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.config import ModelConfig  # noqa: E402
+from harness.model import build_model  # noqa: E402
+from harness.registry import VARIANTS  # noqa: E402
+from harness.train import TrainConfig, train  # noqa: E402
+
+OUT_DIR = ROOT / "reports" / "benchmarks"
+CONTEXTS = (512, 8192)
+
+
+def models() -> list[tuple[str, str]]:
+    return [(n, "pure") for n in VARIANTS.names() if n != "attention"] + [("attention", "transformer")]
+
+
+def key(variant: str, layout: str) -> str:
+    return "transformer" if layout == "transformer" else f"{variant} {layout}"
+
+
+def bench_decode(variant: str, layout: str, steps: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(variant=variant, layout=layout, n_layers=4, d_model=64, n_heads=2,
+                                    vocab_size=256), backend="torch").eval()
+    out = {}
+    for ctx in CONTEXTS:
+        tokens = torch.randint(0, 256, (1, ctx))
+        _, cache = model.prefill(tokens, last_only=True)
+        tok = torch.randint(0, 256, (1,))
+        times = []
+        for i in range(3 + steps):
+            t0 = time.process_time()
+            logits = model.decode_step(tok, cache)
+            dt = time.process_time() - t0
+            tok = logits.argmax(-1)
+            if i >= 3:
+                times.append(dt)
+        out[str(ctx)] = statistics.median(times) * 1e3
+    return out
+
+
+def recall_data(n: int = 512, T: int = 64, vocab: int = 64) -> dict[str, torch.Tensor]:
+    from harness.data.mqar import MQARConfig, generate_mqar
+
+    return generate_mqar(MQARConfig(vocab_size=vocab, seq_len=T, num_kv_pairs=4), n, seed=0)
+
+
+def bench_train(variant: str, layout: str, data, steps: int, repeats: int) -> float:
+    per_step = []
+    for r in range(repeats + 1):  # the first run is warm-up
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(variant=variant, layout=layout, n_layers=4, d_model=64, n_heads=2,
+                                        vocab_size=64), backend="torch")
+        t0 = time.process_time()
+        res = train(model, data, TrainConfig(steps=steps if r else 2, batch_size=32, lr=3e-3, seed=0))
+        dt = time.process_time() - t0
+        assert res.ok, res.error
+        if r:
+            per_step.append(dt / steps)
+    return statistics.median(per_step) * 1e3
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def tables(res: dict, before: dict | None) -> str:
+    lines = []
+    if "decode_ms" in res:
+        lines += ["### Decode, ms per token (1 thread, process CPU time)", "",
+                  "| model | before 512 | before 8K | after 512 | after 8K | 8K / 512 | vs Transformer at 8K |",
+                  "|---|---|---|---|---|---|---|"]
+        tr = res["decode_ms"].get("transformer", {}).get("8192")
+        for m, d in res["decode_ms"].items():
+            b = (before or {}).get("decode_ms", {}).get(m, {})
+            bs = lambda c: f"{b[c]:.3f}" if c in b else "–"  # noqa: E731
+            ratio = f"{d['8192'] / tr:.2f}" if tr else "–"
+            lines.append(f"| {m} | {bs('512')} | {bs('8192')} | {d['512']:.3f} | {d['8192']:.3f} | "
+                         f"{d['8192'] / d['512']:.2f} | {ratio} |")
+        lines.append("")
+    if "train_step_ms" in res:
+        lines += ["### Training step, ms (recall size, batch 32 x 64, 1 thread, process CPU time)", "",
+                  "| model | before | after | speed-up |", "|---|---|---|---|"]
+        for m, v in res["train_step_ms"].items():
+            b = (before or {}).get("train_step_ms", {}).get(m)
+            lines.append(f"| {m} | {f'{b:.1f}' if b else '–'} | {v:.1f} | {f'{b / v:.2f}x' if b else '–'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--label", default="after", help="'before' or 'after' (default)")
+    ap.add_argument("--only", nargs="*", default=["decode", "train"], choices=["decode", "train"])
+    ap.add_argument("--variants", nargs="*", default=None, help="subset (names; 'transformer' for attention)")
+    ap.add_argument("--decode-steps", type=int, default=30)
+    ap.add_argument("--train-steps", type=int, default=10)
+    ap.add_argument("--train-repeats", type=int, default=3)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    todo = [(v, l) for v, l in models()
+            if args.variants is None or v in args.variants or key(v, l) in args.variants]
+    res: dict = {"label": args.label, "machine": machine(), "threads": torch.get_num_threads(),
+                 "clock": "time.process_time (process CPU time)", "load_avg_before": os.getloadavg(),
+                 "settings": {"decode": "4 layers, d_model 64, n_heads 2, vocab 256, batch 1, fp32; median of "
+                                        f"{args.decode_steps} steps after 3 warm-up, contexts {list(CONTEXTS)}",
+                              "train": "4 layers, d_model 64, n_heads 2, vocab 64, batch 32 x 64 (MQAR 4 kv), fp32, "
+                                       f"harness.train.train, median over {args.train_repeats} runs of "
+                                       f"{args.train_steps} steps"}}
+    if "decode" in args.only:
+        res["decode_ms"] = {}
+        for v, l in todo:
+            res["decode_ms"][key(v, l)] = d = bench_decode(v, l, args.decode_steps)
+            print(f"decode {key(v, l):24s} 512: {d['512']:.3f} ms  8K: {d['8192']:.3f} ms", flush=True)
+    if "train" in args.only:
+        data = recall_data()
+        res["train_step_ms"] = {}
+        for v, l in todo:
+            res["train_step_ms"][key(v, l)] = t = bench_train(v, l, data, args.train_steps, args.train_repeats)
+            print(f"train  {key(v, l):24s} {t:.1f} ms/step", flush=True)
+    res["load_avg_after"] = os.getloadavg()
+    before = None
+    bpath = OUT_DIR / "hot_paths_cpu_before.json"
+    if args.label != "before" and bpath.exists():
+        before = json.loads(bpath.read_text())
+    md = tables(res, before)
+    print("\n" + md)
+    if args.no_write:
+        return
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / f"hot_paths_cpu_{args.label}.json").write_text(json.dumps(res, indent=2) + "\n")
+    if args.label == "after":
+        combined = {"machine": res["machine"], "threads": res["threads"], "clock": res["clock"],
+                    "settings": res["settings"], "before": before, "after": res, "markdown": md}
+        (OUT_DIR / "hot_paths_cpu.json").write_text(json.dumps(combined, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
