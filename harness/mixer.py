@@ -82,11 +82,41 @@ class Mixer(nn.Module):
         (`use_short_conv`), carrying the conv tails in `state` / `new_state` as `conv_<name>`."""
         if not getattr(self, "use_short_conv", False):
             return list(inputs.values())
+        if len(inputs) > 1 and not torch.is_grad_enabled():
+            joint = self._joint_conv_step(state, new_state, inputs)
+            if joint is not None:
+                return joint
         out = []
         for name, t in inputs.items():
             t, new_state[f"conv_{name}"] = getattr(self, f"{name}_conv1d")(t, state.get(f"conv_{name}"))
             out.append(t)
         return out
+
+    def _joint_conv_step(self, state: State, new_state: State, inputs: dict) -> Optional[list[torch.Tensor]]:
+        """A decode step (T = 1, cached tails, no autograd) of all short convs at once: one
+        concatenated tail, one multiply and sum over the conv width, one activation. None when
+        the call does not qualify (then each conv runs on its own)."""
+        from harness.modules import _fused_weight
+
+        xs = list(inputs.values())
+        if xs[0].shape[1] != 1:
+            return None
+        caches = [state.get(f"conv_{n}") for n in inputs]
+        mods = [getattr(self, f"{n}_conv1d") for n in inputs]
+        act = mods[0].activation
+        if any(c is None or c.dtype != xs[0].dtype for c in caches) or any(
+            m.activation != act or m.bias is not None or m.kernel_size != mods[0].kernel_size for m in mods
+        ):
+            return None
+        W = _fused_weight(mods)  # [sum D, 1, W], cached while the weights are unchanged
+        sizes = [m.dim for m in mods]
+        xp = torch.cat([torch.cat(caches, -1), torch.cat(xs, -1)], 1)  # [B, W, sum D]
+        y = (xp * W[:, 0].t()).sum(1, keepdim=True)
+        if act == "silu":
+            y = torch.nn.functional.silu(y)
+        for n, tail in zip(inputs, xp[:, 1:].split(sizes, -1)):
+            new_state[f"conv_{n}"] = tail
+        return list(y.split(sizes, -1))
 
     def conv_state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
         """Cache shapes of the short convs (`<name>_conv1d` children), as `conv_<name>`."""

@@ -81,14 +81,27 @@ def fused_linear(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
     off (decode, prefill, evaluation). The concatenation is cached on the first Linear and
     rebuilt whenever any weight changes (new storage or an in-place update bumps its version),
     so checkpoints, weight names and training see the separate Linears unchanged."""
-    if torch.is_grad_enabled() or len(linears) < 2 or any(m.bias is not None for m in linears):
+    if torch.is_grad_enabled() or len(linears) < 2:
         return [m(x) for m in linears]
-    key = tuple((m.weight.data_ptr(), m.weight._version, m.weight.dtype) for m in linears)
-    hit = getattr(linears[0], "_fused_cache", None)
-    if hit is None or hit[0] != key:
-        hit = (key, torch.cat([m.weight for m in linears], 0), [m.out_features for m in linears])
-        linears[0]._fused_cache = hit
-    return list(F.linear(x, hit[1]).split(hit[2], -1))
+    W = _fused_weight(linears)
+    if W is None:  # biased Linears: run them one by one
+        return [m(x) for m in linears]
+    return list(F.linear(x, W).split(linears[0].__dict__["_fused_cache"][3], -1))
+
+
+def _fused_weight(mods) -> Optional[torch.Tensor]:
+    """torch.cat of the modules' `weight`s (dim 0), cached on the first module while every weight
+    is the same tensor at the same version (an in-place update bumps `_version`)."""
+    hit = mods[0].__dict__.get("_fused_cache")
+    if hit is not None and len(hit[0]) == len(mods) and all(
+        m._parameters["weight"] is w and w._version == v for m, w, v in zip(mods, hit[0], hit[1])
+    ):
+        return hit[2]
+    ws = [m._parameters["weight"] for m in mods]
+    biased = any(getattr(m, "bias", None) is not None for m in mods)
+    W = None if biased else torch.cat([w.detach() for w in ws], 0)
+    mods[0].__dict__["_fused_cache"] = (ws, [w._version for w in ws], W, [w.shape[0] for w in ws])
+    return W
 
 
 class ShortConv(nn.Module):

@@ -140,3 +140,42 @@ def test_streaming_short_conv_decode_equals_full():
         y, cache = short_conv(x[:, t : t + 1], w, cache=cache)
         outs.append(y)
     torch.testing.assert_close(torch.cat(outs, 1), full, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant,kwargs", [("gated_deltanet", {}), ("deltanet", {}),
+                                            ("hgrn", {"use_short_conv": True}), ("gla", {"use_short_conv": True})])
+def test_decode_steps_with_joint_short_convs_equal_forward(variant, kwargs):
+    """Decode (the joint short-conv step, the step ops, the fused no-grad projections) reproduces
+    the chunked training forward, token by token, in fp64."""
+    from harness.registry import get_variant
+
+    torch.manual_seed(0)
+    mixer = get_variant(variant)(16, 2, **kwargs).double()
+    x = torch.randn(2, 9, 16, dtype=D64)
+    full, _ = mixer(x)  # autograd on: the separate projections and the per-conv path
+    with torch.no_grad():
+        y, state = mixer(x[:, :4])
+        outs = [y]
+        for t in range(4, 9):
+            y, state = mixer(x[:, t : t + 1], state, offset=t, mode="recurrent")
+            outs.append(y)
+    torch.testing.assert_close(torch.cat(outs, 1), full.detach(), rtol=1e-10, atol=1e-10)
+    shapes = mixer.state_shapes(2, 9)
+    assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v) for k, v in shapes.items()}
+
+
+def test_fused_projection_cache_follows_weight_updates():
+    from harness.modules import fused_linear
+
+    a, b = torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(4, 2, bias=False)
+    x = torch.randn(1, 1, 4)
+    with torch.no_grad():
+        for _ in range(2):
+            ya, yb = fused_linear(x, a, b)
+            torch.testing.assert_close(ya, a(x))
+            torch.testing.assert_close(yb, b(x))
+            a.weight.mul_(2)  # in place, as an optimiser step does
+        b.weight = torch.nn.Parameter(torch.randn(2, 4))  # a new tensor
+        torch.testing.assert_close(fused_linear(x, a, b)[1], b(x))
+        c = torch.nn.Linear(4, 2, bias=True)  # biased: not fused, still right
+        torch.testing.assert_close(fused_linear(x, a, c)[1], c(x))
