@@ -155,9 +155,20 @@ def rotary(x: torch.Tensor, offset: int, theta: float = 10000.0) -> torch.Tensor
 
 
 def rotary_pair(q: torch.Tensor, k: torch.Tensor, offset: int, theta: float = 10000.0):
-    """`rotary` on q and k (same T and head dim), computing the angles once."""
+    """`rotary` on q and k (same T and head dim), computing the angles once; for one token
+    (decode) on q and k stacked along the heads, one pass instead of two."""
     cos, sin = _rotary_cos_sin(q, offset, theta)
+    if q.shape[1] == 1 and q.dtype == k.dtype:
+        return _apply_rotary(torch.cat([q, k], 2), cos, sin).split([q.shape[2], k.shape[2]], 2)
     return _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
+
+
+def l2norm_pair(q: torch.Tensor, k: torch.Tensor, eps: float = 1e-6):
+    """(l2norm(q), l2norm(k)) for [B, T, H, D] q, k; for one token (decode) in one pass over
+    both stacked along the heads (the same numbers: the norm is per head)."""
+    if q.shape[1] == 1 and q.dtype == k.dtype and q.shape[-1] == k.shape[-1]:
+        return l2norm(torch.cat([q, k], 2), eps).split([q.shape[2], k.shape[2]], 2)
+    return l2norm(q, eps), l2norm(k, eps)
 
 
 class SwiGLU(nn.Module):

@@ -106,7 +106,7 @@ def tables(res: dict, before: dict | None) -> str:
     lines = []
     if "decode_ms" in res:
         lines += ["### Decode, ms per token (1 thread, process CPU time)", "",
-                  "| model | before 512 | before 8K | after 512 | after 8K | 8K / 512 | vs Transformer at 8K |",
+                  f"| model | before 512 | before 8K | {res['label']} 512 | {res['label']} 8K | 8K / 512 | vs Transformer at 8K |",
                   "|---|---|---|---|---|---|---|"]
         tr = res["decode_ms"].get("transformer", {}).get("8192")
         for m, d in res["decode_ms"].items():
@@ -118,7 +118,7 @@ def tables(res: dict, before: dict | None) -> str:
         lines.append("")
     if "train_step_ms" in res:
         lines += ["### Training step, ms (recall size, batch 32 x 64, 1 thread, process CPU time)", "",
-                  "| model | before | after | speed-up |", "|---|---|---|---|"]
+                  f"| model | before | {res['label']} | speed-up |", "|---|---|---|---|"]
         for m, v in res["train_step_ms"].items():
             b = (before or {}).get("train_step_ms", {}).get(m)
             lines.append(f"| {m} | {f'{b:.1f}' if b else '–'} | {v:.1f} | {f'{b / v:.2f}x' if b else '–'} |")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from harness.mixer import Mixer
-from harness.modules import at_least_fp32, fused_linear, GatedRMSNorm, RMSNorm, ShortConv, l2norm, split_heads
+from harness.modules import at_least_fp32, fused_linear, GatedRMSNorm, RMSNorm, ShortConv, l2norm_pair, split_heads
 from harness.registry import register_variant
 
 
@@ -50,7 +50,7 @@ class DeltaNet(Mixer):
         q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
         if not self.use_short_conv:  # fla applies the q/k activation in the conv; without one, apply it here
             q, k, v = torch.nn.functional.silu(q), torch.nn.functional.silu(k), torch.nn.functional.silu(v)
-        q, k = l2norm(split_heads(q, self.head_k)), l2norm(split_heads(k, self.head_k))
+        q, k = l2norm_pair(split_heads(q, self.head_k), split_heads(k, self.head_k))
         beta = torch.sigmoid(at_least_fp32(b))
         o, new["S"] = self.op("delta_rule", mode, x.shape[1])(q, k, split_heads(v, self.head_v), beta,
                                                               initial_state=state.get("S"))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.mixer import Mixer
-from harness.modules import at_least_fp32, fused_linear, GatedRMSNorm, RMSNorm, ShortConv, l2norm, split_heads
+from harness.modules import at_least_fp32, fused_linear, GatedRMSNorm, RMSNorm, ShortConv, l2norm_pair, split_heads
 from harness.registry import register_variant
 
 
@@ -63,7 +63,7 @@ class GatedDeltaNet(Mixer):
         q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
         if not self.use_short_conv:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
-        q, k = l2norm(split_heads(q, self.head_k)), l2norm(split_heads(k, self.head_k))
+        q, k = l2norm_pair(split_heads(q, self.head_k), split_heads(k, self.head_k))
         g = -at_least_fp32(self.A_log).exp() * F.softplus(at_least_fp32(a) + self.dt_bias)
         beta = torch.sigmoid(at_least_fp32(b))
         if self.allow_neg_eigval:

@@ -71,25 +71,27 @@ def delta_rule_step(
     scale: Optional[float] = None,
     initial_state: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """S = exp(g) S, S = S + beta k (v - S^T k)^T, o = S^T (scale * q), for one token."""
+    """S = exp(g) S, S = S + beta k (v - S^T k)^T, o = S^T (scale * q), for one token (as 3-D
+    batched matmuls over B * H: fewer dispatcher calls than 4-D matmul)."""
     _check_one(q)
+    B, _, H, K = q.shape
+    V = v.shape[-1]
     dtype = v.dtype
     acc = _promote(dtype)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    k = _acc(k, acc)
-    k_col, k_row = k.permute(0, 2, 3, 1), k.transpose(1, 2)  # [B, H, K, 1], [B, H, 1, K]
-    v_row = _acc(v, acc).transpose(1, 2)  # [B, H, 1, V]
-    b = _acc(beta, acc).transpose(1, 2).unsqueeze(-1)  # [B, H, 1, 1]
+    scale = K**-0.5 if scale is None else scale
+    k_row = _acc(k, acc).reshape(B * H, 1, K)
+    v_row = _acc(v, acc).reshape(B * H, 1, V)
+    b = _acc(beta, acc).reshape(B * H, 1, 1)
     if initial_state is None:
-        S = k_col * (v_row * b)
+        S = k_row.transpose(1, 2) * (v_row * b)
     else:
-        S = _acc(initial_state, acc)
+        S = _acc(initial_state, acc).reshape(B * H, K, V)
         if g is not None:
-            S = S * _acc(g, acc).transpose(1, 2).unsqueeze(-1).exp()
-        u = (v_row - k_row @ S) * b
-        S = torch.addcmul(S, k_col, u)
-    o = (_acc(q, acc).transpose(1, 2) @ S).mul_(scale).transpose(1, 2)  # [B, 1, H, V]
-    return _acc(o, dtype), S
+            S = S * _acc(g, acc).reshape(B * H, 1, 1).exp()
+        u = (v_row - torch.bmm(k_row, S)) * b
+        S = torch.baddbmm(S, k_row.transpose(1, 2), u)
+    o = torch.bmm(_acc(q, acc).reshape(B * H, 1, K), S).mul_(scale)
+    return _acc(o.view(B, 1, H, V), dtype), S.view(B, H, K, V)
 
 
 def hgrn_step(
