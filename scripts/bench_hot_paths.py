@@ -3,11 +3,12 @@
     python scripts/bench_hot_paths.py [--label after] [--only decode train] [--variants gla ...]
 
 (a) decode: ms per token of `HybridLM.decode_step` after a prefill of 512 and 8192 tokens
-    (4 layers, d_model 64, n_heads 2, vocab 256, batch 1), median of `--decode-steps` steps,
-    each timed on its own after 3 untimed ones;
+    (4 layers, d_model 64, n_heads 2, vocab 256, batch 1): the median of `--decode-steps` steps,
+    each timed on its own after 3 untimed ones, the least of 3 such rounds;
 (b) train: ms per optimiser step of `harness.train.train` on the recall-size models (4 layers,
     d_model 64, n_heads 2, vocab 64, batch 32 x 64 tokens, fp32): forward + loss + backward +
-    clip + AdamW + data sampling, the median over `--train-repeats` runs of `--train-steps` steps.
+    clip + AdamW + data sampling, the least over `--train-repeats` runs of `--train-steps` steps.
+The least-disturbed of several measurements, because on a shared machine load only adds time.
 Every variant pure plus the Transformer. One thread, the process CPU clock (time.process_time),
 so other load on a shared machine does not inflate the numbers. Writes
 reports/benchmarks/hot_paths_cpu_<label>.json, and with label "after" also
@@ -47,7 +48,7 @@ def key(variant: str, layout: str) -> str:
     return "transformer" if layout == "transformer" else f"{variant} {layout}"
 
 
-def bench_decode(variant: str, layout: str, steps: int) -> dict[str, float]:
+def bench_decode(variant: str, layout: str, steps: int, rounds: int = 3) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_model(ModelConfig(variant=variant, layout=layout, n_layers=4, d_model=64, n_heads=2,
                                     vocab_size=256), backend="torch").eval()
@@ -56,15 +57,18 @@ def bench_decode(variant: str, layout: str, steps: int) -> dict[str, float]:
         tokens = torch.randint(0, 256, (1, ctx))
         _, cache = model.prefill(tokens, last_only=True)
         tok = torch.randint(0, 256, (1,))
-        times = []
-        for i in range(3 + steps):
-            t0 = time.process_time()
-            logits = model.decode_step(tok, cache)
-            dt = time.process_time() - t0
-            tok = logits.argmax(-1)
-            if i >= 3:
-                times.append(dt)
-        out[str(ctx)] = statistics.median(times) * 1e3
+        medians = []
+        for _ in range(rounds):  # the least-disturbed of `rounds` medians: robust to load bursts
+            times = []
+            for i in range(3 + steps):
+                t0 = time.process_time()
+                logits = model.decode_step(tok, cache)
+                dt = time.process_time() - t0
+                tok = logits.argmax(-1)
+                if i >= 3:
+                    times.append(dt)
+            medians.append(statistics.median(times))
+        out[str(ctx)] = min(medians) * 1e3
     return out
 
 
@@ -86,7 +90,7 @@ def bench_train(variant: str, layout: str, data, steps: int, repeats: int) -> fl
         assert res.ok, res.error
         if r:
             per_step.append(dt / steps)
-    return statistics.median(per_step) * 1e3
+    return min(per_step) * 1e3  # the least-disturbed run: robust to load bursts
 
 
 def machine() -> dict:
@@ -103,6 +107,7 @@ def machine() -> dict:
 
 
 def tables(res: dict, before: dict | None) -> str:
+    """Markdown tables; with `before`, its numbers beside these (label "before" prints alone)."""
     lines = []
     if "decode_ms" in res:
         lines += ["### Decode, ms per token (1 thread, process CPU time)", "",
@@ -131,7 +136,7 @@ def main() -> None:
     ap.add_argument("--label", default="after", help="'before' or 'after' (default)")
     ap.add_argument("--only", nargs="*", default=["decode", "train"], choices=["decode", "train"])
     ap.add_argument("--variants", nargs="*", default=None, help="subset (names; 'transformer' for attention)")
-    ap.add_argument("--decode-steps", type=int, default=30)
+    ap.add_argument("--decode-steps", type=int, default=20)
     ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--no-write", action="store_true")
@@ -141,10 +146,11 @@ def main() -> None:
             if args.variants is None or v in args.variants or key(v, l) in args.variants]
     res: dict = {"label": args.label, "machine": machine(), "threads": torch.get_num_threads(),
                  "clock": "time.process_time (process CPU time)", "load_avg_before": os.getloadavg(),
-                 "settings": {"decode": "4 layers, d_model 64, n_heads 2, vocab 256, batch 1, fp32; median of "
-                                        f"{args.decode_steps} steps after 3 warm-up, contexts {list(CONTEXTS)}",
+                 "settings": {"decode": "4 layers, d_model 64, n_heads 2, vocab 256, batch 1, fp32; min over 3 rounds of "
+                                        f"the median of {args.decode_steps} steps (3 warm-up each), contexts "
+                                        f"{list(CONTEXTS)}",
                               "train": "4 layers, d_model 64, n_heads 2, vocab 64, batch 32 x 64 (MQAR 4 kv), fp32, "
-                                       f"harness.train.train, median over {args.train_repeats} runs of "
+                                       f"harness.train.train, min over {args.train_repeats} runs of "
                                        f"{args.train_steps} steps"}}
     if "decode" in args.only:
         res["decode_ms"] = {}
