@@ -137,7 +137,7 @@ def init_weights(model: nn.Module, scheme: str) -> None:
     dt_bias, conv weights, norms) keep the init their module gave them, as in fla.
 
     - "torch": PyTorch's defaults: Linear `reset_parameters()` (Kaiming-uniform, fan-in scaled)
-      with zero biases, embeddings N(0, 1). Measured (docs/metrics.md#initialisation): a
+      with zero biases, embeddings N(0, 1). Measured (docs/training.md#initialisation): a
       4-layer, d_model 64 Transformer solves MQAR (4 kv pairs) in 600 steps with it, and sits
       on the 1/num_kv_pairs plateau with "fla". Both parts matter: changing only the
       embeddings or only the Linear layers is not enough.

@@ -81,7 +81,10 @@ def fused_linear(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
     off (decode, prefill, evaluation). The concatenation is cached on the first Linear and
     rebuilt whenever any weight changes (new storage or an in-place update bumps its version),
     so checkpoints, weight names and training see the separate Linears unchanged."""
-    if torch.is_grad_enabled() or len(linears) < 2:
+    if torch.is_grad_enabled():
+        _note_grad_forward()
+        return [m(x) for m in linears]
+    if len(linears) < 2:
         return [m(x) for m in linears]
     W = _fused_weight(linears)
     if W is None:  # biased Linears: run them one by one
@@ -89,18 +92,33 @@ def fused_linear(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
     return list(F.linear(x, W).split(linears[0].__dict__["_fused_cache"][3], -1))
 
 
+# Why a generation counter as well as `_version`: fused optimizers (AdamW(fused=True), which
+# harness.train uses) update weights in place WITHOUT bumping `_version`, so a cache checked by
+# version alone served step-50 weights to every later evaluation (the model trained, the score
+# stayed at chance). Training needs a grad-enabled forward before every update, so any such
+# forward through these modules invalidates every cache in the process.
+_GRAD_FORWARDS = 0
+
+
+def _note_grad_forward() -> None:
+    global _GRAD_FORWARDS
+    _GRAD_FORWARDS += 1
+
+
 def _fused_weight(mods) -> Optional[torch.Tensor]:
     """torch.cat of the modules' `weight`s (dim 0), cached on the first module while every weight
-    is the same tensor at the same version (an in-place update bumps `_version`)."""
+    is the same tensor at the same version (an in-place update bumps `_version`) and no
+    grad-enabled forward has run since (see _GRAD_FORWARDS)."""
     hit = mods[0].__dict__.get("_fused_cache")
-    if hit is not None and len(hit[0]) == len(mods) and all(
+    if hit is not None and hit[4] == _GRAD_FORWARDS and len(hit[0]) == len(mods) and all(
         m._parameters["weight"] is w and w._version == v for m, w, v in zip(mods, hit[0], hit[1])
     ):
         return hit[2]
     ws = [m._parameters["weight"] for m in mods]
     biased = any(getattr(m, "bias", None) is not None for m in mods)
     W = None if biased else torch.cat([w.detach() for w in ws], 0)
-    mods[0].__dict__["_fused_cache"] = (ws, [w._version for w in ws], W, [w.shape[0] for w in ws])
+    mods[0].__dict__["_fused_cache"] = (ws, [w._version for w in ws], W, [w.shape[0] for w in ws],
+                                        _GRAD_FORWARDS)
     return W
 
 
@@ -116,6 +134,8 @@ class ShortConv(nn.Module):
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv1d's default
 
     def forward(self, x: torch.Tensor, cache: Optional[torch.Tensor] = None):
+        if torch.is_grad_enabled():
+            _note_grad_forward()
         return short_conv(x, self.weight[:, 0], self.bias, cache=cache, activation=self.activation)
 
     def cache_shape(self, batch: int) -> tuple[int, ...]:

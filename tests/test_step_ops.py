@@ -179,3 +179,26 @@ def test_fused_projection_cache_follows_weight_updates():
         torch.testing.assert_close(fused_linear(x, a, b)[1], b(x))
         c = torch.nn.Linear(4, 2, bias=True)  # biased: not fused, still right
         torch.testing.assert_close(fused_linear(x, a, c)[1], c(x))
+
+
+@pytest.mark.parametrize("variant", ["gated_deltanet", "gla"])
+@pytest.mark.parametrize("fused", [True, False])
+def test_no_grad_caches_follow_optimiser_steps(variant, fused):
+    """Evaluation between training steps sees the current weights. AdamW(fused=True) (what
+    harness.train uses) updates in place without bumping `_version`; a cache checked by version
+    alone kept serving the first evaluation's weights, so the model trained but scored at chance."""
+    from harness.registry import get_variant
+
+    torch.manual_seed(0)
+    mixer = get_variant(variant)(16, 2)
+    opt = torch.optim.AdamW(mixer.parameters(), lr=0.1, fused=fused)
+    x = torch.randn(2, 5, 16)
+    for _ in range(3):
+        with torch.no_grad():  # an early-stop evaluation: builds the caches
+            y_eval, state = mixer(x[:, :4])
+            y_step, _ = mixer(x[:, 4:], state, offset=4, mode="recurrent")  # the joint conv step
+        y_train, _ = mixer(x)
+        torch.testing.assert_close(torch.cat([y_eval, y_step], 1), y_train.detach(), rtol=1e-4, atol=1e-5)
+        y_train.square().mean().backward()
+        opt.step()
+        opt.zero_grad()
