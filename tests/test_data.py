@@ -340,3 +340,17 @@ def test_windows():
     assert eval_windows(tokens, 100, max_windows=3)["inputs"].shape == (3, 100)
     with pytest.raises(ValueError):
         eval_windows(tokens[:10], 16)
+
+
+def test_reference_levels_match_their_definitions():
+    from harness.data.mqar import MQARConfig, reference_levels
+    from harness.data.niah import NIAHConfig
+
+    assert reference_levels(MQARConfig(vocab_size=64, num_kv_pairs=4)) == (1 / 32, 1 / 4)
+    assert reference_levels(MQARConfig(vocab_size=8192, num_kv_pairs=64)) == (1 / 4096, 1 / 64)
+    for sub, needles in (("single", 1), ("multikey", 4), ("multiquery", 4), ("multivalue", 2)):
+        cfg = NIAHConfig(vocab_size=256, subtask=sub, n_needles=4, n_values=2, value_len=2)
+        lo, hi = cfg.value_range
+        chance, plateau = cfg.reference_levels()
+        assert chance == pytest.approx((1 / (hi - lo)) ** 2)
+        assert plateau == (chance if needles == 1 else 1 / needles)

@@ -29,6 +29,11 @@ def test_recall_smoke_sweep(tmp_path):
     assert sorted(acc.groupby("cell_id").size().unique()) == [2]
     assert set(acc["context_len"]) == {32, 48} and set(acc["subtask"]) == {"mqar"}
     assert acc["value"].between(0, 1).all()
-    assert set(table["metric"]) >= {"recall_acc", "final_loss", "train_steps"}
+    assert set(table["metric"]) >= {"recall_acc", "recall_chance", "recall_plateau", "final_loss", "train_steps"}
+    # reference levels beside every recall row: plateau 1/num_kv_pairs, chance 1/|values| = 2/vocab
+    for metric, level in (("recall_plateau", 1 / 4), ("recall_chance", 2 / 64)):
+        ref = table[table["metric"] == metric]
+        assert sorted(zip(ref["cell_id"], ref["context_len"])) == sorted(zip(acc["cell_id"], acc["context_len"]))
+        assert (ref["value"] == level).all(), (metric, ref["value"].unique())
     assert set(zip(acc["variant"], acc["layout"])) == {("gla", "pure"), ("gla", "1:1"),
                                                       ("gated_deltanet", "pure"), ("gated_deltanet", "1:1")}

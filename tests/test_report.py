@@ -358,3 +358,54 @@ def test_crossover_section_matches_the_crossover_functions(full):
             assert f"≈{r.crossover_len:,.0f}" in section
     for r in decode_ratio(df[df.status == "ok"]).itertuples(index=False):
         assert f"{r.softmax_over_linear:.2f}×" in section
+
+
+def _with_levels(df: pd.DataFrame, plateau: float, chance: float = 0.03) -> pd.DataFrame:
+    """The recall task's companion rows (recall_chance, recall_plateau) beside every recall row."""
+    rec = df[df["metric"] == "recall_acc"]
+    extra = [rec.assign(metric=m, value=v, cell_id=rec["cell_id"] + m)
+             for m, v in (("recall_chance", chance), ("recall_plateau", plateau))]
+    return pd.concat([df, *extra], ignore_index=True)
+
+
+def test_models_at_the_plateau_are_not_learned_and_left_out(tmp_path):
+    df = _with_levels(make_table(kinds=("analytic", "recall")), plateau=0.5)
+    ok = ok_rows(normalize(df))
+    score = T.recall_score(ok)
+    s = score.summary().set_index(["variant", "layout"])
+    assert (s["plateau"] == 0.5).all() and (s["chance"] == 0.03).all()
+    assert (s["learned"] == (s["mean"] > 0.5 + T.NOT_LEARNED_MARGIN)).all()
+    assert not s.loc[("gla", "pure"), "learned"] and s.loc[("gated_deltanet", "1:1"), "learned"]
+    # best ratio: only learned layouts compete
+    best = T.best_ratio_per_variant(score).set_index("variant")
+    for v, r in best.iterrows():
+        assert s.loc[(v, r["layout"]), "learned"]
+    # a variant with nothing learned keeps a row, marked
+    high = T.recall_score(ok_rows(normalize(_with_levels(make_table(kinds=("recall",)), plateau=0.86))))
+    hb = T.best_ratio_per_variant(high).set_index("variant")
+    assert not hb.loc["gla", "learned"] and hb.loc["gla", "layout"] is None
+    # Pareto points: learned models only
+    pts = T.pareto_points(ok, score, 4096)
+    assert len(pts) == int(s["learned"].sum()) and pts["mean"].gt(0.55).all()
+    # the ranking claim compares learned models only: every pure model is unlearned here
+    assert C.claim_ranking(ok).verdict == C.NO_DATA
+    # the report marks them and says the Transformer did not learn when it did not
+    text = build_report(_write(df, tmp_path / "a"), tmp_path / "ra").read_text()
+    assert "†" in text and "**not learned**" in text and "gla pure" in text
+    assert "The Transformer did not learn" not in text
+    df_tf = _with_levels(make_table(kinds=("analytic", "recall")), plateau=0.95)
+    text = build_report(_write(df_tf, tmp_path / "b"), tmp_path / "rb").read_text()
+    assert "The Transformer did not learn either" in text and "none learned" in text
+
+
+def test_recall_saturation_needs_a_learned_3_to_1():
+    df = _with_levels(make_table(kinds=("recall",)), plateau=0.5)
+    ok = ok_rows(normalize(df))
+    claim = C.claim_recall_saturates(ok)
+    # at 3:1 every variant scores BASE + 0.4 - 0.025 > 0.55, so each has a verdict
+    assert claim.verdict == C.HOLDS
+    ok3 = ok.copy()
+    m = (ok3["metric"] == "recall_acc") & (ok3["layout"] == "3:1") & (ok3["variant"] == "gla")
+    ok3.loc[m, "value"] = 0.5
+    claim = C.claim_recall_saturates(ok3)
+    assert "3:1 not learned" in claim.details

@@ -132,10 +132,15 @@ def mqar_dataset(cfg: MQARConfig, n: int, seed: int, cache: bool = True) -> dict
     return cached("mqar", key, seed, lambda: generate_mqar(cfg, n, seed), enabled=cache)
 
 
-def expected_accuracy_by_chance(cfg: MQARConfig) -> float:
-    """Guessing a value uniformly among the K values in context."""
-    return 1.0 / cfg.num_kv_pairs
+def reference_levels(cfg: MQARConfig) -> tuple[float, float]:
+    """(chance, plateau) of recall_acc. Chance: a uniform guess over the value tokens
+    (1 / |[V/2, V)|, about 2/V), what a model scores before it has learned even the value range.
+    Plateau: a uniform guess among the K values in this sequence's context (1/K), where models
+    that know the answer is "one of the pair values" but cannot bind it to the key sit, often for
+    many hundreds of steps. A score at or just above the plateau is not recall."""
+    lo, hi = cfg.value_range
+    return 1.0 / (hi - lo), 1.0 / cfg.num_kv_pairs
 
 
-__all__ = ["MQARConfig", "generate_mqar", "mqar_dataset", "gap_probabilities", "expected_accuracy_by_chance",
+__all__ = ["MQARConfig", "generate_mqar", "mqar_dataset", "gap_probabilities", "reference_levels",
            "GENERATOR_VERSION"]

@@ -92,6 +92,15 @@ class NIAHConfig:
         return {"single": 1, "multikey": self.n_needles, "multiquery": self.n_needles,
                 "multivalue": self.n_values}[self.subtask]
 
+    def reference_levels(self) -> tuple[float, float]:
+        """(chance, plateau) of recall_acc for this subtask. Chance: every token of a value guessed
+        uniformly over the value tokens, (1 / n_value_tokens) ** value_len. Plateau: a value copied
+        from a uniformly chosen needle of the context (1 / needles); with one needle (single)
+        copying it is the task, so there the plateau is chance."""
+        lo, hi = self.value_range
+        chance = (1.0 / (hi - lo)) ** self.value_len
+        return chance, (1.0 / self.needles if self.needles > 1 else chance)
+
     @property
     def n_answers(self) -> int:
         return {"single": 1, "multikey": 1, "multiquery": self.n_queries, "multivalue": self.n_values}[self.subtask]

@@ -229,12 +229,14 @@ def claim_recall_saturates(ok: pd.DataFrame) -> Claim:
     multi = len(T.scales(s)) > 1
     for d in T.scales(s):
         sd = T.at_scale(s, d)
-        tf = sd[sd["variant"] == "attention"]
+        tf = sd[(sd["variant"] == "attention") & sd["learned"]]  # an unlearned Transformer is no reference
         for v in sort_variants(sd["variant"]):
             if v == "attention":
                 continue
             sv = sd[sd["variant"] == v].set_index("layout")
-            row = {**({"d_model": _dm(d)} if multi else {}), "variant": v, **{lay: fmt_value(sv.loc[lay, "mean"], "accuracy") for lay in sort_layouts(sv.index)}}
+            row = {**({"d_model": _dm(d)} if multi else {}), "variant": v,
+                   **{lay: fmt_value(sv.loc[lay, "mean"], "accuracy") + ("" if sv.loc[lay, "learned"] else " †")
+                      for lay in sort_layouts(sv.index)}}
             if len(tf):
                 row["transformer"] = fmt_value(tf["mean"].mean(), "accuracy")
             if "3:1" not in sv.index:
@@ -242,10 +244,15 @@ def claim_recall_saturates(ok: pd.DataFrame) -> Claim:
                 rows.append(row)
                 verdicts.append(NO_DATA)
                 continue
+            if not sv.loc["3:1", "learned"]:
+                row["verdict"] = "3:1 not learned"
+                rows.append(row)
+                verdicts.append(NO_DATA)
+                continue
             r3, s3 = sv.loc["3:1", "mean"], np.nan_to_num(sv.loc["3:1", "std"])
             # denser: the variant's own layouts with more attention than 3:1; the Transformer only if none
             dense = [(lay, sv.loc[lay, "mean"], np.nan_to_num(sv.loc[lay, "std"]))
-                     for lay in sv.index if attn_fraction(lay) > 0.25]
+                     for lay in sv.index if attn_fraction(lay) > 0.25 and sv.loc[lay, "learned"]]
             if not dense:
                 dense = [("transformer", m, np.nan_to_num(sd_)) for m, sd_ in zip(tf["mean"], tf["std"])]
             if not dense:
@@ -256,9 +263,9 @@ def claim_recall_saturates(ok: pd.DataFrame) -> Claim:
             best_dense = max(dense, key=lambda t: t[1])
             tol = max(SATURATION_TOL, float(np.hypot(s3, best_dense[2])))
             gain = best_dense[1] - r3
-            plateau = max(r3, best_dense[1])
+            top = max(r3, best_dense[1])  # the level recall saturates at
             cand = sorted([lay for lay in sv.index if attn_fraction(lay) <= 0.25], key=attn_fraction)
-            sat = next((lay for lay in cand if sv.loc[lay, "mean"] >= plateau - tol), "3:1")
+            sat = next((lay for lay in cand if sv.loc[lay, "learned"] and sv.loc[lay, "mean"] >= top - tol), "3:1")
             row["3:1 → denser"] = f"{fmt_delta(gain, 'accuracy')} ({best_dense[0]})"
             row["3:1 − Transformer"] = fmt_delta(r3 - tf["mean"].mean(), "accuracy") if len(tf) else "—"
             row["saturates at"] = sat if gain <= tol else "not by 3:1"
@@ -282,7 +289,8 @@ def claim_recall_saturates(ok: pd.DataFrame) -> Claim:
     summary = (f"Per variant, recall at 3:1 ({score.description}) is compared with the variant's denser layouts "
                f"(e.g. 1:1; the Transformer when there is none) and sparser ones; a change within {SATURATION_TOL:.2f} "
                "(or one combined seed-std, if larger) counts as flat. Saturation 'around 3:1' means flat "
-               "beyond 3:1 and first reached at 6:1 or 3:1. ")
+               "beyond 3:1 and first reached at 6:1 or 3:1. Models that did not learn (†, at or below the "
+               "plateau) are no evidence either way and are left out. ")
     summary += ("; ".join(notes) + ".") if notes else "No variant had both a 3:1 layout and a denser one."
     details = ""
     if rows:
@@ -345,7 +353,7 @@ def claim_ranking(ok: pd.DataFrame) -> Claim:
         return Claim(title, NO_DATA, "No accuracy rows (recall_acc, lm-eval or LM loss) with status ok.")
     verdicts, notes, rows = [], [], []
     for score in scores:
-        s = score.summary()
+        s = score.learned_summary()  # an unlearned model has no rank worth correlating
         sign = 1.0 if score.higher_is_better else -1.0
         for d in T.scales(s):
             sd = T.at_scale(s, d)

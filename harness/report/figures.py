@@ -148,10 +148,13 @@ def _pick(values, k: int) -> list:
 # --------------------------------------------------------------------------- ratio plots
 
 def score_vs_ratio(summary: pd.DataFrame, panel_col: str | None, ylabel: str, title: str,
-                   fig_dir: Path, stem: str, caption: str, logy: bool = False) -> FigureRef | None:
+                   fig_dir: Path, stem: str, caption: str, logy: bool = False,
+                   reference: dict | None = None) -> FigureRef | None:
     """x = layouts from sparse to dense (categorical), one line per variant, Transformer at the right.
 
     `summary` has d_model?, variant, layout, mean, std, n and optionally `panel_col` (e.g. seq_len).
+    `reference` (accuracy scores): {panel value (None without panels): {"chance": c, "plateau": p}},
+    drawn as grey reference lines on a 0..1 axis, so a score near chance never fills the plot.
     """
     if summary.empty:
         return None
@@ -179,6 +182,14 @@ def score_vs_ratio(summary: pd.DataFrame, panel_col: str | None, ylabel: str, ti
             ax.set_ylabel(ylabel)
         if logy:
             ax.set_yscale("log")
+        if reference is not None:
+            lv = reference.get(p, {})
+            for name, ls in (("plateau", "-."), ("chance", ":")):
+                if lv.get(name) is not None and np.isfinite(lv[name]):
+                    ax.axhline(lv[name], color="0.45", ls=ls, lw=1.2, zorder=0)
+                    ax.annotate(f"{name} {lv[name]:.3g}", (len(layouts) - 0.5, lv[name]), color="0.35",
+                                fontsize=7, ha="right", va="bottom")
+            ax.set_ylim(0, 1.03)
         if p is not None:
             ax.set_title(f"{panel_col} = {int(p) if float(p).is_integer() else p}")
     _finish(fig, axes, title)

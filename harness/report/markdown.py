@@ -147,7 +147,9 @@ class Report:
             return
         best = T.best_ratio_per_variant(score)
         self.add(f"Score: **{score.metric}** — {score.description}. Per variant, the layout with the "
-                 f"{'highest' if score.higher_is_better else 'lowest'} mean over seeds.")
+                 f"{'highest' if score.higher_is_better else 'lowest'} mean over seeds"
+                 + (f", among the layouts that learned (above the plateau + {T.NOT_LEARNED_MARGIN:g}; "
+                    "see 1.4)." if score.kind == "recall" else "."))
         if score.kind == "lm_eval":
             paper_cols = [("best_ratio_lm_340m", "avg"), ("best_ratio_lm_1.3b", "avg")]
         elif score.kind == "recall":
@@ -159,7 +161,7 @@ class Report:
             bd = T.at_scale(best, d)
             rows = []
             for r in bd.itertuples(index=False):
-                row = {"variant": r.variant, "best layout": r.layout,
+                row = {"variant": r.variant, "best layout": r.layout if r.learned else "none learned",
                        score.metric: fmt_mean_std(r.mean, r.std, r.n, score.unit),
                        "layouts tried": int(r.n_layouts),
                        "pure": fmt_value(r.pure_mean, score.unit),
@@ -224,12 +226,16 @@ class Report:
         paper = P.table(paper_name)["values"] if paper_name else {}
         src = P.source(paper_name) if paper_name else ""
         pvars = {v for vals in paper.values() for v in vals}
+        learned = (T.ratio_by_variant(summary.assign(learned=summary["learned"].astype(float)), "learned")
+                   if "learned" in summary.columns else None)
         linear = [v for v in mean.columns if v != "attention"]
         rows = []
         for lay in mean.index:
             row = {"layout": lay}
             for v in mean.columns:
                 row[v] = fmt_mean_std(mean.loc[lay, v], std.loc[lay, v], n.loc[lay, v], unit)
+                if learned is not None and learned.loc[lay, v] == 0:
+                    row[v] += " †"
                 if v in pvars:
                     pv = paper.get(lay, {}).get(v)
                     row[f"{v} · {src}"] = fmt_value(pv, "accuracy") if pv is not None else "—"
@@ -268,6 +274,7 @@ class Report:
         s = score.summary()
         self.add(f"**recall_acc** — {score.description}. The paper's column is its 13-task RULER average "
                  "(RetNet and HGRN not reported there; its Transformer value is from the subtask table).")
+        self.add(self.recall_levels_note(score))
         for d in T.scales(s):
             if len(T.scales(s)) > 1:
                 self.add(f"*{_d(d)}*")
@@ -284,6 +291,33 @@ class Report:
             if piv["d_model"].nunique() <= 1:
                 piv = piv.drop(columns="d_model")
             self.add(md_table(piv))
+
+    def recall_levels_note(self, score: T.Score) -> str:
+        """Chance, plateau and which cells did not learn, said plainly (the table marks them †)."""
+        ref = T.recall_reference(self.ok)
+        if ref is None:
+            return ("*These results carry no chance or plateau rows (recorded before the harness wrote "
+                    "them), so learned and unlearned models cannot be told apart here.*")
+        lv = ref[None]
+        nl = score.not_learned()
+        s = score.summary()
+        text = (f"Reference levels: uninformed chance {fmt_value(lv['chance'], 'accuracy')}, plateau "
+                f"{fmt_value(lv['plateau'], 'accuracy')} (a model that copies some value from the context "
+                f"without binding it to its key; for MQAR 1/num_kv_pairs). † marks a model at or below the "
+                f"plateau + {T.NOT_LEARNED_MARGIN:g}: **not learned**. Such models are kept out of the best "
+                "ratio, the Pareto fronts and the claims' verdicts.")
+        if nl.empty:
+            return text + " Every model learned."
+        names = ", ".join(f"{r.variant} {r.layout}" for r in nl.itertuples(index=False))
+        text += f" Not learned ({len(nl)} of {len(s)}): {names}."
+        tf = s[s["variant"] == "attention"]
+        if len(tf) and not tf["learned"].any():
+            text += (" **The Transformer did not learn either: the task was not solved at this budget, so "
+                     "every recall comparison in this report rests on unlearned models.** Train longer "
+                     "(more `steps`, `early_stop_acc`) or make the task easier before reading these numbers.")
+        elif not s["learned"].any():
+            text += " **No model learned: every recall comparison here rests on unlearned models.**"
+        return text
 
     def recall_subtasks(self, score: T.Score | None) -> None:
         self.add("### 1.5 Recall subtasks at the best ratio per family (Table 6)")
@@ -420,10 +454,13 @@ class Report:
             for d in T.scales(bl):
                 sub = T.at_scale(bl, d)
                 panel = "seq_len" if sub["seq_len"].nunique() > 1 else None
+                ref = T.recall_reference(T.at_scale(ok, d), panel)
                 self.figure(F.score_vs_ratio(
                     sub, panel, "recall accuracy [fraction correct]", f"Recall vs ratio{_scale_title(d, len(T.scales(bl)))}",
                     fd, F.slug("recall_vs_ratio", _d(d) if len(T.scales(bl)) > 1 else ""),
-                    "Mean recall_acc over subtasks, per length panel; x runs from all-linear to all-attention."))
+                    "Mean recall_acc over subtasks, per length panel; x runs from all-linear to all-attention."
+                    + (" Grey lines: the plateau (dash-dot) and uninformed chance (dotted); points at or near "
+                       "the plateau did not learn." if ref else ""), reference=ref))
         # LM vs ratio
         self.add("### LM metric vs ratio")
         lm_scores = [s for s in (T.lm_eval_score(ok), T.lm_score(ok)) if s is not None]
@@ -505,8 +542,9 @@ class Report:
                 for d in sc_scales:
                     multi = len(sc_scales) > 1
                     sub = T.Score(sc.kind, sc.metric, sc.description, sc.unit, sc.higher_is_better,
-                                  T.at_scale(sc.per_seed, d), sc.parts)
+                                  T.at_scale(sc.per_seed, d), sc.parts, levels=sc.levels)
                     pts = {L: T.pareto_points(ok, sub, L) for L in lens}
+                    nl = sub.not_learned()
                     ref = F.pareto(pts, sub, fd, F.slug("pareto", sc.metric, _d(d) if multi else ""),
                                    f"x = 1 / whole-model token-mixer FLOPs per token at each length (log), y = "
                                    f"{sc.metric} (mean over seeds){'; ' + _d(d) if multi else ''}; colour = variant, "
@@ -517,7 +555,9 @@ class Report:
                                                         for r in p[p["on_front"]].itertuples())
                                  for L, p in pts.items() if not p.empty]
                         self.add(f"Front members ({sc.metric}{', ' + _d(d) if multi else ''}): "
-                                 + "; ".join(front) + ".")
+                                 + "; ".join(front) + "."
+                                 + (f" Left out as not learned: {', '.join(f'{r.variant} {r.layout}' for r in nl.itertuples())}."
+                                    if len(nl) else ""))
             if not drew:
                 self.add(skip("accuracy and FLOP rows do not share any (variant, layout)."))
 

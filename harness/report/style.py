@@ -63,6 +63,8 @@ METRIC_INFO: dict[str, tuple[str, str]] = {
     "decode_token_s": ("decode time per token", "s"),
     "peak_mem_bytes": ("peak memory", "bytes"),
     "recall_acc": ("recall accuracy", "accuracy"),
+    "recall_chance": ("recall by uninformed chance", "accuracy"),
+    "recall_plateau": ("recall plateau (copy a context value)", "accuracy"),
     "final_loss": ("final training loss", "nats/token"),
     "val_loss": ("validation loss", "nats/token"),
     "val_ppl": ("validation perplexity", "ppl"),

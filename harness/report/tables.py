@@ -94,9 +94,45 @@ def at_scale(df: pd.DataFrame, d_model) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- accuracy scores
 
+#: recall within this (absolute) of the plateau counts as "not learned" (docs/metrics.md)
+NOT_LEARNED_MARGIN = 0.05
+REFERENCE_METRICS = ["recall_chance", "recall_plateau"]
+
+
+def recall_levels(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per model (MODEL_KEYS): `chance` and `plateau` of its recall rows (the means of the
+    `recall_chance` / `recall_plateau` companion rows over subtasks, lengths and seeds, the same
+    averaging as the score). Empty when the table has no such rows (results from before them)."""
+    rows = ok[ok["metric"].isin(REFERENCE_METRICS)]
+    if rows.empty:
+        return pd.DataFrame(columns=MODEL_KEYS + ["chance", "plateau"])
+    wide = rows.groupby(MODEL_KEYS + ["metric"], dropna=False)["value"].mean().unstack("metric")
+    wide = wide.rename(columns={"recall_chance": "chance", "recall_plateau": "plateau"}).reset_index()
+    wide.columns.name = None
+    for c in ("chance", "plateau"):
+        if c not in wide.columns:
+            wide[c] = np.nan
+    return wide[MODEL_KEYS + ["chance", "plateau"]]
+
+
+def recall_reference(ok: pd.DataFrame, by: str | None = None) -> dict | None:
+    """{value of `by` (None: one entry): {"chance": c, "plateau": p}} for reference lines; None
+    without companion rows. Levels differ between models only through the task's parameters, so
+    each is the mean over the rows of that group."""
+    rows = ok[ok["metric"].isin(REFERENCE_METRICS)]
+    if rows.empty:
+        return None
+    groups = [(None, rows)] if by is None else list(rows.groupby(by, dropna=False))
+    return {k: {"chance": g.loc[g["metric"] == "recall_chance", "value"].mean(),
+                "plateau": g.loc[g["metric"] == "recall_plateau", "value"].mean()} for k, g in groups}
+
+
 @dataclass
 class Score:
-    """An accuracy score: one value per (d_model, variant, layout, seed)."""
+    """An accuracy score: one value per (d_model, variant, layout, seed).
+
+    `levels` (recall only): per model chance and plateau; `summary()` then marks each model
+    `learned` (mean above plateau + NOT_LEARNED_MARGIN). Other scores are always `learned`."""
 
     kind: str  # "recall" | "lm_eval" | "lm"
     metric: str  # column label, e.g. "recall_acc" or "lm_eval avg" or "val_loss"
@@ -105,9 +141,24 @@ class Score:
     higher_is_better: bool
     per_seed: pd.DataFrame  # d_model, variant, layout, seed, value
     parts: list[str] = field(default_factory=list)  # subtasks / lm-eval tasks averaged
+    levels: pd.DataFrame | None = None
 
     def summary(self) -> pd.DataFrame:
-        return across_seeds(self.per_seed, MODEL_KEYS)
+        s = across_seeds(self.per_seed, MODEL_KEYS)
+        if self.levels is None or self.levels.empty or s.empty:
+            return s.assign(learned=True)
+        s = s.merge(self.levels, on=MODEL_KEYS, how="left")
+        s["learned"] = ~(s["mean"] <= s["plateau"] + NOT_LEARNED_MARGIN)  # NaN plateau: learned
+        return order(s)
+
+    def learned_summary(self) -> pd.DataFrame:
+        """summary() without the models that did not learn (for rankings, fronts and claims)."""
+        s = self.summary()
+        return s[s["learned"]].reset_index(drop=True)
+
+    def not_learned(self) -> pd.DataFrame:
+        s = self.summary()
+        return s[~s["learned"]].reset_index(drop=True)
 
 
 def recall_score(ok: pd.DataFrame) -> Score | None:
@@ -119,7 +170,8 @@ def recall_score(ok: pd.DataFrame) -> Score | None:
     desc = "recall_acc averaged over " + (f"subtasks {', '.join(subtasks)}" if subtasks else "all recall rows")
     if lens:
         desc += f" and lengths {', '.join(map(str, lens))}"
-    return Score("recall", "recall_acc", desc, "accuracy", True, per_seed(rows, MODEL_KEYS), subtasks)
+    return Score("recall", "recall_acc", desc, "accuracy", True, per_seed(rows, MODEL_KEYS), subtasks,
+                 levels=recall_levels(ok))
 
 
 def lm_eval_tasks(ok: pd.DataFrame) -> pd.DataFrame:
@@ -200,22 +252,32 @@ def all_scores(ok: pd.DataFrame) -> list[Score]:
 def best_ratio_per_variant(score: Score) -> pd.DataFrame:
     """Per (d_model, variant): the layout with the best mean over seeds (Tables 2-3 form).
 
-    Columns: d_model, variant, layout, mean, std, n, n_layouts, pure_mean, transformer_mean.
+    Only learned models compete (`Score.summary()['learned']`); a variant none of whose layouts
+    learned keeps one row with layout None and `learned` False, so a table shows it as such.
+    Columns: d_model, variant, layout, mean, std, n, n_layouts, learned, pure_mean, transformer_mean.
     """
+    cols = ["d_model", "variant", "layout", "mean", "std", "n", "n_layouts", "learned", "pure_mean",
+            "transformer_mean"]
     s = score.summary()
     if s.empty:
-        return pd.DataFrame(columns=["d_model", "variant", "layout", "mean", "std", "n", "n_layouts",
-                                     "pure_mean", "transformer_mean"])
+        return pd.DataFrame(columns=cols)
     s = s.dropna(subset=["mean"])
-    grp = s.groupby(["d_model", "variant"], dropna=False)["mean"]
+    n_layouts = s.groupby(["d_model", "variant"], dropna=False).size()
+    cand = s[s["learned"]]
+    grp = cand.groupby(["d_model", "variant"], dropna=False)["mean"]
     idx = grp.idxmax() if score.higher_is_better else grp.idxmin()
-    best = s.loc[idx.values].copy()
-    best["n_layouts"] = grp.size().values
+    best = cand.loc[idx.values].copy()
+    none = n_layouts.index.difference(pd.MultiIndex.from_frame(best[["d_model", "variant"]]))
+    if len(none):
+        best = pd.concat([best, pd.DataFrame({"d_model": [d for d, _ in none], "variant": [v for _, v in none],
+                                              "layout": None, "mean": np.nan, "std": np.nan, "n": 0,
+                                              "learned": False})], ignore_index=True)
+    best["n_layouts"] = [int(n_layouts.get((d, v), 0)) for d, v in zip(best["d_model"], best["variant"])]
     pure = s[s["layout"] == "pure"].set_index(["d_model", "variant"])["mean"]
     best["pure_mean"] = [pure.get((d, v), np.nan) for d, v in zip(best["d_model"], best["variant"])]
     tf = s[s["variant"] == "attention"].groupby("d_model", dropna=False)["mean"].mean()
     best["transformer_mean"] = [tf.get(d, np.nan) for d in best["d_model"]]
-    return order(best)
+    return order(best[cols])
 
 
 def ratio_by_variant(summary: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
@@ -399,7 +461,7 @@ def pareto_points(ok: pd.DataFrame, score: Score, seq_len: int) -> pd.DataFrame:
     if fl.empty:
         return pd.DataFrame()
     flops = fl.groupby(MODEL_KEYS, dropna=False)["value"].mean().reset_index().rename(columns={"value": "flops"})
-    sc = score.summary()
+    sc = score.learned_summary()  # a model that did not learn is no point on a quality front
     pts = sc.merge(flops, on=MODEL_KEYS, how="inner")
     matched_on = "d_model, variant, layout"
     if pts.empty:  # accuracy and costs at different widths: fall back to the widest cost rows

@@ -14,8 +14,12 @@ Rows (docs/metrics.md):
 - ``recall_acc`` (fraction), one per subtask and eval length (``subtask`` = ``mqar`` or
   ``niah_<subtask>``, ``context_len`` = the eval length): the mean over test sequences of the
   fraction of their answers that are exactly right (every token is the argmax under teacher
-  forcing = what greedy decoding would emit). Chance is about 1/num_kv_pairs for MQAR (picking
-  among the values in context), ~0 for NIAH.
+  forcing = what greedy decoding would emit).
+- ``recall_chance`` and ``recall_plateau`` (fraction), beside every ``recall_acc`` row (same
+  subtask and context_len): the uninformed-guess level and the plateau of a model that copies a
+  value from the context without binding it to its key (MQAR: about 2/vocab and 1/num_kv_pairs;
+  NIAH: see `NIAHConfig.reference_levels`). The report calls recall at or below the plateau (plus
+  a margin) "not learned" and keeps it out of rankings and claims.
 - ``final_loss`` (nats): mean training loss over the last steps (answer positions only).
 - ``train_steps`` (steps) and ``train_s`` (s).
 If training diverges (NaN/inf or a loss far above the initial one), every row has status
@@ -218,6 +222,10 @@ class _RecallTask(Task):
     def validate_generator(self, p, vocab: int, seq_len: int) -> None:
         raise NotImplementedError
 
+    def reference_levels(self, p, vocab: int, seq_len: int, subtask: str) -> tuple[float, float]:
+        """(chance, plateau) of recall_acc for one subtask at one length."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------------------------------
     def _vocab(self, p, cell: "Cell") -> int:
         model_vocab = int(cell.model["vocab_size"])
@@ -264,6 +272,8 @@ class _RecallTask(Task):
                 acc = score_recall(model, tests[(s, L)], p.eval_batch_size, device)
                 rows.append(metric_row("recall_acc", float(acc.mean()), "fraction", subtask=self.row_subtask(s),
                                        context_len=L, n_repeats=int(acc.numel())))
+                for name, level in zip(("recall_chance", "recall_plateau"), self.reference_levels(p, vocab, L, s)):
+                    rows.append(metric_row(name, level, "fraction", subtask=self.row_subtask(s), context_len=L))
         rows.append(metric_row("final_loss", result.final_loss, "nats"))
         rows.append(metric_row("train_steps", float(result.steps), "steps"))
         rows.append(metric_row("train_s", result.wall_s, "s"))
@@ -297,6 +307,11 @@ class MQAR(_RecallTask):
 
     def validate_generator(self, p, vocab: int, seq_len: int) -> None:
         self._cfg(p, vocab, seq_len).validate()
+
+    def reference_levels(self, p, vocab, seq_len, subtask):
+        from harness.data.mqar import reference_levels
+
+        return reference_levels(self._cfg(p, vocab, seq_len))
 
     def make(self, p, vocab, seq_len, subtask, n, seed):
         from harness.data.mqar import mqar_dataset
@@ -349,6 +364,9 @@ class NIAH(_RecallTask):
     def validate_generator(self, p, vocab: int, seq_len: int) -> None:
         for s in p.subtasks:
             self._cfg(p, vocab, seq_len, s).validate()
+
+    def reference_levels(self, p, vocab, seq_len, subtask):
+        return self._cfg(p, vocab, seq_len, subtask).reference_levels()
 
     def make(self, p, vocab, seq_len, subtask, n, seed):
         from harness.data.niah import niah_dataset
