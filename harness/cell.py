@@ -7,12 +7,13 @@ suite, on any machine, in any process.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional
 
 if TYPE_CHECKING:  # keep this module free of torch at import time
     import torch
@@ -30,6 +31,31 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
 BACKENDS = ("auto", "torch", "fla")
+
+
+class Dependency(NamedTuple):
+    """A cell's parameter whose value is the output (checkpoint) of another cell of the sweep."""
+
+    param: str  # the consumer's parameter that receives the checkpoint path
+    task: str  # the producing task
+    cell_id: str  # the producing cell
+
+
+#: the form a reference takes in a resolved cell's params: {"from": <task>, "cell": <cell_id>}
+REF_FROM, REF_CELL = "from", "cell"
+_PENDING = "pending-checkpoint:"
+
+
+def pending_input(task: str, cell_id: str) -> str:
+    """The stand-in string a reference parameter has while a suite is validated (a task's
+    Params and `check` see this instead of a path that does not exist yet)."""
+    return f"{_PENDING}{task}/{cell_id}"
+
+
+def is_pending_input(value: Any) -> bool:
+    """True for the stand-in of a checkpoint another cell will produce (see `pending_input`):
+    a task's `check` should not look for it on disk."""
+    return isinstance(value, str) and value.startswith(_PENDING)
 
 
 def canonical(value: Any) -> Any:
@@ -76,6 +102,12 @@ class Cell:
     backend: str = RUN_DEFAULTS["backend"]
     #: modules to import before looking the task up (plug-in / test tasks); not part of the id
     task_modules: tuple[str, ...] = field(default=())
+    #: where to save the trained model, set by the runner when another cell consumes it (a
+    #: task that `saves_checkpoint` writes it there); not part of the id
+    checkpoint_dir: Optional[str] = None
+    #: resolved inputs, set by the runner: parameter name -> the producing cell's checkpoint
+    #: path, for each parameter that is a reference (see `dependencies`); not part of the id
+    inputs: Mapping[str, str] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """Everything that defines the measurement. Not the suite: the same cell in two suites
@@ -98,6 +130,38 @@ class Cell:
 
     def __hash__(self) -> int:  # dict fields are unhashable; the id is the identity anyway
         return hash(self.cell_id)
+
+    def dependencies(self) -> list[Dependency]:
+        """The cells this one consumes: each parameter whose value is a reference
+        ``{"from": task, "cell": cell_id}`` (written ``{from: task}`` in a suite and resolved by
+        harness.suite). The producer's id is in the params, hence in this cell's id."""
+        return [
+            Dependency(name, str(v[REF_FROM]), str(v[REF_CELL]))
+            for name, v in self.params.items()
+            if isinstance(v, Mapping) and REF_FROM in v and REF_CELL in v
+        ]
+
+    def with_inputs(self, inputs: Mapping[str, str], checkpoint_dir: Optional[str] = None) -> "Cell":
+        """This cell with resolved input paths (and where to save its checkpoint); same id."""
+        return dataclasses.replace(self, inputs=dict(inputs), checkpoint_dir=checkpoint_dir or self.checkpoint_dir)
+
+    def for_task(self) -> "Cell":
+        """The cell as its task sees it: each reference parameter replaced by the path the runner
+        resolved (`inputs`). Its `cell_id` stays this cell's (the id of a measurement does not
+        depend on where its input lies). Raises ValueError for an unresolved reference."""
+        deps = self.dependencies()
+        if not deps:
+            return self
+        missing = [d for d in deps if d.param not in self.inputs]
+        if missing:
+            raise ValueError(
+                "unresolved input(s): " + ", ".join(f"{d.param} (the checkpoint of {d.task} cell {d.cell_id})"
+                                                     for d in missing)
+                + "; a cell that consumes another's output runs through harness.runner.run_sweep"
+            )
+        view = dataclasses.replace(self, params={**self.params, **{d.param: self.inputs[d.param] for d in deps}})
+        object.__setattr__(view, "cell_id", self.cell_id)  # pin the cached id to the consumer's
+        return view
 
     def model_config(self) -> "ModelConfig":
         from harness.config import ModelConfig

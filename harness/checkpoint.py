@@ -1,39 +1,74 @@
-"""Save and load a HybridLM as a directory: config.json (ModelConfig) + model.safetensors."""
+"""Save and load a HybridLM as a directory: config.json (ModelConfig) + model.safetensors.
+
+Importing this module does not import torch (the sweep driver uses `is_complete_checkpoint` to
+decide whether a producing cell must run again); saving and loading do.
+"""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:
+    import torch
 
-from harness.config import ModelConfig
-from harness.model import HybridLM
+    from harness.cell import Cell
+    from harness.model import HybridLM
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 
-def save_checkpoint(model: HybridLM, directory: str | Path, extra: Optional[dict[str, Any]] = None) -> Path:
-    """Write `directory/config.json` and `directory/model.safetensors` (atomically each)."""
+def save_checkpoint(model: "HybridLM", directory: str | Path, extra: Optional[dict[str, Any]] = None) -> Path:
+    """Write `directory/config.json` and `directory/model.safetensors` (atomically each; the
+    config last, so a directory with a config.json holds the weights that go with it)."""
+    from safetensors.torch import save_file
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.cfg.tie_embeddings:
         state.pop("lm_head.weight", None)  # safetensors refuses shared storage; re-tied on load
+    cfg_path = directory / CONFIG_NAME
+    if cfg_path.exists():  # overwriting: the directory is incomplete until the new config lands
+        cfg_path.unlink()
     tmp = directory / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp))
     os.replace(tmp, directory / WEIGHTS_NAME)
     meta = {"harness_config": model.cfg.to_dict(), **(extra or {})}
     tmp = directory / (CONFIG_NAME + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, directory / CONFIG_NAME)
+    os.replace(tmp, cfg_path)
     return directory
 
 
-def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> HybridLM:
+def save_cell_checkpoint(model: "HybridLM", cell: "Cell", extra: Optional[dict[str, Any]] = None) -> Optional[Path]:
+    """Save a trained model where the runner asked (`cell.checkpoint_dir`, set when another cell
+    of the sweep consumes this one's checkpoint); None when it did not ask. The config records
+    the producing cell (task, cell_id, params, seed, seq_len)."""
+    if not cell.checkpoint_dir:
+        return None
+    meta = {"task": cell.task, "cell_id": cell.cell_id, "params": dict(cell.params), "seed": cell.seed,
+            "seq_len": cell.seq_len, **(extra or {})}
+    return save_checkpoint(model, Path(cell.checkpoint_dir).expanduser(), extra=meta)
+
+
+def is_complete_checkpoint(directory: str | Path) -> bool:
+    """A directory holding both files of a checkpoint (never a half-written one: the config is
+    written last)."""
+    d = Path(directory)
+    return (d / CONFIG_NAME).is_file() and (d / WEIGHTS_NAME).is_file()
+
+
+def load_checkpoint(directory: str | Path, device: "str | torch.device" = "cpu",
+                    dtype: "Optional[torch.dtype]" = None) -> "HybridLM":
+    """The HybridLM saved in `directory` (float32 unless `dtype` says otherwise)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from harness.config import ModelConfig
+    from harness.model import HybridLM
+
     directory = Path(directory)
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.exists():
@@ -48,4 +83,4 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
     missing = [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]
     if missing or unexpected:
         raise ValueError(f"checkpoint {directory} does not match its config: missing {missing}, unexpected {unexpected}")
-    return model.to(device=device, dtype=dtype)
+    return model.to(device=device, dtype=dtype if dtype is not None else torch.float32)

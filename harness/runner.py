@@ -6,6 +6,12 @@ error message, and a NaN or infinite value becomes status "diverged". Executors 
 where `execute_cell` runs (in-process, a local process pool, Ray tasks); the driver writes every
 result, so all executors produce the same table and only the driver touches the results
 directory.
+
+A cell may consume another's checkpoint (a parameter `{from: <task>}` in the suite; see
+`Cell.dependencies`). The sweep then runs in waves, producers before consumers, with any
+executor: a producer consumed by some cell saves its model under
+`<results_dir>/checkpoints/<producer cell_id>/`, each consumer gets that path (`Cell.inputs`), and
+a consumer whose producer is not ok gets a failed row naming it instead of running.
 """
 from __future__ import annotations
 
@@ -191,7 +197,7 @@ def execute_cell(cell: Cell, ctx: RunContext) -> list[dict[str, Any]]:
         _prepare_process(ctx, cell.task_modules)
         task = TASKS.get(cell.task)()
         _seed_and_threads(cell.seed, ctx.torch_threads)
-        rows = [{**base, **row} for row in _check_task_rows(task.run(cell))]
+        rows = [{**base, **row} for row in _check_task_rows(task.run(cell.for_task()))]
         rows_to_frame(rows)  # fails here, as this cell's error, if a value cannot fit its column
     except Exception as exc:
         rows = [{**base, "metric": None, "value": None, "unit": None, "status": classify_exception(exc),
@@ -206,6 +212,11 @@ def crash_rows(cell: Cell, ctx: RunContext, error: str, status: str = "failed") 
     return [{**cell.identity_columns(), "torch_version": _torch_version(), "harness_version": ctx.harness_version,
              "git_sha": ctx.git_sha, "started_at": datetime.now(timezone.utc).isoformat(), "wall_s": None,
              "metric": None, "value": None, "unit": None, "status": status, "error": error}]
+
+
+def dependency_rows(cell: Cell, ctx: RunContext, error: str) -> list[dict[str, Any]]:
+    """The failed row of a cell not run because a cell it consumes is not ok."""
+    return crash_rows(cell, ctx, error)
 
 
 def _free_accelerator_memory() -> None:
@@ -475,22 +486,138 @@ def run_sweep(
     if skipped:
         console.print(f"{skipped} of {len(cells)} cells already in {results_dir}; skipping them"
                       + (f" ({skipped_bad} not ok: --retry-failed re-runs them)" if skipped_bad else ""))
+    todo, reruns = _with_missing_producers(cells, todo, results_dir)
+    summary.n_skipped -= len(reruns)
+    if reruns:
+        console.print(f"{len(reruns)} finished cell(s) run again: a cell to run consumes their checkpoint, "
+                      f"which is not in {checkpoints_dir(results_dir)}")
     ctx = make_context()
     bar = _Progress(console, suite_name, len(todo), enabled=progress and bool(todo))
+    statuses = cell_statuses(results_dir)
+    errors: dict[str, str] = {}
+    by_id = {c.cell_id: c for c in cells}
+
+    def record(cell: Cell, rows: list[dict[str, Any]]) -> None:
+        write_cell(results_dir, cell.cell_id, rows)
+        status = _cell_status(rows)
+        statuses[cell.cell_id] = status
+        if status != OK:
+            errors[cell.cell_id] = next((str(r["error"]) for r in rows if r.get("error")), "")
+        summary.ran[status] += 1
+        bar.advance(status, cell)
+
     try:
         if todo:
             with make_executor(executor, ctx, workers, address) as ex, bar:
-                for cell, rows in ex.run(todo):
-                    write_cell(results_dir, cell.cell_id, rows)
-                    status = _cell_status(rows)
-                    summary.ran[status] += 1
-                    bar.advance(status, cell)
+                for wave in _waves(_with_checkpoint_dirs(cells, todo, results_dir)):
+                    ready = []
+                    for cell in wave:
+                        why = _blocked(cell, statuses, errors, by_id, results_dir)
+                        if why:
+                            record(cell, dependency_rows(cell, ctx, why))
+                        else:
+                            deps = cell.dependencies()
+                            ready.append(cell.with_inputs({d.param: str(checkpoint_path(results_dir, d.cell_id))
+                                                           for d in deps}) if deps else cell)
+                    if ready:
+                        for cell, rows in ex.run(ready):
+                            record(cell, rows)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         summary.table = consolidate(results_dir)
     summary.not_ok = _not_ok_cells(cells, summary.table)
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells that consume other cells' checkpoints
+
+
+def checkpoints_dir(results_dir: Path) -> Path:
+    return Path(results_dir).resolve() / "checkpoints"
+
+
+def checkpoint_path(results_dir: Path, cell_id: str) -> Path:
+    """Where the sweep keeps the checkpoint of a producing cell that other cells consume."""
+    return checkpoints_dir(results_dir) / cell_id
+
+
+def _has_checkpoint(results_dir: Path, cell_id: str) -> bool:
+    from harness.checkpoint import is_complete_checkpoint
+
+    return is_complete_checkpoint(checkpoint_path(results_dir, cell_id))
+
+
+def _with_missing_producers(cells: list[Cell], todo: list[Cell], results_dir: Path) -> tuple[list[Cell], list[Cell]]:
+    """`todo` plus the finished (ok) producers whose checkpoint a cell to run needs but which is
+    gone (or was never saved: the producer ran before anything consumed it), and so on up."""
+    by_id = {c.cell_id: c for c in cells}
+    done = cell_statuses(results_dir)
+    ids = {c.cell_id for c in todo}
+    reruns: list[Cell] = []
+    frontier = list(todo)
+    while frontier:
+        nxt = []
+        for cell in frontier:
+            for d in cell.dependencies():
+                p = by_id.get(d.cell_id)
+                if p is None or d.cell_id in ids or done.get(d.cell_id) != OK or _has_checkpoint(results_dir, d.cell_id):
+                    continue
+                ids.add(d.cell_id)
+                reruns.append(p)
+                nxt.append(p)
+        frontier = nxt
+    rerun_ids = {c.cell_id for c in reruns}
+    # in the suite's order, so that the table and the progress read as usual
+    return [c for c in cells if c.cell_id in ids or c.cell_id in rerun_ids], reruns
+
+
+def _with_checkpoint_dirs(cells: list[Cell], todo: list[Cell], results_dir: Path) -> list[Cell]:
+    """Each cell to run that some cell of the suite consumes, told where to save its model."""
+    consumed = {d.cell_id for c in cells for d in c.dependencies()}
+    return [c.with_inputs(c.inputs, str(checkpoint_path(results_dir, c.cell_id))) if c.cell_id in consumed else c
+            for c in todo]
+
+
+def _waves(todo: list[Cell]) -> list[list[Cell]]:
+    """`todo` in waves: the cells that consume nothing still to run first, then the cells
+    consuming only those, and so on (each wave in the given order)."""
+    ids = {c.cell_id for c in todo}
+    level: dict[str, int] = {}
+    by_id = {c.cell_id: c for c in todo}
+
+    def depth(cid: str, seen: frozenset = frozenset()) -> int:
+        if cid not in level:
+            deps = [d.cell_id for d in by_id[cid].dependencies() if d.cell_id in ids and d.cell_id not in seen]
+            level[cid] = 1 + max((depth(p, seen | {cid}) for p in deps), default=-1)
+        return level[cid]
+
+    waves: dict[int, list[Cell]] = {}
+    for c in todo:
+        waves.setdefault(depth(c.cell_id), []).append(c)
+    return [waves[k] for k in sorted(waves)]
+
+
+def _blocked(cell: Cell, statuses: dict[str, str], errors: dict[str, str], by_id: dict[str, Cell],
+             results_dir: Path) -> Optional[str]:
+    """Why `cell` cannot run (a cell it consumes is not ok, or left no checkpoint), or None."""
+    for d in cell.dependencies():
+        producer = by_id.get(d.cell_id)
+        what = f"{producer.label()} (cell {d.cell_id})" if producer else f"{d.task} cell {d.cell_id}"
+        status = statuses.get(d.cell_id)
+        if status is None:
+            reason = f"has not run: it is neither in this sweep nor in {results_dir}"
+        elif status != OK:
+            err = errors.get(d.cell_id)
+            reason = (f"is {status}: {err.splitlines()[0][:300]}" if err else
+                      f"is stored as {status} by an earlier run; --retry-failed re-runs it, then this cell")
+        elif not _has_checkpoint(results_dir, d.cell_id):
+            reason = f"finished without saving a checkpoint at {checkpoint_path(results_dir, d.cell_id)}"
+        else:
+            continue
+        return f"not run: its input {d.param!r} is the checkpoint of {what}, which {reason}"
+    return None
 
 
 def _not_ok_cells(cells: list[Cell], table: pd.DataFrame) -> list[tuple[Cell, str, str]]:

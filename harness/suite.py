@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from harness.cell import BACKENDS, DTYPE_NAMES, RUN_DEFAULTS, Cell, canonical_json
+from harness.cell import BACKENDS, DTYPE_NAMES, REF_CELL, REF_FROM, RUN_DEFAULTS, Cell, canonical_json, pending_input
 from harness.config import ModelConfig
 from harness.layout import ATTN, LINEAR, layout_name, resolve_layout
 from harness.registry import TASKS, VARIANTS
@@ -398,7 +398,7 @@ def _check_semantics(suite: Suite) -> list[str]:
             errors.append(f"axes.size[{i}]: sets {', '.join(clash)}, which is also an axis; keep one")
     for i, entry in enumerate(suite.task):
         params_cls = TASKS.get(entry.name).Params
-        base = _base_params(suite, entry)
+        base = _placeholders(_base_params(suite, entry))
         loc: tuple = ("params",) if len(suite.task) == 1 and suite.params else ("task", i, "params")
         try:
             params_cls.model_validate(base)
@@ -420,18 +420,197 @@ def _check_semantics(suite: Suite) -> list[str]:
             params_cls = param_fields[entry.name]
             for j, val in enumerate(values):
                 try:
-                    params_cls.model_validate({**_base_params(suite, entry), key: val})
+                    params_cls.model_validate(_placeholders({**_base_params(suite, entry), key: val}))
                 except ValidationError as exc:
                     errors += [
                         _describe({**e, "loc": e["loc"][1:]}, params_cls, ("axes", f"params.{key}", j))
                         for e in exc.errors()
                         if e["loc"][:1] == (key,)
                     ]
+    errors += _check_references(suite)
     return errors
 
 
 def _base_params(suite: Suite, entry: TaskEntry) -> dict[str, Any]:
     return {**suite.params, **entry.params} if len(suite.task) == 1 else dict(entry.params)
+
+
+# ---------------------------------------------------------------------------------------------
+# References between tasks: a parameter written `{from: <task>}` is the checkpoint of the cell of
+# that task with the same values on the axes both tasks have (docs/suites.md, "Train, then
+# evaluate"). Checked here per task entry; matched cell by cell in `expand_cells`.
+
+
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, dict) and REF_FROM in value
+
+
+def _refs(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The parameters of `params` that are references, by name."""
+    return {k: v for k, v in params.items() if _is_ref(v)}
+
+
+def _placeholders(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with each reference replaced by a stand-in path, for the task's Params to check."""
+    return {k: pending_input(str(v.get(REF_FROM)), "?") if _is_ref(v) else v for k, v in params.items()}
+
+
+def _producer_tasks() -> list[str]:
+    return [n for n, cls in TASKS.items() if getattr(cls, "saves_checkpoint", False)]
+
+
+def _entry_axes(suite: Suite, entry: TaskEntry) -> list[str]:
+    return list(dict.fromkeys(suite.axes_order + entry._axes_order))
+
+
+def _selector_json(suite: Suite, key: str, value: Any) -> str:
+    """A selector `{from: task, <axis>: value}` as the canonical JSON of that axis's patch."""
+    if key == "size":
+        if isinstance(value, str):
+            if value not in suite.sizes:
+                known = ", ".join(map(repr, suite.sizes)) or "none"
+                raise ValueError(f"unknown size preset {value!r}.{_hint(value, list(suite.sizes))} Defined presets: {known}")
+            return canonical_json(suite.sizes[value].model_dump(exclude_unset=True))
+        try:
+            return canonical_json(ModelOverrides.model_validate(value).model_dump(exclude_unset=True))
+        except ValidationError as exc:
+            raise ValueError(f"not a size: {exc.errors()[0]['msg']}") from None
+    if key.startswith("params."):
+        return canonical_json({key[len("params."):]: value})
+    return canonical_json({key: value})
+
+
+def _shown(key: str, patch_json: str) -> str:
+    """An axis value, from its patch's JSON, as a suite would write it."""
+    import json
+
+    if key == "size":
+        return patch_json
+    value = json.loads(patch_json)[key[len("params."):] if key.startswith("params.") else key]
+    return value if isinstance(value, str) else canonical_json(value)
+
+
+def _ref_text(ref: dict[str, Any]) -> str:
+    inner = ", ".join(f"{k}: {v if isinstance(v, str) else canonical_json(v)}" for k, v in ref.items())
+    return "{" + inner + "}"
+
+
+def _entry_refs(suite: Suite, i: int, entry: TaskEntry) -> list[tuple[tuple, dict[str, Any]]]:
+    """(location, reference) of every reference that entry i may see: its params and the
+    `params.<name>` axis values (the suite's and its own) of its parameters."""
+    fields = set(TASKS.get(entry.name).Params.model_fields)
+    out: list[tuple[tuple, dict[str, Any]]] = []
+    single = len(suite.task) == 1
+    for k, v in entry.params.items():
+        if _is_ref(v):
+            out.append((("task", i, "params", k), v))
+    if single:
+        out += [(("params", k), v) for k, v in suite.params.items() if _is_ref(v) and k not in entry.params]
+    for where, axes in ((("axes",), suite.axes), (("task", i, "axes"), entry.axes)):
+        for k, values in (axes.params or {}).items():
+            if k in fields:
+                out += [((*where, f"params.{k}", j), v) for j, v in enumerate(values) if _is_ref(v)]
+    return out
+
+
+def _check_references(suite: Suite) -> list[str]:
+    """Every reference names a task of this suite that saves a checkpoint, selects only axes of
+    that task (by values it has), and no task depends on itself, directly or through others."""
+    errors: list[str] = []
+    names = [e.name for e in suite.task]
+    producers = _producer_tasks()
+    edges: dict[int, set[int]] = {i: set() for i in range(len(suite.task))}
+    for i, entry in enumerate(suite.task):
+        for loc, ref in _entry_refs(suite, i, entry):
+            where = _fmt_loc(loc)
+            src = ref.get(REF_FROM)
+            if not isinstance(src, str):
+                errors.append(f"{where}: a reference is {{from: <task>}}, naming a task of this suite; got {_ref_text(ref)}")
+                continue
+            if src not in names:
+                errors.append(
+                    f"{where}: {_ref_text(ref)} names no task of this suite.{_hint(src, names)} "
+                    f"Tasks of this suite: {', '.join(dict.fromkeys(names))}"
+                    + ("" if src in TASKS.names() else f" (and {src!r} is not a registered task)")
+                )
+                continue
+            if not getattr(TASKS.get(src), "saves_checkpoint", False):
+                errors.append(
+                    f"{where}: task {src!r} saves no checkpoint, so nothing can come from it. "
+                    f"Tasks that do: {', '.join(producers) or 'none'}"
+                )
+                continue
+            targets = [j for j, n in enumerate(names) if n == src]
+            edges[i].update(targets)
+            axes = list(dict.fromkeys(k for j in targets for k in _entry_axes(suite, suite.task[j])))
+            for key, val in ref.items():
+                if key == REF_FROM:
+                    continue
+                if key == REF_CELL:
+                    errors.append(f"{where}: {key!r} is set by the suite (the producing cell is matched by its axes); "
+                                  f"select it by axis values instead, e.g. {{from: {src}, seed: 0}}")
+                    continue
+                if key not in axes:
+                    errors.append(
+                        f"{where}: {key!r} is not an axis of task {src!r}, so it cannot select its cell."
+                        f"{_hint(key, axes)} Its axes: {', '.join(axes) or 'none'}"
+                    )
+                    continue
+                try:
+                    want = _selector_json(suite, key, val)
+                except ValueError as exc:
+                    errors.append(f"{where}.{key}: {exc}")
+                    continue
+                have = list(dict.fromkeys(
+                    canonical_json(patch) for j in targets
+                    for _, patch in _axis_options(suite, suite.task[j]).get(key, [])
+                ))
+                if want not in have:
+                    errors.append(
+                        f"{where}.{key}: task {src!r} has no cell with {key}={_shown(key, want)}; "
+                        f"its values: {', '.join(_shown(key, h) for h in have)}"
+                    )
+    for cycle in _cycles(edges):
+        path = " -> ".join(f"task[{j}] ({names[j]})" for j in cycle + cycle[:1])
+        errors.append(
+            f"task[{cycle[0]}]: a cycle of references: {path}. A task cannot consume its own checkpoint, "
+            f"directly or through others; remove one of the references"
+        )
+    return errors
+
+
+def _cycles(edges: dict[int, set[int]]) -> list[list[int]]:
+    """The distinct cycles found by depth-first search (each once, from its smallest node)."""
+    found: list[list[int]] = []
+    seen: set[tuple[int, ...]] = set()
+
+    def visit(node: int, path: list[int]) -> None:
+        for nxt in sorted(edges[node]):
+            if nxt in path:
+                cyc = path[path.index(nxt):]
+                k = cyc.index(min(cyc))
+                cyc = cyc[k:] + cyc[:k]
+                if tuple(cyc) not in seen:
+                    seen.add(tuple(cyc))
+                    found.append(cyc)
+            elif len(path) <= len(edges):
+                visit(nxt, path + [nxt])
+
+    for start in sorted(edges):
+        visit(start, [start])
+    return found
+
+
+def _entry_order(suite: Suite) -> list[int]:
+    """Task entries, producers before their consumers (written order otherwise)."""
+    names = [e.name for e in suite.task]
+    deps = {i: {j for _, ref in _entry_refs(suite, i, e) for j, n in enumerate(names) if n == ref.get(REF_FROM)} - {i}
+            for i, e in enumerate(suite.task)}
+    order: list[int] = []
+    while len(order) < len(deps):
+        ready = [i for i in deps if i not in order and deps[i] <= set(order)]
+        order.append(ready[0] if ready else min(i for i in deps if i not in order))  # a cycle: already an error
+    return order
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,13 +663,14 @@ def _order(raw_axes: Any) -> list[str]:
     return order
 
 
-def _axis_options(suite: Suite, entry: Optional[TaskEntry] = None) -> list[list[tuple[str, dict[str, Any]]]]:
-    """Per axis, its values as patches: ("model" | "run" | "params", {key: value}). A task entry's
-    own axes replace the suite's axes of the same key (in place) and add the others at the end."""
+def _axis_options(suite: Suite, entry: Optional[TaskEntry] = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Per axis key, its values as patches: ("model" | "run" | "params", {key: value}). A task
+    entry's own axes replace the suite's axes of the same key (in place) and add the others at
+    the end."""
     options = {key: _values_of(suite.axes, key) for key in suite.axes_order}
     if entry is not None:
         options.update({key: _values_of(entry.axes, key) for key in entry._axes_order})
-    return list(options.values())
+    return options
 
 
 def _values_of(axes: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
@@ -558,28 +738,43 @@ def _describe_combo(task: str, model: dict, run: dict, params: dict, keys: list[
     return " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in vals.items())
 
 
+#: a task entry's expanded combinations: (axis key -> canonical JSON of its patch, the cell or
+#: None when the combination is impossible)
+_Produced = list[tuple[dict[str, str], Optional[Cell]]]
+
+
 def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
     """The suite's cells, in axis order (tasks outermost), duplicates merged.
 
-    Raises SuiteError naming every impossible combination, unless the suite sets
-    `skip_invalid: true`: then they are dropped and a note is appended to `notes`.
+    A parameter written `{from: <task>}` becomes `{"from": <task>, "cell": <producer cell_id>}`:
+    the cell of that task with the same values on every axis both tasks have (and on the axes
+    the reference selects), whose model the consuming cell takes. Producing tasks are expanded
+    first. Raises SuiteError naming every impossible combination, unless the suite sets
+    `skip_invalid: true` (then they are dropped and a note is appended to `notes`), and every
+    reference that matches no cell or several.
     """
     where = str(suite.source) if suite.source else suite.name
     notes = notes if notes is not None else []
     suite_model = suite.model.model_dump(exclude_unset=True)
-    cells: dict[str, Cell] = {}
+    per_entry: dict[int, list[Cell]] = {}
+    produced: dict[int, _Produced] = {}
     invalid: dict[str, list[str]] = {}
+    unresolved: dict[str, list[str]] = {}
     n_combos = 0
     cuda: Optional[bool] = None
-    for entry in suite.task:
+    for i in _entry_order(suite):
+        entry = suite.task[i]
         task_cls = TASKS.get(entry.name)
         task = task_cls()
         options = _axis_options(suite, entry)
+        keys = list(options)
         base_model = {**suite_model, **entry.model.model_dump(exclude_unset=True)}
-        axes_order = list(dict.fromkeys(suite.axes_order + entry._axes_order))
+        axes_order = _entry_axes(suite, entry)
         fields = set(task_cls.Params.model_fields)
-        for combo in itertools.product(*options):
+        out, rec = per_entry.setdefault(i, []), produced.setdefault(i, [])
+        for combo in itertools.product(*options.values()):
             n_combos += 1
+            values = {k: canonical_json(patch) for k, (_, patch) in zip(keys, combo)}
             model, run, params = dict(base_model), dict(RUN_DEFAULTS), _base_params(suite, entry)
             for kind, patch in combo:
                 if kind == "model":
@@ -589,50 +784,86 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
                 elif set(patch) <= fields:  # a parameter axis of another task: not ours
                     params.update(patch)
             full_model = {**ModelConfig().to_dict(), **model}
+            describe = lambda: _describe_combo(entry.name, full_model, run, params, axes_order)  # noqa: E731
+            inputs: dict[str, Cell] = {}
+            blocked = False
+            for name, ref in _refs(params).items():
+                found, kind, msg = _match_producer(suite, ref, values, produced)
+                if found is not None:
+                    inputs[name] = found
+                    continue
+                blocked = True
+                text = f"params.{name} {_ref_text(ref)}: {msg}"
+                (invalid if kind == "invalid" else unresolved).setdefault(text, []).append(describe())
+            if blocked:
+                rec.append((values, None))
+                continue
             try:
-                resolved_params = task_cls.Params.model_validate(params).model_dump(mode="json")
-                imposed = task_cls.model_from_params(resolved_params)  # e.g. a checkpoint's own shape
-                if imposed:
-                    full_model = {**full_model, **imposed}
-                full_model = resolve_model(full_model)
+                checked = {**params, **{n: pending_input(c.task, c.cell_id) for n, c in inputs.items()}}
+                resolved_params = task_cls.Params.model_validate(checked).model_dump(mode="json")
+                if inputs:  # the model is the one the producing cell trained (the first, if several)
+                    full_model = dict(next(iter(inputs.values())).model)
+                else:
+                    imposed = task_cls.model_from_params(resolved_params)  # e.g. a checkpoint's own shape
+                    if imposed:
+                        full_model = {**full_model, **imposed}
+                    full_model = resolve_model(full_model)
             except (ValueError, TypeError) as exc:
-                msg = str(exc)
-                invalid.setdefault(msg, []).append(_describe_combo(entry.name, full_model, run, params, axes_order))
+                invalid.setdefault(str(exc), []).append(describe())
+                rec.append((values, None))
                 continue
             if run["device"] == "auto":
                 if cuda is None:
                     cuda = _cuda_available()
                 run["device"] = "cuda" if cuda else "cpu"
+            refs = {n: {REF_FROM: c.task, REF_CELL: c.cell_id} for n, c in inputs.items()}
             cell = Cell(
                 suite=suite.name,
                 task=entry.name,
-                params=resolved_params,
+                params={**resolved_params, **refs},
                 model=full_model,
                 task_modules=tuple(suite.task_modules),
                 **run,
             )
-            try:
-                task.check(cell)
+            try:  # the task sees a stand-in path for a checkpoint that does not exist yet
+                task.check(dataclasses.replace(cell, params=resolved_params) if inputs else cell)
             except ValueError as exc:
-                invalid.setdefault(f"task {entry.name!r}: {exc}", []).append(
-                    _describe_combo(entry.name, full_model, run, params, axes_order)
-                )
+                invalid.setdefault(f"task {entry.name!r}: {exc}", []).append(describe())
+                rec.append((values, None))
                 continue
-            cells.setdefault(cell.cell_id, cell)
+            rec.append((values, cell))
+            out.append(cell)
     n_invalid = sum(map(len, invalid.values()))
+    problems: list[str] = []
     if invalid and not suite.skip_invalid:
         lines = []
         for msg, combos in invalid.items():
             more = f" (and {len(combos) - 1} more like it)" if len(combos) > 1 else ""
             lines.append(f"  - {combos[0]}{more}:\n      {msg}")
-        raise SuiteError(
+        problems.append(
             f"{where}: {n_invalid} impossible combination{'s' if n_invalid > 1 else ''} of axis values:\n"
             + "\n".join(lines)
             + "\n  Fix the axes, or set `skip_invalid: true` to drop such combinations."
         )
+    if unresolved:
+        n = sum(map(len, unresolved.values()))
+        lines = []
+        for msg, combos in unresolved.items():
+            more = f" (and {len(combos) - 1} more like it)" if len(combos) > 1 else ""
+            lines.append(f"  - {combos[0]}{more}:\n      {msg}")
+        problems.append(
+            f"{where}: {n} cell{'s' if n > 1 else ''} whose reference to another task's checkpoint "
+            f"matches no cell or several:\n" + "\n".join(lines)
+        )
+    if problems:
+        raise SuiteError("\n".join(problems))
     if invalid:
         notes.append(f"{where}: skipped {n_invalid} impossible combination(s) (skip_invalid: true):")
         notes += [f"  {len(c)} x {msg.splitlines()[0]}" for msg, c in invalid.items()]
+    cells: dict[str, Cell] = {}
+    for i in range(len(suite.task)):  # tasks in the order written
+        for cell in per_entry.get(i, []):
+            cells.setdefault(cell.cell_id, cell)
     merged = n_combos - n_invalid - len(cells)
     if merged:
         notes.append(
@@ -640,6 +871,53 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
             f"(e.g. Transformer cells do not depend on the variant)"
         )
     return list(cells.values())
+
+
+def _match_producer(
+    suite: Suite, ref: dict[str, Any], values: dict[str, str], produced: dict[int, _Produced]
+) -> tuple[Optional[Cell], str, str]:
+    """The one cell a consumer's reference names: a cell of task `ref["from"]` with the
+    consumer's value on every axis both have, and the reference's own value on each axis it
+    selects. Returns (cell, "", "") or (None, "invalid" | "error", why)."""
+    src = str(ref[REF_FROM])
+    selectors = {k: _selector_json(suite, k, v) for k, v in ref.items() if k != REF_FROM}
+    cands: list[tuple[dict[str, str], Optional[Cell]]] = []
+    wanted: dict[str, str] = {}
+    for j, entry in enumerate(suite.task):
+        if entry.name != src or j not in produced:
+            continue
+        target = {k: values[k] for k in _axis_options(suite, entry) if k in values}
+        target.update(selectors)
+        wanted.update(target)
+        cands += [(pv, c) for pv, c in produced[j] if all(pv.get(k) == v for k, v in target.items())]
+    valid = {c.cell_id: (pv, c) for pv, c in cands if c is not None}
+    if len(valid) == 1:
+        return next(iter(valid.values()))[1], "", ""
+    if cands and not valid:
+        return None, "invalid", f"the {src!r} cell it names is an impossible combination (see that task's cells)"
+    if not cands:
+        every = [pv for j, e in enumerate(suite.task) if e.name == src for pv, _ in produced.get(j, [])]
+        for key, want in wanted.items():
+            have = list(dict.fromkeys(pv[key] for pv in every if key in pv))
+            if want not in have:
+                example = _shown(key, have[0]) if have else "..."
+                return None, "error", (
+                    f"task {src!r} has no cell with {key}={_shown(key, want)} (its values: "
+                    f"{', '.join(_shown(key, h) for h in have)}). Give both tasks the same {key} values "
+                    f"(one suite-level axis), or select the cell in the reference, e.g. "
+                    f"{{from: {src}, {key}: {example}}}"
+                )
+        return None, "error", f"task {src!r} has no cell with these axis values"
+    rows = [pv for pv, _ in valid.values()]
+    differ = [k for k in dict.fromkeys(k for pv in rows for k in pv) if len({pv.get(k) for pv in rows}) > 1]
+    key = differ[0] if differ else "?"
+    shown = "; ".join(f"{k}: {', '.join(dict.fromkeys(_shown(k, pv[k]) for pv in rows if k in pv))}" for k in differ)
+    example = _shown(key, rows[0][key]) if differ else "..."
+    return None, "error", (
+        f"matches {len(valid)} cells of task {src!r}, which differ in {shown}. Select one in the "
+        f"reference, e.g. {{from: {src}, {key}: {example}}}, or make {key} an axis of the suite "
+        f"(shared by both tasks) so that each consuming cell has its own"
+    )
 
 
 def _cuda_available() -> bool:

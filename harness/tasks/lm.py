@@ -17,6 +17,10 @@ Evaluation: ``eval_windows`` non-overlapping windows from the start of the valid
 Rows: ``val_loss`` (nats/token), ``val_ppl`` (exp(val_loss)), ``val_bpb`` (bits per UTF-8 byte:
 val_loss / ln 2 for byte-level tokens, scaled by tokens per byte otherwise), ``final_loss`` (nats,
 training), ``train_steps``, ``train_s``. A diverged run reports every row with status diverged.
+
+Checkpoint: with ``save_dir`` the trained model is saved as ``<save_dir>/<cell_id>/``; and when
+another cell of the sweep consumes it (``checkpoint: {from: lm}``, docs/suites.md), the runner
+sets ``cell.checkpoint_dir`` and the model is saved there too. A diverged run saves nothing.
 """
 from __future__ import annotations
 
@@ -43,6 +47,9 @@ def _corpus(spec: str, val_fraction: float, tokenizer: Optional[str], max_chars:
 
 @register_task("lm")
 class LM(Task):
+    #: other cells of a sweep may consume this task's trained model (`{from: lm}`)
+    saves_checkpoint = True
+
     class Params(TrainParams):
         corpus: str = "pydoc"  # "pydoc" | a file, directory or glob | "hf:<dataset>[:<config>][@<split>]"
         tokenizer: Optional[str] = None  # only with an hf: corpus; None = bytes
@@ -66,6 +73,7 @@ class LM(Task):
     def run(self, cell: "Cell") -> list[dict[str, Any]]:
         import torch
 
+        from harness.checkpoint import save_cell_checkpoint
         from harness.data.text import eval_windows, random_windows
         from harness.train import masked_loss, train
 
@@ -102,4 +110,5 @@ class LM(Task):
             metric_row("train_s", result.wall_s, "s"),
         ]
         save_trained(model, p, cell, {"val_loss": loss, "corpus": corpus.name})
+        save_cell_checkpoint(model, cell, {"val_loss": loss, "corpus": corpus.name})
         return rows

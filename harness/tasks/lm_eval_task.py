@@ -7,6 +7,10 @@ The model is, in order of precedence:
   on CPU too). The cell's model columns must describe the checkpoint: `check` and `run` refuse a
   cell whose variant/layout/size disagree with the checkpoint's config, and
   `LmEval.model_from_params` gives the model a suite should put in such a cell.
+- `checkpoint: {from: lm}` in a suite: the model another cell of the same sweep trained (the
+  `lm` cell with the same variant, layout, seed, ... ; docs/suites.md, "Train, then evaluate").
+  The suite gives the cell that cell's model and the producer's id in its params; the runner
+  trains the producer first and passes its checkpoint's path in.
 - no checkpoint: the cell's ModelConfig, freshly initialised with the cell's seed (untrained:
   chance-level scores; a plumbing check, or a baseline).
 
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 from pydantic import Field
 
+from harness.cell import is_pending_input
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
 
@@ -148,7 +153,8 @@ class LmEval(Task):
         tasks: list[str] = Field(min_length=1)
         #: extra directories of lm-eval task YAMLs (the repository's own are always included)
         include_path: Optional[str] = None
-        #: a harness checkpoint dir, an fla / HF checkpoint dir or a Hub id; None: the cell's model, untrained
+        #: a harness checkpoint dir, an fla / HF checkpoint dir or a Hub id; None: the cell's model, untrained.
+        #: In a suite, `{from: <task>}`: the checkpoint another cell of the sweep trains (harness.suite)
         checkpoint: Optional[str] = None
         #: tokenizer: None = byte-level for harness models, the checkpoint's own for fla ones; or "byte" / a path / Hub id
         tokenizer: Optional[str] = None
@@ -190,6 +196,8 @@ class LmEval(Task):
         if importlib.util.find_spec("lm_eval") is None:
             raise ValueError("the lm_eval task needs lm-evaluation-harness: pip install -e '.[lm-eval]'")
         p = self.params(cell)
+        if p.checkpoint and is_pending_input(p.checkpoint):
+            return  # another cell's checkpoint, not written yet: the suite gave the cell its model
         if p.checkpoint:
             config = _local_config(p.checkpoint)
             if config is not None:  # otherwise it is checked when the cell runs
