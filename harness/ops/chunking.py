@@ -1,5 +1,8 @@
-"""Shared plumbing of the chunkwise forms: pad time to whole chunks and split into chunks."""
+"""Shared plumbing of the chunkwise forms: pad time to whole chunks and split into chunks, and the
+memory-lean training schedule (checkpointing over time blocks)."""
 from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,3 +23,111 @@ def split_chunks(chunk_size: int, *tensors: torch.Tensor) -> list[torch.Tensor]:
         B, T, H = t.shape[:3]
         out.append(t.reshape(B, T // C, C, H, *t.shape[3:]).movedim(3, 1))
     return out
+
+
+# ---- memory-lean training: recompute over time blocks -------------------------------------------
+#
+# Under autograd the chunked forms keep every intra-chunk intermediate ([C, C] scores, decays,
+# triangular solves; [c, c, K] pairwise decays) for backward: many times the inputs at long T.
+# `blockwise` cuts time into blocks of whole chunks and runs each block's chunked forward without
+# a tape (`_Block`, an autograd.Function), carrying the state from block to block. Backward keeps
+# only the block inputs (views of the op's inputs) and the block-boundary states, and recomputes
+# one block's intermediates at a time (activation checkpointing, as fla's kernels recompute the
+# intra-chunk terms). The chunks are the same as in one call over all of T (blocks are whole
+# chunks), so the forward is the same computation, only scheduled in pieces.
+#
+# Not torch.utils.checkpoint: its non-reentrant form imports torch._dynamo on first use, which
+# alone costs ~150 MiB of resident memory on CPU, more than this saves at 16K tokens.
+
+CHECKPOINT_BLOCK = 1024
+"""Default block length in tokens (rounded down to a multiple of the chunk size, at least one
+chunk); `checkpoint_block=None` on an op reads this at call time, 0 turns the lean path off."""
+
+
+def resolve_block(block: Optional[int], chunk_size: int) -> int:
+    block = CHECKPOINT_BLOCK if block is None else int(block)
+    if block <= 0:
+        return 0
+    return max(chunk_size, block - block % chunk_size)
+
+
+def wants_blocks(block: int, seq_len: int, *tensors: Optional[torch.Tensor]) -> bool:
+    """Recompute only when it saves something: training (grad enabled, some input needs grad)
+    and more than one block of time."""
+    return (
+        block > 0
+        and seq_len > block
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in tensors)
+    )
+
+
+class _Blockwise(torch.autograd.Function):
+    """(o, state) of `fn` run block by block over time, without a tape in forward; keeps the
+    inputs and the block-boundary states, and in backward recomputes and differentiates one
+    block at a time, last block first, writing each block's gradients into full-size buffers."""
+
+    @staticmethod
+    def forward(ctx, fn, block, n_seq, *args):
+        seq, state = args[:n_seq], args[n_seq]
+        T = next(t for t in seq if t is not None).shape[1]
+        outs, starts = [], []
+        for lo in range(0, T, block):
+            starts.append(state)
+            o, state = fn(*(None if t is None else t[:, lo:lo + block] for t in seq), state)
+            outs.append(o)
+        ctx.fn, ctx.block, ctx.n_seq, ctx.T = fn, block, n_seq, T
+        ctx.save_for_backward(*args)
+        ctx.starts = starts[1:]  # intermediate states (made here, no grad): kept on ctx
+        return torch.cat(outs, 1), state
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_o, grad_state):
+        args = ctx.saved_tensors
+        seq, s0 = args[: ctx.n_seq], args[ctx.n_seq]
+        needs = ctx.needs_input_grad[3:]
+        seq_needs, s0_needs = needs[: ctx.n_seq], needs[ctx.n_seq]
+        grads = [torch.empty_like(t) if n else None for t, n in zip(seq, seq_needs)]
+        starts = [s0, *ctx.starts]
+        block, T = ctx.block, ctx.T
+        g_state = grad_state
+        for i in reversed(range(len(starts))):
+            lo = i * block
+            part = [None if t is None else t[:, lo:lo + block].detach().requires_grad_(n)
+                    for t, n in zip(seq, seq_needs)]
+            s_in = starts[i]
+            s_needs = s0_needs if i == 0 else True
+            if s_in is not None:
+                s_in = s_in.detach().requires_grad_(s_needs)
+            with torch.enable_grad():
+                o, s_out = ctx.fn(*part, s_in)
+            wrt = [t for t, n in zip(part, seq_needs) if n]
+            if s_in is not None and s_needs:
+                wrt.append(s_in)
+            got = list(torch.autograd.grad((o, s_out), wrt, (grad_o[:, lo:lo + min(block, T - lo)], g_state),
+                                           allow_unused=True))
+            if s_in is not None and s_needs:
+                g_state = got.pop()
+                if g_state is None:
+                    g_state = torch.zeros_like(s_in)
+            for buf, g in zip((b for b in grads if b is not None), got):
+                if g is None:
+                    buf[:, lo:lo + block].zero_()
+                else:
+                    buf[:, lo:lo + block].copy_(g)
+            del o, s_out, part, got
+        return (None, None, None, *grads, g_state if s0_needs else None)
+
+
+def blockwise(
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    seq: Sequence[Optional[torch.Tensor]],
+    initial_state: Optional[torch.Tensor],
+    block: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run `fn(*seq_block, state) -> (o_block, state)` over time blocks of `block` steps of the
+    [B, T, ...] tensors in `seq` (None entries pass through) as one `_Blockwise` (no intra-block
+    tape; recomputed block by block in backward); returns the outputs concatenated over time and
+    the final state."""
+    return _Blockwise.apply(fn, block, len(seq), *seq, initial_state)

@@ -9,11 +9,12 @@ Callers L2-normalise q and k (fla's use_qk_l2norm_in_kernel) before calling.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 
-from harness.ops.chunking import split_chunks
+from harness.ops.chunking import blockwise, resolve_block, split_chunks, wants_blocks
 
 
 def recurrent_delta_rule(
@@ -54,6 +55,7 @@ def chunk_delta_rule(
     scale: Optional[float] = None,
     initial_state: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
+    checkpoint_block: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form with the WY/UT representation (Yang et al. 2024, "Parallelizing
     linear transformers with the delta rule"; gated form from Gated DeltaNet).
@@ -61,12 +63,34 @@ def chunk_delta_rule(
     Per chunk, T = (I + StrictTril(diag(beta) K K^T * Gamma))^{-1} (one triangular solve), then
     U = T diag(beta) V and W = T diag(beta) Diag(exp(G)) K give the pseudo-values
     v_new = U - W S so that the chunk is plain (decayed) linear attention against v_new.
+
+    In training (grad enabled), time is cut into blocks of `checkpoint_block` tokens (default
+    harness.ops.chunking.CHECKPOINT_BLOCK; 0 = off) that are recomputed in backward, so only the
+    inputs and block-boundary states are kept (see harness.ops.chunking.blockwise).
     """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    block = resolve_block(checkpoint_block, chunk_size)
+    if wants_blocks(block, q.shape[1], q, k, v, beta, g, initial_state):
+        fn = functools.partial(_chunk_delta_rule, scale=scale, chunk_size=chunk_size)
+        return blockwise(lambda q, k, v, b, g, s: fn(q, k, v, b, g, initial_state=s), (q, k, v, beta, g),
+                         initial_state, block)
+    return _chunk_delta_rule(q, k, v, beta, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size)
+
+
+def _chunk_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: Optional[torch.Tensor],
+    scale: float,
+    initial_state: Optional[torch.Tensor],
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, H, K = q.shape
     V = v.shape[-1]
     dtype = v.dtype
     acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
-    scale = K**-0.5 if scale is None else scale
     C = chunk_size
     q, k, v, beta = q.to(acc) * scale, k.to(acc), v.to(acc), beta.to(acc)
     g = q.new_zeros(B, T, H) if g is None else g.to(acc)

@@ -7,11 +7,12 @@ q, k [B, T, H, K], v [B, T, H, V], log-space gate g either [B, T, H] (scalar per
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 
-from harness.ops.chunking import split_chunks
+from harness.ops.chunking import blockwise, resolve_block, split_chunks, wants_blocks
 
 
 def _expand_gate(g: Optional[torch.Tensor], q: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
@@ -58,6 +59,7 @@ def chunk_gla(
     initial_state: Optional[torch.Tensor] = None,
     chunk_size: int = 64,
     sub_chunk_size: int = 8,
+    checkpoint_block: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form (GLA paper, Yang et al. 2024), exact and overflow-free.
 
@@ -66,12 +68,36 @@ def chunk_gla(
     [C, C] matrix for a scalar gate. For a per-channel gate, pairs in different sub-chunks (of
     `sub_chunk_size`) factor through the end of the earlier sub-chunk, and only pairs inside one
     sub-chunk need the [c, c, K] pairwise tensor (fla's secondary chunking).
+
+    In training (grad enabled), time is cut into blocks of `checkpoint_block` tokens (default
+    harness.ops.chunking.CHECKPOINT_BLOCK; 0 = off) that are recomputed in backward, so only the
+    inputs and block-boundary states are kept (see harness.ops.chunking.blockwise).
     """
+    if g is not None:
+        _expand_gate(g, q, g.dtype)  # check the shape before blocks slice it
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    block = resolve_block(checkpoint_block, chunk_size)
+    if wants_blocks(block, q.shape[1], q, k, v, g, initial_state):
+        fn = functools.partial(_chunk_gla, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
+        return blockwise(lambda q, k, v, g, s: fn(q, k, v, g, initial_state=s), (q, k, v, g), initial_state, block)
+    return _chunk_gla(q, k, v, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size,
+                      sub_chunk_size=sub_chunk_size)
+
+
+def _chunk_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: Optional[torch.Tensor],
+    scale: float,
+    initial_state: Optional[torch.Tensor],
+    chunk_size: int,
+    sub_chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, H, K = q.shape
     V = v.shape[-1]
     dtype = v.dtype
     acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
-    scale = K**-0.5 if scale is None else scale
     g = _expand_gate(g, q, acc)
     per_channel = g.dim() == 4
     C = chunk_size

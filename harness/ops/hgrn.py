@@ -10,6 +10,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from harness.ops.chunking import blockwise, resolve_block, wants_blocks
+
 
 def recurrent_hgrn(
     x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor] = None
@@ -31,9 +33,23 @@ def chunk_hgrn(
     g: torch.Tensor,
     initial_state: Optional[torch.Tensor] = None,
     chunk_size: int = 16,
+    checkpoint_block: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise form: inside a chunk, o_t = sum_{s<=t} exp(G_t - G_s) x_s + exp(G_t) h_0 with G the
-    in-chunk cumulative log gate; differences G_t - G_s (s <= t) are <= 0, so nothing overflows."""
+    in-chunk cumulative log gate; differences G_t - G_s (s <= t) are <= 0, so nothing overflows.
+
+    In training (grad enabled), time is cut into blocks of `checkpoint_block` tokens (default
+    harness.ops.chunking.CHECKPOINT_BLOCK; 0 = off) that are recomputed in backward, so only the
+    inputs and block-boundary states are kept (see harness.ops.chunking.blockwise)."""
+    block = resolve_block(checkpoint_block, chunk_size)
+    if wants_blocks(block, x.shape[1], x, g, initial_state):
+        return blockwise(lambda x, g, h: _chunk_hgrn(x, g, h, chunk_size), (x, g), initial_state, block)
+    return _chunk_hgrn(x, g, initial_state, chunk_size)
+
+
+def _chunk_hgrn(
+    x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor], chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, D = x.shape
     dtype = x.dtype
     acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
