@@ -39,6 +39,13 @@ COLUMNS: list[tuple[str, str]] = [
     ("unit", "string"),
     ("spread", "float64"),
     ("n_repeats", "Int64"),
+    # timing provenance (harness.measure.Timing): which clock `value` is, both clocks' medians,
+    # the thread count, and whether the two clocks disagreed (a loaded machine)
+    ("clock", "string"),
+    ("wall_time_s", "float64"),
+    ("cpu_time_s", "float64"),
+    ("threads", "Int64"),
+    ("loaded", "boolean"),
     ("status", "string"),
     ("error", "string"),
     # provenance
@@ -58,7 +65,7 @@ DTYPES: dict[str, str] = dict(COLUMNS)
 #: `backend` / `device` let a task report what it actually used (e.g. "fla" under "auto").
 TASK_ROW_KEYS = frozenset(
     {"metric", "value", "unit", "status", "error", "subtask", "context_len", "spread", "n_repeats",
-     "backend", "device"}
+     "backend", "device", "clock", "wall_time_s", "cpu_time_s", "threads", "loaded"}
 )
 REQUIRED_TASK_ROW_KEYS = ("metric", "value", "unit")
 

@@ -62,6 +62,60 @@ def test_time_calls_on_a_fake_timer():
     assert rate == pytest.approx(1000 / 0.3)
 
 
+def _fake(durations):
+    """A clock that advances by the next duration between each start and stop reading."""
+    it, state = iter(durations), {"t": 0.0, "started": False}
+
+    def timer():
+        if state["started"]:
+            state["t"] += next(it)
+        state["started"] = not state["started"]
+        return state["t"]
+    return timer
+
+
+def test_time_calls_records_both_clocks_and_reports_the_chosen_one():
+    wall, cpu = [0.30, 0.50, 0.40], [0.10, 0.12, 0.11]
+    t = time_calls(lambda: None, warmup=0, repeats=3, timer=_fake(wall), cpu_timer=_fake(cpu), clock="cpu")
+    assert t.samples == pytest.approx(wall) and t.cpu_samples == pytest.approx(cpu)
+    assert t.median == pytest.approx(0.11) and t.wall_median == pytest.approx(0.40)
+    assert t.rate(1.0)[0] == pytest.approx(1 / 0.11)
+    t.clock = "wall"
+    assert t.median == pytest.approx(0.40)
+    with pytest.raises(ValueError, match="unknown clock"):
+        time_calls(lambda: None, 0, 1, clock="gpu")
+
+
+@pytest.mark.parametrize("wall,cpu,threads,loaded", [
+    (0.10, 0.10, 1, False),   # an idle core: the clocks agree
+    (0.13, 0.10, 1, True),    # waited for a core: wall 30% above CPU time
+    (0.10, 0.13, 1, True),    # one thread cannot burn more CPU than wall time: something else ran
+    (0.10, 0.19, 2, False),   # two threads: CPU time may exceed wall time
+    (0.13, 0.10, 2, True),
+])
+def test_loaded_flag(wall, cpu, threads, loaded):
+    t = time_calls(lambda: None, warmup=0, repeats=1, timer=_fake([wall]), cpu_timer=_fake([cpu]), clock="cpu")
+    assert t.loaded(threads) is loaded
+    prov = t.provenance(threads, on_cpu=True)
+    assert prov == {"clock": "cpu", "wall_time_s": pytest.approx(wall), "cpu_time_s": pytest.approx(cpu),
+                    "threads": threads, "loaded": loaded}
+    assert "cpu_time_s" not in t.provenance(threads, on_cpu=False)  # CUDA: the host's CPU time says nothing
+
+
+def test_clock_and_threads_defaults():
+    from harness.tasks.efficiency import resolve_clock
+
+    spec = make_spec(_cell(), Efficiency.Params(), threads=8)
+    assert spec["threads"] == 1 and spec["clock"] == "cpu"  # CPU: one thread, CPU time
+    spec = make_spec(_cell(), Efficiency.Params(threads=2), threads=8)
+    assert spec["threads"] == 2 and spec["clock"] == "wall"
+    spec = make_spec(_cell(device="cuda"), Efficiency.Params(), threads=8)
+    assert spec["threads"] == 8 and spec["clock"] == "wall"
+    assert resolve_clock("wall", "cpu", 1) == "wall"
+    with pytest.raises(ValueError, match="clock: cpu"):
+        Efficiency().check(_cell(device="cuda", clock="cpu"))
+
+
 def test_time_calls_wraps_only_the_first_timed_call():
     entered = []
 
@@ -196,6 +250,9 @@ def test_efficiency_task_rows_in_an_isolated_worker():
     timed = [r for r in rows if r["metric"] in ("train_step_s", "prefill_s", "decode_token_s")]
     assert all(r["value"] > 0 and r["spread"] >= 0 and r["n_repeats"] >= 2 for r in timed)
     assert all(r["backend"] == "torch" for r in timed)
+    # timing provenance: CPU time of one thread by default, both clocks kept
+    assert all(r["clock"] == "cpu" and r["threads"] == 1 and r["cpu_time_s"] == r["value"]
+               and r["wall_time_s"] > 0 and isinstance(r["loaded"], bool) for r in timed), timed
     by = {r["metric"]: r["value"] for r in rows}
     assert by["peak_mem_bytes"] > 0 and by["prefill_peak_mem_bytes"] >= 0
     # the cache the prefill built holds exactly what the analytic costs say

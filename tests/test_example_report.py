@@ -1,21 +1,26 @@
-"""The committed example report (reports/quickstart) is what the current code makes of its table."""
+"""The committed example reports (reports/quickstart, reports/cpu-recall, reports/cpu-lm) are what
+the current code makes of their tables."""
 import os
 from pathlib import Path
+
+import pytest
 
 from harness.report import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "reports" / "quickstart"
+EXAMPLES = ["quickstart", "cpu-recall", "cpu-lm"]
 
 
-def test_committed_quickstart_report_is_up_to_date(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_committed_example_report_is_up_to_date(name, tmp_path, monkeypatch):
+    example = ROOT / "reports" / name
     monkeypatch.chdir(ROOT)  # the report names its source relative to where it is built
-    out = build_report(Path("reports/quickstart/results.parquet"), tmp_path / "quickstart")
-    fresh = out.read_text().replace(str(tmp_path / "quickstart"), "reports/quickstart")
-    committed = (EXAMPLE / "report.md").read_text()
+    out = build_report(Path(f"reports/{name}/results.parquet"), tmp_path / name)
+    fresh = out.read_text().replace(str(tmp_path / name), f"reports/{name}")
+    committed = (example / "report.md").read_text()
     assert fresh == committed, (
-        "reports/quickstart/report.md is stale: regenerate it with "
-        "`harness report reports/quickstart/results.parquet --out reports/quickstart`")
-    figures = sorted(p.name for p in (EXAMPLE / "figures").iterdir())
+        f"reports/{name}/report.md is stale against the report code: regenerate it with "
+        f"`harness report reports/{name}/results.parquet --out reports/{name}`")
+    figures = sorted(p.name for p in (example / "figures").iterdir())
     assert figures == sorted(p.name for p in (out.parent / "figures").iterdir())
-    assert all(os.path.getsize(EXAMPLE / "figures" / f) > 0 for f in figures)
+    assert all(os.path.getsize(example / "figures" / f) > 0 for f in figures)

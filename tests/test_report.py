@@ -409,3 +409,20 @@ def test_recall_saturation_needs_a_learned_3_to_1():
     ok3.loc[m, "value"] = 0.5
     claim = C.claim_recall_saturates(ok3)
     assert "3:1 not learned" in claim.details
+
+
+def test_timing_note_names_the_clock_and_counts_loaded_rows(tmp_path):
+    df = make_table(seeds=(0,), kinds=("efficiency",))
+    timed = df["metric"].isin(T.TIMED_METRICS)
+    assert timed.sum() >= 4
+    assert T.timing_clocks(df) == {"wall": int(timed.sum()), "loaded": 0}  # a table from before the column
+    df["clock"] = pd.Series(pd.NA, index=df.index, dtype="string")
+    df.loc[timed, "clock"] = "cpu"
+    df["loaded"] = pd.Series(pd.NA, index=df.index, dtype="boolean")
+    df.loc[timed, "loaded"] = False
+    df.loc[df.index[timed][:3], "loaded"] = True
+    assert T.timing_clocks(df) == {"cpu": int(timed.sum()), "loaded": 3}
+    text = build_report_from_frame(df, tmp_path).read_text()
+    assert re.search(r"Timed rows are CPU time of the measuring process \(one thread unless `threads` says "
+                     r"otherwise\) for \d+ row\(s\);", text)
+    assert "**3 timed row(s) were measured on a loaded machine**" in text

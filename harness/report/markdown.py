@@ -500,6 +500,7 @@ class Report:
                     "All token-mixer layers of the model; one panel per layout, Transformer dashed in each."))
         # measured time and memory
         self.add("### Measured time and peak memory vs length")
+        self.timing_note()
         any_eff = False
         for metric in ("train_step_s", "prefill_s", "peak_mem_bytes"):
             any_eff |= self._eff_figures(metric, "seq_len [tokens]")
@@ -560,6 +561,22 @@ class Report:
                                     if len(nl) else ""))
             if not drew:
                 self.add(skip("accuracy and FLOP rows do not share any (variant, layout)."))
+
+    def timing_note(self) -> None:
+        """Which clock the times are on, and how many were taken on a loaded machine."""
+        clocks = T.timing_clocks(self.ok)
+        if not clocks:
+            return
+        loaded = clocks.pop("loaded")
+        names = {"cpu": "CPU time of the measuring process (one thread unless `threads` says otherwise)",
+                 "wall": "wall-clock time (synchronised on CUDA)"}
+        parts = [f"{names.get(k, k)} for {n} row(s)" for k, n in sorted(clocks.items())]
+        text = "**Clock.** Timed rows are " + "; ".join(parts) + "; the table keeps both clocks " \
+               "(`cpu_time_s`, `wall_time_s`) and `threads` where they were recorded."
+        if loaded:
+            text += (f" **{loaded} timed row(s) were measured on a loaded machine** (CPU and wall time more than "
+                     "20% apart, column `loaded`): rerun them on an idle machine before trusting their wall times.")
+        self.add(text)
 
     def _eff_figures(self, metric: str, xlabel: str) -> bool:
         s = T.efficiency_summary(self.ok, metric)

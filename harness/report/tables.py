@@ -416,6 +416,22 @@ def efficiency_summary(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     return order(s.merge(iqr, on=keys, how="left"))
 
 
+TIMED_METRICS = ("train_step_s", "prefill_s", "decode_token_s")
+
+
+def timing_clocks(ok: pd.DataFrame) -> dict[str, int]:
+    """Timed rows (train_step_s, prefill_s, decode_token_s) per clock, plus `loaded`: how many
+    were flagged as measured on a loaded machine (harness.measure.Timing.loaded). Tables written
+    before the clock column count as `wall`."""
+    rows = ok[ok["metric"].isin(TIMED_METRICS)]
+    if rows.empty:
+        return {}
+    clock = rows["clock"].fillna("wall") if "clock" in rows else pd.Series("wall", index=rows.index)
+    out = {str(k): int(v) for k, v in clock.value_counts().items()}
+    out["loaded"] = int(rows["loaded"].fillna(False).astype(bool).sum()) if "loaded" in rows else 0
+    return out
+
+
 def vs_transformer(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Each non-Transformer model's value next to the Transformer's at the same context
     (d_model, device, dtype, backend, batch, task and length). ratio = value / transformer value."""

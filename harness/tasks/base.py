@@ -86,11 +86,21 @@ def metric_row(
     n_repeats: Optional[int] = None,
     status: Optional[str] = None,
     error: Optional[str] = None,
+    **timing: Any,
 ) -> dict[str, Any]:
-    """A task's row, leaving out the optional keys that are not set."""
+    """A task's row, leaving out the optional keys that are not set. `timing` takes the
+    timing-provenance columns (`harness.measure.Timing.provenance`: clock, wall_time_s, ...)."""
+    unknown = set(timing) - TIMING_KEYS
+    if unknown:
+        raise TypeError(f"metric_row: unknown keys {sorted(unknown)}; allowed besides the named ones: "
+                        f"{sorted(TIMING_KEYS)}")
     row: dict[str, Any] = {"metric": metric, "value": value, "unit": unit}
     for key, val in (("subtask", subtask), ("context_len", context_len), ("spread", spread),
-                     ("n_repeats", n_repeats), ("status", status), ("error", error)):
+                     ("n_repeats", n_repeats), ("status", status), ("error", error), *timing.items()):
         if val is not None:
             row[key] = val
     return row
+
+
+#: the timing-provenance columns a row may carry (harness.schema)
+TIMING_KEYS = frozenset({"clock", "wall_time_s", "cpu_time_s", "threads", "loaded"})

@@ -16,7 +16,12 @@ Per cell (variant x layout x seq_len x batch x dtype x device), with random toke
   `prefill_peak_mem_bytes`: peak bytes above what the process held just before the call (the
   built model, and on CPU nothing else). Without the matching timing, one call after the warm-up.
 Times are the median of `repeats` (decode: `decode_steps`) timed calls after `warmup` untimed ones;
-`spread` is their interquartile range.
+`spread` is their interquartile range. Which clock (harness.measure): on CPU the measurement runs
+with one torch thread by default and reports CPU time (`clock: auto`), because wall time on a
+shared machine was seen 5-30x inflated by other work while 1-thread CPU time stayed stable; on
+CUDA, synchronised wall time. Every timed row records `clock`, `wall_time_s`, `cpu_time_s` (CPU),
+`threads`, and `loaded` (CPU: the two clocks disagreed by more than 20%, i.e. the process
+waited for a core and the wall time is not to be trusted).
 
 On CPU the whole measurement runs in an isolated worker process (`isolate: auto`), so that its
 peak resident set size is its own and an out-of-memory kill ends the worker, not the sweep. On
@@ -77,9 +82,12 @@ class Efficiency(Task):
         max_tokens_cpu: int = Field(32768, ge=1)
         #: run in an isolated worker process: auto = on CPU only
         isolate: Literal["auto", "process", "none"] = "auto"
-        #: torch intra-op threads for the measurement; None keeps the process's setting. On a
-        #: shared CPU, 1 avoids the stalls of oversubscribed OpenMP threads.
+        #: torch intra-op threads for the measurement; None: 1 on CPU (stable CPU time, no
+        #: stalls of oversubscribed OpenMP threads), the process's setting on CUDA
         threads: Optional[int] = Field(None, ge=1)
+        #: the clock timed rows report: auto = CPU time on CPU with one thread, else wall time
+        #: (both are always recorded, in cpu_time_s and wall_time_s)
+        clock: Literal["auto", "wall", "cpu"] = "auto"
         #: also emit the analytic cost rows of harness.costs.model_costs
         analytic: bool = False
 
@@ -106,6 +114,9 @@ class Efficiency(Task):
 
     def check(self, cell: "Cell") -> None:
         p = self.params(cell)
+        if p.clock == "cpu" and cell.device != "cpu":
+            raise ValueError(f"clock: cpu measures the host's CPU time, which says nothing about {cell.device} "
+                             f"kernels; use clock: auto or wall on {cell.device}")
         if cell.device == "cpu":
             longest = max([cell.seq_len] + (decode_contexts(p, cell.seq_len) if "decode" in p.measure else []))
             tokens = cell.batch * longest
@@ -154,7 +165,22 @@ def decode_contexts(p: Efficiency.Params, seq_len: int) -> list[int]:
     return sorted({max(1, round(f * seq_len)) for f in p.decode_fractions})
 
 
+def resolve_threads(p: Efficiency.Params, device: str, current: Optional[int]) -> Optional[int]:
+    """The measurement's torch thread count: the param, else 1 on CPU, else the process's."""
+    if p.threads is not None:
+        return p.threads
+    return 1 if device == "cpu" else current
+
+
+def resolve_clock(clock: str, device: str, threads: Optional[int]) -> str:
+    """`auto`: CPU time on CPU with one thread (stable under load), else synchronised wall time."""
+    if clock != "auto":
+        return clock
+    return "cpu" if device == "cpu" and (threads or 1) == 1 else "wall"
+
+
 def make_spec(cell: "Cell", p: Efficiency.Params, threads: Optional[int] = None) -> dict[str, Any]:
+    threads = resolve_threads(p, cell.device, threads)
     return {
         "model": dict(cell.model),
         "seq_len": cell.seq_len,
@@ -165,7 +191,8 @@ def make_spec(cell: "Cell", p: Efficiency.Params, threads: Optional[int] = None)
         "backend": cell.backend,
         "params": p.model_dump(mode="json"),
         "contexts": decode_contexts(p, cell.seq_len),
-        "threads": p.threads or threads,
+        "threads": threads,
+        "clock": resolve_clock(p.clock, cell.device, threads),
     }
 
 
@@ -231,6 +258,8 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     tokens, targets = rand_tokens(L), rand_tokens(L)
     sync = device_sync(device)
     measure = p["measure"]
+    clock = spec.get("clock", "wall")
+    threads, on_cpu = spec.get("threads") or torch.get_num_threads(), device == "cpu"
 
     def row(metric: str, value: Any, unit: str, **kw: Any) -> dict[str, Any]:
         r = metric_row(metric, value, unit, **kw)
@@ -265,11 +294,13 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
         error = None
         try:
             if timed:
-                t = time_calls(fn, p["warmup"], p["repeats"], sync, around_first=(lambda: pm) if pm else None)
+                t = time_calls(fn, p["warmup"], p["repeats"], sync, around_first=(lambda: pm) if pm else None,
+                               clock=clock)
                 rate, rate_iqr = t.rate(B * L)
+                timing = t.provenance(threads, on_cpu)
                 out.append(row(f"{name}_step_s" if train else f"{name}_s", t.median, "s", spread=t.spread,
-                               n_repeats=t.n))
-                out.append(row(f"{name}_tokens_per_s", rate, "tokens/s", spread=rate_iqr, n_repeats=t.n))
+                               n_repeats=t.n, **timing))
+                out.append(row(f"{name}_tokens_per_s", rate, "tokens/s", spread=rate_iqr, n_repeats=t.n, **timing))
                 if not train:
                     out.append(row("measured_cache_bytes", state["cache"].nbytes(), "bytes"))
             elif pm is not None:
@@ -314,7 +345,8 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
                     with torch.no_grad():
                         _, cache = model.prefill(rand_tokens(c), last_only=True)
                 state["cache"] = None
-                t = time_calls(lambda: model.decode_step(step_token, cache), p["decode_warmup"], p["decode_steps"], sync)
+                t = time_calls(lambda: model.decode_step(step_token, cache), p["decode_warmup"], p["decode_steps"], sync,
+                               clock=clock)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -326,5 +358,6 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
                 # longer contexts need more: report them all as out of memory
                 yield from oom_rows("decode", error, contexts=contexts[i:])
                 break
-            yield row("decode_token_s", t.median, "s", context_len=c, spread=t.spread, n_repeats=t.n)
+            yield row("decode_token_s", t.median, "s", context_len=c, spread=t.spread, n_repeats=t.n,
+                      **t.provenance(threads, on_cpu))
     state["cache"] = None
