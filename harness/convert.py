@@ -53,6 +53,7 @@ __all__ = [
     "FLA_MODEL_TYPES",
     "is_fla_checkpoint",
     "resolve_checkpoint_dir",
+    "local_checkpoint_problem",
     "read_fla_config",
     "fla_config_to_model_config",
     "convert_state_dict",
@@ -103,6 +104,24 @@ def _looks_like_hub_id(s: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", s)) and not s.startswith((".", "/"))
 
 
+def local_checkpoint_problem(path_or_hub_id: Union[str, os.PathLike]) -> Optional[str]:
+    """Why `path_or_hub_id` cannot be a checkpoint, when that is clear without the network: a
+    path that is not a Hub id (owner/name) and does not exist, a file, or a directory without a
+    config.json. None when it may be one (a checkpoint directory, or a Hub id to look up)."""
+    s = str(path_or_hub_id)
+    p = Path(s).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            return f"checkpoint {s!r}: the directory {p} has no config.json, so it is not a checkpoint"
+        return None
+    if p.exists():
+        return f"checkpoint {s!r}: {p} is a file; a checkpoint is a directory (config.json + weights)"
+    if not _looks_like_hub_id(s):
+        return (f"checkpoint {s!r}: the directory {p} does not exist (and {s!r} is not a Hugging Face id, "
+                f"owner/name); check the path")
+    return None
+
+
 def resolve_checkpoint_dir(path_or_hub_id: Union[str, os.PathLike], revision: Optional[str] = None) -> Path:
     """A local directory for a checkpoint: the path itself, or a Hub snapshot.
 
@@ -113,10 +132,9 @@ def resolve_checkpoint_dir(path_or_hub_id: Union[str, os.PathLike], revision: Op
     if p.is_dir():
         return p
     s = str(path_or_hub_id)
-    if p.exists():
-        raise ConversionError(f"{s} is a file; expected a checkpoint directory (config.json + weights)")
-    if not _looks_like_hub_id(s):
-        raise ConversionError(f"checkpoint {s!r} is neither a local directory nor a Hugging Face id (owner/name)")
+    problem = local_checkpoint_problem(s)
+    if problem:  # a path that does not exist is not a reason to go online
+        raise ConversionError(problem)
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - transformers/datasets pull it in
@@ -134,7 +152,7 @@ def resolve_checkpoint_dir(path_or_hub_id: Union[str, os.PathLike], revision: Op
             " The Hub is offline (HF_HUB_OFFLINE=1): download it once with network access "
             f"(set {ONLINE_ENV}=1 for the harness, or `hf download {s}`), or pass a local directory."
             if offline else " Check the id and the network, or pass a local directory."
-        )
+        ) + f" (No local directory {p} exists either.)"
         raise ConversionError(f"cannot fetch checkpoint {s!r}: {type(exc).__name__}: {exc}.{hint}") from None
 
 

@@ -10,12 +10,14 @@ used below works), for the report and for users. Nothing is run and no rows are 
   mixer equal those of one softmax mixer (harness.costs.crossover_length; paper §5.1:
   L* = k * d_model / (2H) when d_k = d_v = d_model / H). A hybrid shares its attention layers with
   the Transformer, so its whole-model mixer FLOPs cross the Transformer's at the same L*.
-- `crossover_table(df)`: both, for train_step_s, prefill_s and decode_token_s, in one frame.
+- `crossover_table(df)`: both, for train_step_s, prefill_s and decode_token_s, and one mixer
+  layer's mixer_fwd_bwd_s, mixer_fwd_s and mixer_decode_step_s (x = seq_len: a decode step at
+  a context of seq_len), in one frame.
 - `decode_ratio(df)`: softmax / linear per-token decode latency at the longest context measured.
 
 Definitions. The baseline is the Transformer (variant "attention", layout "transformer") measured
-in the same context: same d_model, n_layers, batch, device, dtype and backend (rows lacking a
-column are matched on the others). Per model and length the value is the median over the table's
+in the same context: same d_model, n_layers, batch, device, dtype, backend and subtask (rows
+lacking a column are matched on the others). Per model and length the value is the median over the table's
 ok rows (seeds, repeats of a cell). ratio(L) = value / Transformer value at the same length L
 (`seq_len`; `context_len` for decode_token_s). With lengths L_1 < ... < L_n where both were
 measured, let j be the first index such that ratio < 1 at L_j and at every longer length:
@@ -35,10 +37,12 @@ from typing import Optional, Sequence
 import pandas as pd
 
 #: columns that must agree between a model and its Transformer baseline
-CONTEXT_COLUMNS = ["d_model", "n_layers", "batch", "device", "dtype", "backend"]
+CONTEXT_COLUMNS = ["d_model", "n_layers", "batch", "device", "dtype", "backend", "subtask"]
 MODEL_COLUMNS = ["variant", "layout"]
 TRANSFORMER = "attention"
-TIME_METRICS = ("train_step_s", "prefill_s", "decode_token_s")
+#: whole-model times (efficiency task), then one mixer layer's (mixer_efficiency task)
+TIME_METRICS = ("train_step_s", "prefill_s", "decode_token_s", "mixer_fwd_bwd_s", "mixer_fwd_s",
+                "mixer_decode_step_s")
 
 
 def _length_column(metric: str) -> str:
@@ -165,13 +169,13 @@ def crossover_table(df: pd.DataFrame, metrics: Sequence[str] = TIME_METRICS) -> 
     return out
 
 
-def decode_ratio(df: pd.DataFrame, context_len: Optional[int] = None) -> pd.DataFrame:
-    """Softmax / linear per-token decode latency (`decode_token_s`) at one context length: the
-    longest context where both were measured (or `context_len`). > 1: the linear model decodes
-    faster. Columns: context..., variant, layout, context_len, decode_token_s,
-    transformer_decode_token_s, softmax_over_linear."""
-    pairs, ctx = _pairs(df, "decode_token_s")
-    cols = ctx + MODEL_COLUMNS + ["context_len", "decode_token_s", "transformer_decode_token_s", "softmax_over_linear"]
+def decode_ratio(df: pd.DataFrame, context_len: Optional[int] = None, metric: str = "decode_token_s") -> pd.DataFrame:
+    """Softmax / linear decode latency (`metric`: decode_token_s of a model, or
+    mixer_decode_step_s of one layer) at one context length: the longest context where both
+    were measured (or `context_len`). > 1: the linear model decodes faster. Columns:
+    context..., variant, layout, context_len, value, transformer_value, softmax_over_linear."""
+    pairs, ctx = _pairs(df, metric)
+    cols = ctx + MODEL_COLUMNS + ["context_len", "value", "transformer_value", "softmax_over_linear"]
     out = []
     for key, g in pairs.groupby(ctx + MODEL_COLUMNS, sort=False):
         g = g[g["_len"] == context_len] if context_len is not None else g[g["_len"] == g["_len"].max()]
@@ -179,6 +183,6 @@ def decode_ratio(df: pd.DataFrame, context_len: Optional[int] = None) -> pd.Data
             continue
         r = g.iloc[0]
         out.append({**dict(zip(ctx + MODEL_COLUMNS, key if isinstance(key, tuple) else (key,))),
-                    "context_len": int(r["_len"]), "decode_token_s": r["value"],
-                    "transformer_decode_token_s": r["tf_value"], "softmax_over_linear": r["tf_value"] / r["value"]})
+                    "context_len": int(r["_len"]), "value": r["value"],
+                    "transformer_value": r["tf_value"], "softmax_over_linear": r["tf_value"] / r["value"]})
     return pd.DataFrame(out, columns=cols)

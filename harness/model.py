@@ -7,7 +7,7 @@ token-by-token decoding (`prefill`, `decode_step`) with a `Cache` holding every 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -79,19 +79,26 @@ class HybridLM(nn.Module):
                 last_only: bool = False) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, vocab] ([B, 1, vocab] with `last_only`). With a cache,
         continue from it and update it."""
-        x = self.embeddings(tokens)
         offset = cache.seen_tokens if cache is not None else 0
-        if cache is not None and not cache.states:
-            cache.states = [None] * len(self.layers)
-        for i, block in enumerate(self.layers):
-            x, new_state = block(x, cache.states[i] if cache is not None else None, offset, mode)
-            if cache is not None:
-                cache.states[i] = new_state
+        states = (cache.states or [None] * len(self.layers)) if cache is not None else [None] * len(self.layers)
+        logits, new_states = self._run(tokens, states, offset, mode, last_only)
         if cache is not None:
+            cache.states = new_states
             cache.seen_tokens += tokens.shape[1]
+        return logits
+
+    def _run(self, tokens: torch.Tensor, states: list[Optional[State]], offset: int, mode: Optional[str],
+             last_only: bool) -> tuple[torch.Tensor, list[State]]:
+        """The network as a pure function of its inputs and per-layer states (what
+        `decode_fn(compile=True)` hands to torch.compile): logits and the new states."""
+        x = self.embeddings(tokens)  # [B, T, d_model]
+        new_states = []
+        for block, state in zip(self.layers, states):
+            x, new_state = block(x, state, offset, mode)
+            new_states.append(new_state)
         if last_only:  # a prompt needs only its last position's logits: skip the [T, vocab] head
             x = x[:, -1:]
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x)), new_states
 
     @torch.no_grad()
     def prefill(self, tokens: torch.Tensor, mode: Optional[str] = None,
@@ -107,6 +114,37 @@ class HybridLM(nn.Module):
         if token.dim() == 1:
             token = token[:, None]
         return self.forward(token, cache, mode="recurrent")[:, -1]
+
+    def decode_fn(self, compile: bool = False) -> Callable[[torch.Tensor, Cache], torch.Tensor]:
+        """`decode_step`, or with `compile` its torch.compile'd twin (inductor): the same math as
+        one generated kernel program instead of hundreds of tiny eager ops, measured 3.4x faster
+        per token on the CPU for a 4-layer d_model-64 Gated DeltaNet. The first call compiles
+        (~15-30 s on the CPU), and a KV cache that grows recompiles once with dynamic shapes;
+        then each call runs the compiled graph. Use it for long generation or latency
+        measurement (efficiency `compile_decode: true`), not for a handful of tokens."""
+        if not compile:
+            return self.decode_step
+        import torch._dynamo.config as dynamo_config
+
+        # dynamo keeps its compiled graphs per code object, and every model's `_run` is one
+        # code object: past 8 graphs (about 4 models in one process) it silently falls back to
+        # eager, which a benchmark over all variants measured as "compile does not help"
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+        core = torch.compile(self._run)
+
+        @torch.no_grad()
+        def step(token: torch.Tensor, cache: Cache) -> torch.Tensor:
+            if token.dim() == 1:
+                token = token[:, None]  # [B] -> [B, 1]
+            states = cache.states or [None] * len(self.layers)
+            # the position as a 0-d tensor: an int would be a compile-time constant (a recompile
+            # per token, then symbolic shapes everywhere); only rotary reads it, as inv_freq * offset
+            offset = torch.tensor(float(cache.seen_tokens), device=token.device)
+            logits, cache.states = core(token, states, offset, "recurrent", False)
+            cache.seen_tokens += token.shape[1]
+            return logits[:, -1]
+
+        return step
 
     # ---- introspection ------------------------------------------------------------------
     def set_backend(self, backend: str) -> str:

@@ -89,7 +89,7 @@ def fused_linear(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
     W = _fused_weight(linears)
     if W is None:  # biased Linears: run them one by one
         return [m(x) for m in linears]
-    return list(F.linear(x, W).split(linears[0].__dict__["_fused_cache"][3], -1))
+    return list(F.linear(x, W).split([m.weight.shape[0] for m in linears], -1))
 
 
 # Why a generation counter as well as `_version`: fused optimizers (AdamW(fused=True), which
@@ -109,6 +109,10 @@ def _fused_weight(mods) -> Optional[torch.Tensor]:
     """torch.cat of the modules' `weight`s (dim 0), cached on the first module while every weight
     is the same tensor at the same version (an in-place update bumps `_version`) and no
     grad-enabled forward has run since (see _GRAD_FORWARDS)."""
+    if torch.compiler.is_compiling():  # a compiled graph concatenates itself; no Python-side cache
+        if any(getattr(m, "bias", None) is not None for m in mods):
+            return None
+        return torch.cat([m.weight for m in mods], 0)
     hit = mods[0].__dict__.get("_fused_cache")
     if hit is not None and hit[4] == _GRAD_FORWARDS and len(hit[0]) == len(mods) and all(
         m._parameters["weight"] is w and w._version == v for m, w, v in zip(mods, hit[0], hit[1])

@@ -15,10 +15,12 @@ a consumer whose producer is not ok gets a failed row naming it instead of runni
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -39,7 +41,8 @@ from harness import __version__
 from harness.cell import Cell
 from harness.registry import TASKS
 from harness.schema import OK, REQUIRED_TASK_ROW_KEYS, STATUSES, TASK_ROW_KEYS, rows_to_frame
-from harness.store import cell_statuses, clean_stale_tmp, consolidate, write_cell
+from harness.store import (RESULTS_FILE, ResultsError, cell_statuses, check_can_write, check_writable_results,
+                           clean_stale_tmp, consolidate, os_error_text, read_cells, repair, write_cell)
 
 EXECUTORS = ("serial", "pool", "ray")
 _MAX_ERROR_CHARS = 2000
@@ -84,7 +87,9 @@ def git_sha() -> str:
     sha = git("rev-parse", "HEAD")
     if not sha:
         return "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # --no-optional-locks: a plain `git status` may take .git/index.lock to refresh the index,
+    # which would collide with the user's own git commands in that checkout
+    dirty = git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
     return sha + ("-dirty" if dirty else "")
 
 
@@ -336,7 +341,10 @@ class PoolExecutor:
                     pool = self._new_pool()
             finished = True
         finally:
-            # interrupted: do not wait for cells in flight (Ctrl-C reaches the workers too)
+            # interrupted: do not wait for cells in flight. Ctrl-C reaches the workers too, a
+            # SIGTERM only the driver, so stop them here (otherwise exiting waits for their cells)
+            if not finished:
+                _terminate_workers(pool)
             pool.shutdown(wait=finished, cancel_futures=True)
 
     def _result(self, fut: Future, cell: Cell) -> tuple[list[dict[str, Any]], bool]:
@@ -348,6 +356,16 @@ class PoolExecutor:
             return crash_rows(cell, self.ctx, msg), True
         except Exception as exc:  # e.g. the cell could not be pickled
             return crash_rows(cell, self.ctx, describe_exception(exc), classify_exception(exc)), False
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if stop is not None:
+        stop()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            proc.terminate()
 
 
 class RayExecutor:
@@ -441,10 +459,26 @@ class SweepSummary:
     not_ok: list[tuple[Cell, str, str]] = field(default_factory=list)
     table: Optional[pd.DataFrame] = None
     interrupted: bool = False
+    #: the signal that interrupted the sweep (SIGINT for Ctrl-C, SIGTERM), when interrupted
+    signal: Optional[int] = None
+    #: why the sweep stopped before its end although no cell failed (results could not be written)
+    error: Optional[str] = None
+    #: what the sweep repaired in the results directory before it started (store.repair)
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.not_ok and not self.interrupted
+        return not self.not_ok and not self.interrupted and not self.error
+
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit status: 128 + signal when interrupted (130 Ctrl-C, 143
+        SIGTERM), 2 when results could not be written, 1 with a cell not ok, else 0."""
+        if self.interrupted:
+            return 128 + (self.signal or signal.SIGINT)
+        if self.error:
+            return 2
+        return 1 if self.not_ok else 0
 
 
 def _cell_status(rows: list[dict[str, Any]]) -> str:
@@ -474,15 +508,23 @@ def run_sweep(
     progress: bool = True,
 ) -> SweepSummary:
     """Run the `cells` not yet in `results_dir`, writing each cell's rows as soon as it finishes,
-    then rebuild results.parquet. Interrupting (Ctrl-C) keeps every finished cell."""
+    then rebuild results.parquet. Interrupting (Ctrl-C, or SIGTERM in the main thread) keeps every
+    finished cell.
+
+    Raises ResultsError, before anything runs, when `results_dir` cannot be used: its
+    results.parquet was not written by this harness, or it cannot be written and there are cells
+    to run. A write that fails later (a full disk) stops the sweep with `summary.error` set."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
     results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    check_writable_results(results_dir)  # a foreign results.parquet is never overwritten
+    repaired = _repair(results_dir) if results_dir.is_dir() else []
+    for line in repaired:
+        console.print(f"[yellow]repaired[/]: {line}", highlight=False)
     clean_stale_tmp(results_dir)
     todo, skipped, skipped_bad = select_cells(cells, results_dir, retry_failed)
-    summary = SweepSummary(suite_name, results_dir, len(cells), skipped)
+    summary = SweepSummary(suite_name, results_dir, len(cells), skipped, repaired=repaired)
     if skipped:
         console.print(f"{skipped} of {len(cells)} cells already in {results_dir}; skipping them"
                       + (f" ({skipped_bad} not ok: --retry-failed re-runs them)" if skipped_bad else ""))
@@ -491,6 +533,8 @@ def run_sweep(
     if reruns:
         console.print(f"{len(reruns)} finished cell(s) run again: a cell to run consumes their checkpoint, "
                       f"which is not in {checkpoints_dir(results_dir)}")
+    if todo:
+        check_can_write(results_dir)  # before any cell computes for nothing
     ctx = make_context()
     bar = _Progress(console, suite_name, len(todo), enabled=progress and bool(todo))
     statuses = cell_statuses(results_dir)
@@ -498,7 +542,12 @@ def run_sweep(
     by_id = {c.cell_id: c for c in cells}
 
     def record(cell: Cell, rows: list[dict[str, Any]]) -> None:
-        write_cell(results_dir, cell.cell_id, rows)
+        try:
+            write_cell(results_dir, cell.cell_id, rows)
+        except OSError as exc:
+            raise _WriteFailed(f"cannot write the rows of cell {cell.cell_id} ({cell.label()}) in {results_dir}: "
+                               f"{os_error_text(exc)}. The sweep stopped; the cells written before are saved: "
+                               f"fix that, then rerun the same command to resume") from None
         status = _cell_status(rows)
         statuses[cell.cell_id] = status
         if status != OK:
@@ -506,28 +555,78 @@ def run_sweep(
         summary.ran[status] += 1
         bar.advance(status, cell)
 
-    try:
-        if todo:
-            with make_executor(executor, ctx, workers, address) as ex, bar:
-                for wave in _waves(_with_checkpoint_dirs(cells, todo, results_dir)):
-                    ready = []
-                    for cell in wave:
-                        why = _blocked(cell, statuses, errors, by_id, results_dir)
-                        if why:
-                            record(cell, dependency_rows(cell, ctx, why))
-                        else:
-                            deps = cell.dependencies()
-                            ready.append(cell.with_inputs({d.param: str(checkpoint_path(results_dir, d.cell_id))
-                                                           for d in deps}) if deps else cell)
-                    if ready:
-                        for cell, rows in ex.run(ready):
-                            record(cell, rows)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        summary.table = consolidate(results_dir)
+    with _signals_as_interrupt(summary):
+        try:
+            if todo:
+                with make_executor(executor, ctx, workers, address) as ex, bar:
+                    for wave in _waves(_with_checkpoint_dirs(cells, todo, results_dir)):
+                        ready = []
+                        for cell in wave:
+                            why = _blocked(cell, statuses, errors, by_id, results_dir)
+                            if why:
+                                record(cell, dependency_rows(cell, ctx, why))
+                            else:
+                                deps = cell.dependencies()
+                                ready.append(cell.with_inputs({d.param: str(checkpoint_path(results_dir, d.cell_id))
+                                                               for d in deps}) if deps else cell)
+                        if ready:
+                            for cell, rows in ex.run(ready):
+                                record(cell, rows)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            summary.signal = summary.signal or signal.SIGINT
+        except _WriteFailed as exc:
+            summary.error = str(exc)
+        finally:
+            summary.table = _consolidate(results_dir, summary)
     summary.not_ok = _not_ok_cells(cells, summary.table)
     return summary
+
+
+class _WriteFailed(Exception):
+    """A cell's rows could not be written: the sweep stops (its message says why)."""
+
+
+def _repair(results_dir: Path) -> list[str]:
+    try:
+        return repair(results_dir)
+    except OSError as exc:  # a read-only directory: reading still works (store.read_cells)
+        return [f"{results_dir} has a damaged cell file that cannot be repaired here ({os_error_text(exc)}); "
+                f"its rows are read from {RESULTS_FILE} where it holds them"]
+
+
+def _consolidate(results_dir: Path, summary: SweepSummary) -> pd.DataFrame:
+    """Rebuild results.parquet; if that cannot be written, the table from the cell files (which
+    hold every result) and a message in `summary.error`."""
+    try:
+        return consolidate(results_dir)
+    except (OSError, ResultsError) as exc:
+        why = os_error_text(exc) if isinstance(exc, OSError) else str(exc)
+        summary.error = summary.error or (
+            f"cannot rebuild {results_dir / RESULTS_FILE}: {why}. Every finished cell is saved in "
+            f"{results_dir / 'cells'} (load_results and harness report read them); rerun to rebuild the table")
+        return read_cells(results_dir, warn=False)
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt(summary: SweepSummary) -> Iterator[None]:
+    """While the sweep runs, SIGTERM (a scheduler's `timeout`, `kill`) interrupts it like Ctrl-C:
+    finished cells are kept and the table is rebuilt. A signal during that clean-up is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if summary.interrupted:
+            return
+        summary.interrupted, summary.signal = True, signum
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,7 +779,7 @@ def print_summary(summary: SweepSummary, console: Any) -> None:
         if summary.ran.get(status):
             t.add_row(f"  {status}", str(summary.ran[status]))
     t.add_row("not ok in the table", str(len(summary.not_ok)))
-    t.add_row("results", str(summary.results_dir / "results.parquet"))
+    t.add_row("results", str(summary.results_dir / RESULTS_FILE))
     console.print(t)
     if summary.not_ok:
         ft = Table(title=f"{len(summary.not_ok)} cell(s) not ok")
@@ -694,4 +793,8 @@ def print_summary(summary: SweepSummary, console: Any) -> None:
         console.print("[red]some cells failed[/]: their rows are in the table with status and error; "
                       "rerun with --retry-failed to run them again")
     if summary.interrupted:
-        console.print("[yellow]interrupted[/]: finished cells are saved; rerun the same command to resume")
+        name = signal.Signals(summary.signal).name if summary.signal else "SIGINT"
+        console.print(f"[yellow]interrupted[/] ({name}): finished cells are saved; rerun the same command to resume",
+                      highlight=False)
+    if summary.error:
+        console.print(f"[red]error[/]: {summary.error}", highlight=False)

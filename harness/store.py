@@ -12,6 +12,18 @@ the new one, never half of one; at worst it leaves a stray ``.*.tmp`` file, whic
 ignore. So a killed sweep loses only the cells that were running, and `load_results` always
 sees every finished cell, even if ``results.parquet`` was not rebuilt before the kill.
 
+Nothing is ever lost:
+
+- Reading (`load_results`, the report, ``--dry-run``) never moves, rewrites or deletes a file.
+- A cell file that cannot be read (damaged on disk, or not written by the harness) is read from
+  ``results.parquet``'s copy of its rows, which it still holds; a sweep (the only writer) moves
+  the damaged file aside as ``*.corrupt`` and restores the cell from that copy (`repair`), and
+  re-runs the cell only when no copy exists.
+- A ``results.parquet`` that this harness did not write (or cannot read) is never overwritten:
+  `check_writable_results` refuses the directory with a `ResultsError`.
+- ``results.parquet`` is rewritten only when its content changes, so a rerun with nothing to do
+  writes nothing (and works on a read-only directory).
+
 Load a table with::
 
     import harness
@@ -19,11 +31,12 @@ Load a table with::
 """
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Optional, Union
 
 import pandas as pd
 
@@ -32,6 +45,17 @@ from harness.schema import OK, conform, empty_frame, rows_to_frame
 CELLS_DIR = "cells"
 RESULTS_FILE = "results.parquet"
 _TMP_SUFFIX = ".tmp"
+_CORRUPT_SUFFIX = ".corrupt"
+#: columns every table this harness writes has (any version); a table without them is foreign
+CORE_COLUMNS = ("cell_id", "metric", "value", "status")
+
+
+class ResultsError(Exception):
+    """A results directory or table the harness must not use as it is: foreign, unreadable or
+    not writable. The message names the path and says what to do.
+
+    Not a ValueError on purpose: callers that fall back to reading a hand-made table as it is
+    (harness.report) on a ValueError must not do so for a table that is not results at all."""
 
 
 def cells_dir(results_dir: Path) -> Path:
@@ -74,37 +98,116 @@ def _cell_files(results_dir: Path) -> list[Path]:
 
 
 def _read_cell_file(path: Path, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """The cell file's rows, or None if it cannot be read (damaged, or not written by the
+    harness). Reading never moves or deletes anything: see `repair` for what a sweep does."""
     try:
         return pd.read_parquet(path, columns=columns)
-    except Exception as exc:  # cannot happen through write_cell; a foreign or damaged file
-        bad = path.with_name(path.name + ".corrupt")
-        warnings.warn(f"unreadable cell file {path} ({exc}); moved to {bad.name}, its cell will re-run")
-        try:
-            os.replace(path, bad)  # keep it for inspection, never delete
-        except OSError:
-            pass
+    except Exception:
         return None
 
 
+def damaged_cells(results_dir: Path) -> list[Path]:
+    """The cell files of `results_dir` that cannot be read."""
+    return [p for p in _cell_files(results_dir) if _read_cell_file(p, columns=["status"]) is None]
+
+
+def table_problem(columns: Iterable[str]) -> Optional[str]:
+    """Why a table with these columns is not a harness results table, or None if it is one."""
+    cols = list(columns)
+    missing = [c for c in CORE_COLUMNS if c not in cols]
+    if not missing:
+        return None
+    shown = ", ".join(cols[:8]) + (f", ... ({len(cols)} in all)" if len(cols) > 8 else "")
+    return f"it has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''} (its columns: {shown or 'none'})"
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """A results table from a .parquet file, conformed to the schema. Raises ResultsError for a
+    file that is not parquet or not a harness table, ValueError (from `conform`) for a harness
+    table with columns outside the schema."""
+    path = Path(path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:
+        raise ResultsError(f"{path} cannot be read as a parquet table ({type(exc).__name__}: {exc})") from None
+    problem = table_problem(df.columns)
+    if problem:
+        raise ResultsError(f"{path} is not a results table written by this harness: {problem}")
+    return conform(df)
+
+
+def _consolidated(results_dir: Path) -> Optional[pd.DataFrame]:
+    """``results.parquet`` of `results_dir` if it is a readable harness table, else None."""
+    path = Path(results_dir) / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_table_file(path)
+    except (ResultsError, ValueError):
+        return None
+
+
+def _backup_rows(results_dir: Path, cell_ids: set[str]) -> dict[str, pd.DataFrame]:
+    """cell_id -> that cell's rows in ``results.parquet`` (the copy a damaged cell file leaves)."""
+    table = _consolidated(results_dir) if cell_ids else None
+    if table is None:
+        return {}
+    rows = table[table["cell_id"].isin(list(cell_ids))]
+    return {str(cid): grp.reset_index(drop=True) for cid, grp in rows.groupby("cell_id", sort=False)}
+
+
+def _warn_damaged(path: Path, restored: bool) -> None:
+    if restored:
+        warnings.warn(f"cell file {path} cannot be read; using its rows from {RESULTS_FILE} "
+                      f"(the next sweep into this directory restores the file from them)", stacklevel=4)
+    else:
+        warnings.warn(f"cell file {path} cannot be read and {RESULTS_FILE} holds no copy of its rows; "
+                      f"the next sweep into this directory moves it aside and runs its cell again", stacklevel=4)
+
+
+def _status_of(df: pd.DataFrame) -> str:
+    bad = df.loc[df["status"].fillna("failed") != OK, "status"]
+    return OK if bad.empty else str(bad.iloc[0] if pd.notna(bad.iloc[0]) else "failed")
+
+
 def cell_statuses(results_dir: Path) -> dict[str, str]:
-    """cell_id -> "ok" if every row of the cell is ok, else the first other status."""
+    """cell_id -> "ok" if every row of the cell is ok, else the first other status. A damaged
+    cell file counts with its rows in ``results.parquet`` (and not at all without them)."""
     out: dict[str, str] = {}
+    damaged: list[Path] = []
     for path in _cell_files(results_dir):
         df = _read_cell_file(path, columns=["cell_id", "status"])
         if df is None:
+            damaged.append(path)
             continue
-        bad = df.loc[df["status"].fillna("failed") != OK, "status"]
-        out[path.stem] = OK if bad.empty else str(bad.iloc[0] if pd.notna(bad.iloc[0]) else "failed")
+        out[path.stem] = _status_of(df)
+    backup = _backup_rows(results_dir, {p.stem for p in damaged})
+    for path in damaged:
+        if path.stem in backup:
+            out[path.stem] = _status_of(backup[path.stem])
     return out
 
 
-def read_cells(results_dir: Path) -> pd.DataFrame:
-    """All cell files of `results_dir` as one table in a deterministic order."""
-    frames = [df for df in (_read_cell_file(p) for p in _cell_files(results_dir)) if df is not None]
+def read_cells(results_dir: Path, warn: bool = True) -> pd.DataFrame:
+    """All cells of `results_dir` as one table in a deterministic order: the cell files, and for
+    a cell file that cannot be read, its rows in ``results.parquet`` (a warning says so)."""
+    frames: list[pd.DataFrame] = []
+    damaged: list[Path] = []
+    for p in _cell_files(results_dir):
+        df = _read_cell_file(p)
+        if df is None:
+            damaged.append(p)
+        else:
+            frames.append(conform(df))
+    backup = _backup_rows(results_dir, {p.stem for p in damaged})
+    for p in damaged:
+        if warn:
+            _warn_damaged(p, p.stem in backup)
+        if p.stem in backup:
+            frames.append(backup[p.stem])
     if not frames:
         return empty_frame()
-    df = conform(pd.concat([conform(f) for f in frames], ignore_index=True))
-    return sort_rows(df)
+    return sort_rows(conform(pd.concat(frames, ignore_index=True)))
 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -115,39 +218,116 @@ def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True)
 
 
+def _same_table(a: pd.DataFrame, b: Optional[pd.DataFrame]) -> bool:
+    if b is None:
+        return False
+    try:
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    except AssertionError:
+        return False
+    return True
+
+
+def check_writable_results(results_dir: Path) -> None:
+    """Raise ResultsError if a sweep must not write into `results_dir` because its
+    ``results.parquet`` is not one this harness wrote (or cannot be read): it would be
+    overwritten. A directory without one, or with a harness table, is fine."""
+    path = Path(results_dir) / RESULTS_FILE
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise ResultsError(f"{path} is not a file; choose another --out (or remove it)")
+    try:
+        read_table_file(path)
+    except ResultsError as exc:
+        raise ResultsError(f"{exc}. A sweep would overwrite it, so nothing was run: move it away "
+                           f"or choose another --out") from None
+    except ValueError as exc:
+        raise ResultsError(f"{path} has columns this harness does not write ({exc}). A sweep would "
+                           f"overwrite it, so nothing was run: move it away or choose another --out") from None
+
+
 def consolidate(results_dir: Path) -> pd.DataFrame:
-    """Rebuild ``results.parquet`` from the cell files (atomically) and return the table."""
+    """Rebuild ``results.parquet`` from the cell files (atomically) and return the table. The file
+    is written only when its content changes (a rerun that ran nothing writes nothing), and never
+    over a table this harness did not write (ResultsError)."""
     results_dir = Path(results_dir)
-    df = read_cells(results_dir)
+    df = read_cells(results_dir, warn=False)
     if _cell_files(results_dir):
-        _atomic_write_parquet(df, results_dir / RESULTS_FILE)
+        check_writable_results(results_dir)
+        if not _same_table(df, _consolidated(results_dir)):
+            _atomic_write_parquet(df, results_dir / RESULTS_FILE)
     return df
+
+
+def repair(results_dir: Path) -> list[str]:
+    """Make every cell of `results_dir` readable again, losing nothing; the sweep calls it before
+    choosing the cells to run. Returns one line per change, for the user.
+
+    - A cell file that cannot be read is moved aside (``<id>.parquet.corrupt``, kept for
+      inspection) and, when ``results.parquet`` holds its rows, rewritten from them; only a
+      cell without that copy runs again.
+    - A directory with a harness ``results.parquet`` but no cell files (the cells were deleted,
+      or only the table was copied) gets its cell files back from the table, so the sweep keeps
+      those rows instead of overwriting the table with the new cells alone.
+    """
+    results_dir = Path(results_dir)
+    notes: list[str] = []
+    damaged = damaged_cells(results_dir)
+    backup = _backup_rows(results_dir, {p.stem for p in damaged})
+    for path in damaged:
+        bad = _free_name(path.with_name(path.name + _CORRUPT_SUFFIX))
+        os.replace(path, bad)
+        if path.stem in backup:
+            _atomic_write_parquet(backup[path.stem], path)
+            notes.append(f"cell file {path} could not be read: restored its {len(backup[path.stem])} row(s) from "
+                         f"{RESULTS_FILE} (the damaged file is kept as {bad.name})")
+        else:
+            notes.append(f"cell file {path} could not be read and {RESULTS_FILE} holds no copy of it: moved to "
+                         f"{bad.name}; its cell runs again")
+    if not _cell_files(results_dir):
+        table = _consolidated(results_dir)
+        if table is not None and not table.empty and table["cell_id"].notna().all():
+            for cid, grp in table.groupby("cell_id", sort=False):
+                _atomic_write_parquet(grp.reset_index(drop=True), cell_path(results_dir, str(cid)))
+            notes.append(f"{results_dir / CELLS_DIR} had no cell files: restored {table['cell_id'].nunique()} "
+                         f"cell(s) from {RESULTS_FILE}, which are not run again")
+    return notes
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2`, ... : the first that does not exist (never overwrite)."""
+    cand, i = path, 0
+    while cand.exists():
+        i += 1
+        cand = path.with_name(f"{path.name}.{i}")
+    return cand
 
 
 def load_results(path: Union[str, os.PathLike]) -> pd.DataFrame:
     """Load a results table as a pandas DataFrame (one row per measurement).
 
-    `path` is a results directory (``results/<suite>``; its cell files are consolidated first,
-    so a sweep that was killed still loads completely) or a ``.parquet`` file. The columns are
-    described in docs/suites.md and defined in harness.schema.
+    `path` is a results directory (``results/<suite>``; read from its cell files, so a sweep that
+    was killed still loads completely) or a ``.parquet`` file. Loading never writes, moves or
+    deletes anything. The columns are described in docs/suites.md and defined in harness.schema.
+    Raises FileNotFoundError when there are no results at `path`, ResultsError when the table
+    there is not one this harness wrote.
     """
     path = Path(path)
     if path.is_dir():
         if _cell_files(path):
-            try:
-                return consolidate(path)
-            except OSError:  # read-only results: still readable
-                return read_cells(path)
+            return read_cells(path)
         if (path / RESULTS_FILE).is_file():
-            return conform(pd.read_parquet(path / RESULTS_FILE))
+            return read_table_file(path / RESULTS_FILE)
         raise FileNotFoundError(f"no results in {path}: neither {CELLS_DIR}/*.parquet nor {RESULTS_FILE}")
     if path.is_file():
-        return conform(pd.read_parquet(path))
+        return read_table_file(path)
     raise FileNotFoundError(f"no results at {path}")
 
 
 def clean_stale_tmp(results_dir: Path) -> list[Path]:
-    """Remove temp files left by writers that no longer run (a killed sweep)."""
+    """Remove temp files left by writers that no longer run (a killed sweep). One that cannot be
+    removed (a read-only directory) stays: readers ignore it."""
     removed = []
     for d in (Path(results_dir), cells_dir(results_dir)):
         if not d.is_dir():
@@ -159,9 +339,54 @@ def clean_stale_tmp(results_dir: Path) -> list[Path]:
             except (ValueError, IndexError):
                 continue
             if pid != os.getpid() and not _alive(pid):
-                p.unlink(missing_ok=True)
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError:
+                    continue
                 removed.append(p)
     return removed
+
+
+def check_can_write(results_dir: Path) -> None:
+    """Raise ResultsError unless cell files can be written in `results_dir` (created if
+    missing): found before a cell runs, not after it has computed for nothing."""
+    results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ResultsError(f"--out {results_dir} is a file, not a directory; choose a directory "
+                           f"(it is created if missing)")
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"cannot create the results directory {results_dir}: {os_error_text(exc)}; "
+                           f"choose a writable --out") from None
+    d = cells_dir(results_dir)
+    if d.exists() and not d.is_dir():
+        raise ResultsError(f"{d} is a file, not a directory; move it away or choose another --out")
+    try:
+        d.mkdir(exist_ok=True)
+        probe = d / f".write-probe.{os.getpid()}.{uuid.uuid4().hex[:8]}{_TMP_SUFFIX}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ResultsError(f"cannot write in the results directory {results_dir}: {os_error_text(exc)}; "
+                           f"choose a writable --out") from None
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OSError in a few words, with what usually fixes it."""
+    code = exc.errno
+    what = exc.strerror or str(exc)
+    if code in (errno.EACCES, errno.EPERM):
+        return f"{what} (no write permission)"
+    if code == errno.EROFS:
+        return f"{what} (a read-only file system)"
+    if code == errno.ENOSPC:
+        return f"{what} (the disk is full)"
+    if code == errno.ENAMETOOLONG:
+        return f"{what} (a file name is too long)"
+    if code == errno.EEXIST:
+        return f"{what} (a file is in the way)"
+    return what
 
 
 def _alive(pid: int) -> bool:

@@ -88,6 +88,9 @@ def read_yaml(path: Path) -> Any:
             return yaml.load(stream, Loader=_SuiteLoader)
     except OSError as exc:
         raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # a binary file, or a text file in another encoding
+        raise SuiteError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a suite is a YAML text "
+                         f"file (docs/suites.md)") from None
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML:\n{exc}") from None
 
@@ -118,9 +121,24 @@ def _check_task(name: str) -> str:
     return name
 
 
+#: the largest integer a results column holds (Int64): a bigger one is refused here, not when the
+#: cell's row is written (which would stop the sweep)
+INT64_MAX = 2**63 - 1
+#: a suite name names its results directory (results/<name>) and report directory: keep it a
+#: valid file name on any file system, with room for the paths around it
+MAX_NAME_LENGTH = 100
+
+
+def _check_name_length(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"the suite name has {len(name)} characters; at most {MAX_NAME_LENGTH} (it names the "
+                         f"results directory results/<name>). Shorten `name:`")
+    return name
+
+
 VariantName = Annotated[str, AfterValidator(_check_variant)]
 TaskName = Annotated[str, AfterValidator(_check_task)]
-PositiveInt = Annotated[int, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0, le=INT64_MAX)]
 Device = Annotated[str, StringConstraints(pattern=r"^(cpu|auto|mps|cuda(:\d+)?)$")]
 DtypeName = Literal[DTYPE_NAMES]  # type: ignore[valid-type]
 Backend = Literal[BACKENDS]  # type: ignore[valid-type]
@@ -147,7 +165,7 @@ ModelOverrides = create_model(  # type: ignore[call-overload]
 _RUN_TYPES: dict[str, Any] = {
     "seq_len": PositiveInt,
     "batch": PositiveInt,
-    "seed": Annotated[int, Field(ge=0)],
+    "seed": Annotated[int, Field(ge=0, le=INT64_MAX)],
     "dtype": DtypeName,
     "device": Device,
     "backend": Backend,
@@ -233,7 +251,7 @@ class Suite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"), AfterValidator(_check_name_length)]
     description: str = ""
     task: list[TaskEntry]
     params: dict[str, Any] = Field(default_factory=dict)
@@ -334,8 +352,24 @@ def _describe(err: dict, root: type[BaseModel], prefix: tuple = ()) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         return f"{where}: {msg[len('Value error, '):]}"
-    got = err.get("input")
-    return f"{where}: {msg} (got {got!r})"
+    got = repr(err.get("input"))
+    return f"{where}: {msg} (got {got if len(got) <= 120 else got[:117] + '...'})"
+
+
+def _big_ints(value: Any, loc: tuple = ()) -> list[str]:
+    """Where `value` (raw YAML) holds an integer that does not fit the table's 64-bit columns."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            return [f"{_fmt_loc(loc)}: the integer {value} is out of range; integers must fit in 64 bits "
+                    f"(at most {INT64_MAX})"]
+        return []
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in _big_ints(v, (*loc, k))]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in _big_ints(v, (*loc, i))]
+    return []
 
 
 def _import_task_modules(names: list[str], extra_paths: tuple[str, ...] = ()) -> None:
@@ -356,6 +390,9 @@ def _validate(raw: Any, source: Optional[Path]) -> "Suite":
     if source is not None and "name" not in raw:
         raw["name"] = Path(source).stem
     errors: list[str] = []
+    big = _big_ints(raw)
+    if big:  # before anything else: pydantic and the tasks would give less clear messages
+        raise SuiteError(_error_text(where, big))
     mods = raw.get("task_modules") or []
     if isinstance(mods, list):
         for i, mod in enumerate(mods):
@@ -798,6 +835,7 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
             if blocked:
                 rec.append((values, None))
                 continue
+            imposed = None
             try:
                 checked = {**params, **{n: pending_input(c.task, c.cell_id) for n, c in inputs.items()}}
                 resolved_params = task_cls.Params.model_validate(checked).model_dump(mode="json")
@@ -809,7 +847,10 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
                         full_model = {**full_model, **imposed}
                     full_model = resolve_model(full_model)
             except (ValueError, TypeError) as exc:
-                invalid.setdefault(str(exc), []).append(describe())
+                why = str(exc)
+                if imposed:  # say where a setting the user did not write came from
+                    why = f"task {entry.name!r} sets {canonical_json(imposed)} on the model: {why}"
+                invalid.setdefault(why, []).append(describe())
                 rec.append((values, None))
                 continue
             if run["device"] == "auto":
@@ -854,6 +895,13 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
         problems.append(
             f"{where}: {n} cell{'s' if n > 1 else ''} whose reference to another task's checkpoint "
             f"matches no cell or several:\n" + "\n".join(lines)
+        )
+    if invalid and suite.skip_invalid and not any(per_entry.values()):
+        lines = [f"  - {combos[0]}" + (f" (and {len(combos) - 1} more like it)" if len(combos) > 1 else "")
+                 + f":\n      {msg}" for msg, combos in invalid.items()]
+        problems.append(
+            f"{where}: every combination of axis values is impossible ({n_invalid}), so `skip_invalid: true` "
+            f"leaves no cell to run:\n" + "\n".join(lines) + "\n  Fix the axes so that some combination is possible."
         )
     if problems:
         raise SuiteError("\n".join(problems))

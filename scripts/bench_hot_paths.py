@@ -1,6 +1,6 @@
 """Benchmark the two hot paths of small models on the CPU: per-token decode and the training step.
 
-    python scripts/bench_hot_paths.py [--label after] [--only decode train] [--variants gla ...]
+    python scripts/bench_hot_paths.py [--label after] [--only decode train] [--variants gla ...] [--compile]
 
 (a) decode: ms per token of `HybridLM.decode_step` after a prefill of 512 and 8192 tokens
     (4 layers, d_model 64, n_heads 2, vocab 256, batch 1): the median of `--decode-steps` steps,
@@ -8,6 +8,8 @@
 (b) train: ms per optimiser step of `harness.train.train` on the recall-size models (4 layers,
     d_model 64, n_heads 2, vocab 64, batch 32 x 64 tokens, fp32): forward + loss + backward +
     clip + AdamW + data sampling, the least over `--train-repeats` runs of `--train-steps` steps.
+With --compile, decode goes through HybridLM.decode_fn(compile=True) (torch.compile; e.g.
+`--label compiled --only decode --compile`).
 The least-disturbed of several measurements, because on a shared machine load only adds time.
 Every variant pure plus the Transformer. One thread, the process CPU clock (time.process_time),
 so other load on a shared machine does not inflate the numbers. Writes
@@ -48,10 +50,11 @@ def key(variant: str, layout: str) -> str:
     return "transformer" if layout == "transformer" else f"{variant} {layout}"
 
 
-def bench_decode(variant: str, layout: str, steps: int, rounds: int = 3) -> dict[str, float]:
+def bench_decode(variant: str, layout: str, steps: int, rounds: int = 3, compile: bool = False) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_model(ModelConfig(variant=variant, layout=layout, n_layers=4, d_model=64, n_heads=2,
                                     vocab_size=256), backend="torch").eval()
+    decode = model.decode_fn(compile=compile)  # compiled: the 3 warm-up steps compile (untimed)
     out = {}
     for ctx in CONTEXTS:
         tokens = torch.randint(0, 256, (1, ctx))
@@ -62,7 +65,7 @@ def bench_decode(variant: str, layout: str, steps: int, rounds: int = 3) -> dict
             times = []
             for i in range(3 + steps):
                 t0 = time.process_time()
-                logits = model.decode_step(tok, cache)
+                logits = decode(tok, cache)
                 dt = time.process_time() - t0
                 tok = logits.argmax(-1)
                 if i >= 3:
@@ -139,12 +142,13 @@ def main() -> None:
     ap.add_argument("--decode-steps", type=int, default=20)
     ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--train-repeats", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="decode through HybridLM.decode_fn(compile=True)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     todo = [(v, l) for v, l in models()
             if args.variants is None or v in args.variants or key(v, l) in args.variants]
-    res: dict = {"label": args.label, "machine": machine(), "threads": torch.get_num_threads(),
+    res: dict = {"label": args.label, "compile_decode": args.compile, "machine": machine(), "threads": torch.get_num_threads(),
                  "clock": "time.process_time (process CPU time)", "load_avg_before": os.getloadavg(),
                  "settings": {"decode": "4 layers, d_model 64, n_heads 2, vocab 256, batch 1, fp32; min over 3 rounds of "
                                         f"the median of {args.decode_steps} steps (3 warm-up each), contexts "
@@ -155,7 +159,7 @@ def main() -> None:
     if "decode" in args.only:
         res["decode_ms"] = {}
         for v, l in todo:
-            res["decode_ms"][key(v, l)] = d = bench_decode(v, l, args.decode_steps)
+            res["decode_ms"][key(v, l)] = d = bench_decode(v, l, args.decode_steps, compile=args.compile)
             print(f"decode {key(v, l):24s} 512: {d['512']:.3f} ms  8K: {d['8192']:.3f} ms", flush=True)
     if "train" in args.only:
         data = recall_data()

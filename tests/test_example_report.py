@@ -1,5 +1,5 @@
-"""The committed example reports (reports/quickstart, reports/cpu-recall, reports/cpu-lm) are what
-the current code makes of their tables."""
+"""The committed example reports (reports/quickstart, reports/cpu-recall, reports/cpu-lm and the
+mixer benchmark reports/benchmarks/cpu-mixer) are what the current code makes of their tables."""
 import os
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 from harness.report import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ["quickstart", "cpu-recall", "cpu-lm"]
+EXAMPLES = ["quickstart", "cpu-recall", "cpu-lm", "benchmarks/cpu-mixer"]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

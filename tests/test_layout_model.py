@@ -6,7 +6,7 @@ import torch
 from harness.config import ModelConfig
 from harness.costs import crossover_length, model_costs
 from harness.layout import LayoutError, layout_name, resolve_layout
-from harness.model import HybridLM
+from harness.model import HybridLM, build_model
 
 
 @pytest.mark.parametrize("spec,n,expected", [
@@ -122,3 +122,28 @@ def test_prefill_last_only_matches_the_full_logits():
     assert last.shape == (2, 1, 40)
     torch.testing.assert_close(last[:, 0], full[:, -1])
     assert cache_last.nbytes() == cache_full.nbytes()
+
+
+@pytest.mark.slow
+def test_compiled_decode_equals_eager_decode():
+    """HybridLM.decode_fn(compile=True) is the same math as decode_step: a hybrid (a linear and a
+    softmax layer, so a fixed state and a growing KV cache, which recompiles with dynamic
+    shapes) decodes the same logits, step after step, and leaves the cache in the same state."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(variant="gated_deltanet", layout="1:1", n_layers=2, d_model=32, n_heads=2, vocab_size=64)
+    model = build_model(cfg, "cpu", torch.float32, "torch").eval()
+    prompt = torch.randint(0, 64, (2, 24))
+    _, eager_cache = model.prefill(prompt)
+    _, compiled_cache = model.prefill(prompt)
+    step = model.decode_fn(compile=True)
+    tok = torch.randint(0, 64, (2,))
+    for _ in range(4):
+        want = model.decode_step(tok, eager_cache)
+        got = step(tok, compiled_cache)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        tok = want.argmax(-1)
+    assert compiled_cache.seen_tokens == eager_cache.seen_tokens == 28
+    for a, b in zip(compiled_cache.states, eager_cache.states):
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)

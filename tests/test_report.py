@@ -35,7 +35,7 @@ def _layers(layout: str) -> tuple[int, int]:
     return 4, int(round(4 * attn_fraction(layout)))
 
 
-def make_table(seeds=(0, 1), kinds=("analytic", "efficiency", "recall", "lm", "lm_eval"),
+def make_table(seeds=(0, 1), kinds=("analytic", "efficiency", "mixer", "recall", "lm", "lm_eval"),
                faster: bool = True) -> pd.DataFrame:
     """A synthetic long table: variants x layouts x lengths x seeds, every metric kind."""
     rng = np.random.default_rng(0)
@@ -92,6 +92,19 @@ def make_table(seeds=(0, 1), kinds=("analytic", "efficiency", "recall", "lm", "l
                         if L == SEQ[-1]:
                             add(v, lay, seed, "efficiency", "decode_token_s", 1e-3 * (1 + f * ctx / 512), "s", L,
                                 context_len=ctx, spread=1e-5, n_repeats=20)
+            if "mixer" in kinds and lay in ("pure", "transformer"):  # one layer and its op
+                for L in SEQ:
+                    quad = L / 256 if v == "attention" else 0.0
+                    t = 1e-5 * L * (3 + quad) * (1 + noise(0.02))
+                    add(v, lay, seed, "mixer_efficiency", "mixer_fwd_bwd_s", t, "s", L, spread=0.03 * t, n_repeats=3)
+                    add(v, lay, seed, "mixer_efficiency", "mixer_fwd_s", t / 3, "s", L, n_repeats=3)
+                    add(v, lay, seed, "mixer_efficiency", "mixer_decode_step_s", 1e-4 * (1 + quad / 4), "s", L)
+                    add(v, lay, seed, "mixer_efficiency", "mixer_fwd_bwd_peak_bytes", 1e5 * L * (1 + quad), "bytes", L)
+                    for impl in (["sdpa"] if v == "attention" else ["harness", "fla_naive", "sdpa"]):
+                        k = {"harness": 0.8, "fla_naive": 2.0, "sdpa": 1.0 + L / 256}[impl]
+                        add(v, lay, seed, "mixer_efficiency", "op_fwd_bwd_s", 1e-5 * L * k, "s", L, subtask=impl)
+                        add(v, lay, seed, "mixer_efficiency", "op_fwd_bwd_peak_bytes", 1e5 * L * k, "bytes", L,
+                            subtask=impl)
             if "recall" in kinds:
                 for L in SEQ[:2]:
                     for st in SUBTASKS:
@@ -151,7 +164,8 @@ def test_report_written_with_all_figures(full):
             assert f.exists() and f.stat().st_size > 500, f
     expected = ["recall_vs_ratio", "lm_vs_ratio-lm-eval-avg", "lm_vs_ratio-val-loss", "flops_per_layer_vs_length",
                 "model_mixer_flops_vs_length", "train_step_s-vs-seq_len", "peak_mem_bytes-vs-seq_len",
-                "decode_token_s-vs-context_len", "cache_vs_ratio", "pareto-recall_acc"]
+                "decode_token_s-vs-context_len", "cache_vs_ratio", "pareto-recall_acc",
+                "mixer_fwd_bwd_s-vs-seq_len", "mixer_decode_step_s-vs-seq_len"]
     for e in expected:
         assert any(e.replace("_", "-") in s.replace("_", "-") for s in stems), (e, sorted(stems))
     assert "Skipped" not in text

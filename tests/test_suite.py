@@ -114,7 +114,7 @@ def test_quickstart_expands():
     assert linear == {"hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet"}
     assert len(analytic) == 6 * 3 * 3 + 3
     # every kind of result: the other tasks run on their own (smaller) axes
-    assert {c.task for c in cells} == {"analytic", "efficiency", "mqar", "lm"}
+    assert {c.task for c in cells} == {"analytic", "efficiency", "mixer_efficiency", "mqar", "lm"}
     assert {c.seq_len for c in cells if c.task == "mqar"} == {64}
 
 

@@ -357,13 +357,14 @@ class Report:
 
     def crossover(self) -> None:
         """Where linear layers overtake softmax: measured (harness.crossover) next to the paper's L*."""
-        from harness.crossover import crossover_table, decode_ratio
+        from harness.crossover import TIME_METRICS, crossover_table, decode_ratio
 
         self.add("### 1.7 Crossover: where linear mixers overtake softmax attention")
         table = crossover_table(self.ok)
         if table.empty:
-            self.add(skip("no measured train_step_s / prefill_s / decode_token_s rows of both a linear model "
-                          "and the Transformer at the same shape (run the `efficiency` task)."))
+            self.add(skip("no measured train_step_s / prefill_s / decode_token_s (or mixer_*) rows of both a "
+                          "linear model and the Transformer at the same shape (run the `efficiency` or "
+                          "`mixer_efficiency` task)."))
             return
         self.add("Per model, the length at which its time drops below the Transformer's (same d_model, depth, "
                  "batch, device, dtype) and stays below, interpolated in log-log between the two measured lengths "
@@ -386,15 +387,21 @@ class Report:
             lstar = g["analytic_crossover_len"].iloc[0]
             row["analytic L*"] = f"{lstar:,.0f}" if not pd.isna(lstar) else "—"
             rows.append(row)
-        self.add(md_table(pd.DataFrame(rows)))
-        ratio = decode_ratio(self.ok)
+        out = pd.DataFrame(rows)
+        metrics = [m for m in TIME_METRICS if m in out.columns]  # whole model, then one layer; L* last
+        self.add(md_table(out[["variant", "layout", "d_model", *metrics, "analytic L*"]].fillna("—")))
+        for metric, what in (("decode_token_s", "Per-token decode latency of the whole model"),
+                             ("mixer_decode_step_s", "Decode step of one mixer layer")):
+            self._decode_ratio(decode_ratio(self.ok, metric=metric), what)
+
+    def _decode_ratio(self, ratio: pd.DataFrame, what: str) -> None:
         if not ratio.empty:
-            self.add("Per-token decode latency, Transformer over model, at the longest context measured "
+            self.add(f"{what}, Transformer over model, at the longest context measured "
                      "(> 1: the model decodes faster):")
             self.add(md_table(pd.DataFrame({
                 "variant": ratio["variant"], "layout": ratio["layout"], "context": ratio["context_len"],
-                "model": [fmt_value(v, "s") for v in ratio["decode_token_s"]],
-                "Transformer": [fmt_value(v, "s") for v in ratio["transformer_decode_token_s"]],
+                "model": [fmt_value(v, "s") for v in ratio["value"]],
+                "Transformer": [fmt_value(v, "s") for v in ratio["transformer_value"]],
                 "softmax / model": [f"{v:.2f}×" for v in ratio["softmax_over_linear"]]})))
 
     def analytic(self) -> None:
@@ -512,6 +519,14 @@ class Report:
         self.add("### Decode latency vs context length")
         if not self._eff_figures("decode_token_s", "context length [tokens]"):
             self.add(skip("no `decode_token_s` rows."))
+        # one mixer layer
+        self.add("### One mixer layer vs length (measured, the twin of the paper's Fig. 4)")
+        drew = False
+        for metric in T.MIXER_LAYER_METRICS:
+            drew |= self._eff_figures(metric, "seq_len [tokens]")
+        if not drew:
+            self.add(skip("no `mixer_*` rows (run the `mixer_efficiency` task)."))
+        self.op_table()
         # cache vs ratio
         self.add("### Cache bytes vs ratio")
         cm = next((m for m in ("cache_bytes", "kv_cache_bytes") if T.has_metric(ok, m)), None)
@@ -599,6 +614,33 @@ class Report:
         if len(groups) > 6:
             self.add(f"({len(groups) - 6} further {metric} facets not drawn.)")
         return True
+
+    def op_table(self) -> None:
+        """Our op against fla's naive reference and SDPA on the same inputs (mixer_efficiency)."""
+        ops = T.op_comparison(self.ok)
+        if ops.empty:
+            return
+        impls = [("harness", "ours"), ("recurrent", "ours step by step"), ("fla_naive", "fla naive"),
+                 ("fla", "fla kernel"), ("sdpa", "SDPA")]
+        out = []
+        for r in ops.to_dict("records"):
+            row = {"variant": r["variant"], "seq_len": int(r["seq_len"])}
+            for impl, label in impls:
+                v = r.get(f"op_fwd_bwd_s:{impl}")
+                if v is not None and not pd.isna(v):
+                    row[f"{label} fwd+bwd"] = fmt_value(v, "s")
+            ours, sd, rec = (r.get(f"op_fwd_bwd_s:{i}") for i in ("harness", "sdpa", "recurrent"))
+            if ours is not None and rec is not None and not (pd.isna(ours) or pd.isna(rec)):
+                row["step by step / ours"] = f"{rec / ours:.1f}×"
+            if ours is not None and sd is not None and not (pd.isna(ours) or pd.isna(sd)):
+                row["ours / SDPA time"] = f"{ours / sd:.2f}×"
+            pm, ps = r.get("op_fwd_bwd_peak_bytes:harness"), r.get("op_fwd_bwd_peak_bytes:sdpa")
+            if pm is not None and ps is not None and not (pd.isna(pm) or pd.isna(ps)) and ps > 0:
+                row["ours / SDPA peak memory"] = f"{pm / ps:.2f}×"
+            out.append(row)
+        self.add("The op alone (`op_*` rows), forward + backward, on the tensors the layer passes to it: our "
+                 "chunked op, our step-by-step op, fla's pure-PyTorch reference and SDPA (causal, on the same q, k, "
+                 "v; the Transformer's row is its own attention), where each was measured.\n\n" + md_table(pd.DataFrame(out).fillna("—")))
 
     def efficiency_table(self) -> None:
         rows = {}

@@ -380,16 +380,20 @@ def flops_per_layer_vs_paper(ok: pd.DataFrame, formulas: list[dict]) -> pd.DataF
 
 # --------------------------------------------------------------------------- efficiency
 
-CONTEXT_KEYS = ["d_model", "device", "dtype", "backend", "batch", "task"]
+#: what must agree for two timings to be compared; `subtask` keeps apart what one task measured
+#: in several ways (mixer_efficiency's step-by-step path)
+CONTEXT_KEYS = ["d_model", "device", "dtype", "backend", "batch", "task", "subtask"]
 
 
 def _fill_keys(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     df = df.copy()
     for k in keys:
-        if df[k].dtype == object:
-            df[k] = df[k].fillna("")
-        else:
+        if k not in df:
+            df[k] = ""
+        elif pd.api.types.is_numeric_dtype(df[k]):
             df[k] = df[k].fillna(-1)
+        else:
+            df[k] = df[k].astype(object).fillna("")
     return df
 
 
@@ -416,11 +420,16 @@ def efficiency_summary(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     return order(s.merge(iqr, on=keys, how="left"))
 
 
-TIMED_METRICS = ("train_step_s", "prefill_s", "decode_token_s")
+#: one mixer layer (harness.tasks.mixer_efficiency): times and peak memory vs seq_len
+MIXER_LAYER_METRICS = ("mixer_fwd_bwd_s", "mixer_fwd_s", "mixer_decode_step_s", "mixer_fwd_bwd_peak_bytes")
+#: its op alone, one row per implementation (`subtask`: harness, sdpa, fla_naive, fla)
+OP_METRICS = ("op_fwd_bwd_s", "op_fwd_s", "op_fwd_bwd_peak_bytes")
+TIMED_METRICS = ("train_step_s", "prefill_s", "decode_token_s", "mixer_fwd_s", "mixer_fwd_bwd_s",
+                 "mixer_decode_step_s", "op_fwd_s", "op_fwd_bwd_s")
 
 
 def timing_clocks(ok: pd.DataFrame) -> dict[str, int]:
-    """Timed rows (train_step_s, prefill_s, decode_token_s) per clock, plus `loaded`: how many
+    """Timed rows (TIMED_METRICS) per clock, plus `loaded`: how many
     were flagged as measured on a loaded machine (harness.measure.Timing.loaded). Tables written
     before the clock column count as `wall`."""
     rows = ok[ok["metric"].isin(TIMED_METRICS)]
@@ -494,3 +503,16 @@ def pareto_points(ok: pd.DataFrame, score: Score, seq_len: int) -> pd.DataFrame:
     pts.attrs["matched_on"] = matched_on
     return order(pts)
 
+
+
+def op_comparison(ok: pd.DataFrame) -> pd.DataFrame:
+    """The op-level rows of `mixer_efficiency`, one row per (d_model, device, dtype, variant,
+    seq_len): for each op metric, the mean per implementation in columns `<metric>:<impl>`."""
+    rows = ok[ok["metric"].isin(OP_METRICS)]
+    if rows.empty or "subtask" not in rows:
+        return pd.DataFrame()
+    keys = ["d_model", "device", "dtype", "variant", "seq_len"]
+    rows = _fill_keys(rows.assign(subtask=rows["subtask"].astype(object).fillna("")), ["device", "dtype"])
+    piv = rows.pivot_table(index=keys, columns=["metric", "subtask"], values="value", aggfunc="mean")
+    piv.columns = [f"{m}:{i}" for m, i in piv.columns]
+    return order(piv.reset_index())

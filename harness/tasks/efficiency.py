@@ -38,6 +38,7 @@ The crossover lengths where linear layers overtake softmax are computed from the
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
 
 from pydantic import Field, field_validator
@@ -60,36 +61,56 @@ STAGE_METRICS: dict[str, list[tuple[str, str]]] = {
 MEMORY_METRIC = {"train": "peak_mem_bytes", "prefill": "prefill_peak_mem_bytes"}
 
 
+class MeasureParams(Task.Params):
+    """Settings every timed measurement shares (efficiency, mixer_efficiency)."""
+
+    #: untimed calls before the timed ones
+    warmup: int = Field(1, ge=0)
+    #: timed calls; the row is their median, spread their IQR
+    repeats: int = Field(5, ge=1)
+    #: untimed decode steps before the timed ones
+    decode_warmup: int = Field(2, ge=0)
+    #: timed decode steps (per-token latency = their median)
+    decode_steps: int = Field(16, ge=1)
+    #: on CPU, cells with batch x (longest length measured) above this are rejected up
+    #: front (suites with `skip_invalid: true` drop them)
+    max_tokens_cpu: int = Field(32768, ge=1)
+    #: run in an isolated worker process: auto = on CPU only
+    isolate: Literal["auto", "process", "none"] = "auto"
+    #: torch intra-op threads for the measurement; None: 1 on CPU (stable CPU time, no
+    #: stalls of oversubscribed OpenMP threads), the process's setting on CUDA
+    threads: Optional[int] = Field(None, ge=1)
+    #: the clock timed rows report: auto = CPU time on CPU with one thread, else wall time
+    #: (both are always recorded, in cpu_time_s and wall_time_s)
+    clock: Literal["auto", "wall", "cpu"] = "auto"
+
+
+def check_measurement(p: MeasureParams, device: str, batch: int, longest: int) -> None:
+    """The checks every timed measurement makes while the suite is validated."""
+    if p.clock == "cpu" and device != "cpu":
+        raise ValueError(f"clock: cpu measures the host's CPU time, which says nothing about {device} "
+                         f"kernels; use clock: auto or wall on {device}")
+    if device == "cpu" and batch * longest > p.max_tokens_cpu:
+        raise ValueError(
+            f"{batch} x {longest} = {batch * longest} tokens is above max_tokens_cpu={p.max_tokens_cpu} "
+            f"for a CPU measurement; raise params.max_tokens_cpu to run it"
+        )
+
+
 @register_task("efficiency")
 class Efficiency(Task):
-    class Params(Task.Params):
+    class Params(MeasureParams):
         #: what to measure: any of train, prefill, decode, memory
         measure: list[Literal["train", "prefill", "decode", "memory"]] = list(MEASURES)
-        #: untimed calls before the timed ones (train and prefill)
-        warmup: int = Field(1, ge=0)
-        #: timed calls (train and prefill); the row is their median, spread their IQR
-        repeats: int = Field(5, ge=1)
         #: decode context lengths; None: `decode_fractions` of seq_len
         decode_contexts: Optional[list[int]] = None
         #: fractions of seq_len used when decode_contexts is None
         decode_fractions: list[float] = [0.125, 0.25, 0.5, 1.0]
-        #: untimed decode steps at each context before the timed ones
-        decode_warmup: int = Field(2, ge=0)
-        #: timed decode steps at each context (per-token latency = their median)
-        decode_steps: int = Field(16, ge=1)
-        #: on CPU, cells with batch x (longest length measured) above this are rejected up
-        #: front (suites with `skip_invalid: true` drop them)
-        max_tokens_cpu: int = Field(32768, ge=1)
-        #: run in an isolated worker process: auto = on CPU only
-        isolate: Literal["auto", "process", "none"] = "auto"
-        #: torch intra-op threads for the measurement; None: 1 on CPU (stable CPU time, no
-        #: stalls of oversubscribed OpenMP threads), the process's setting on CUDA
-        threads: Optional[int] = Field(None, ge=1)
-        #: the clock timed rows report: auto = CPU time on CPU with one thread, else wall time
-        #: (both are always recorded, in cpu_time_s and wall_time_s)
-        clock: Literal["auto", "wall", "cpu"] = "auto"
         #: also emit the analytic cost rows of harness.costs.model_costs
         analytic: bool = False
+        #: decode through torch.compile (HybridLM.decode_fn): per-token cost without eager
+        #: per-op overhead; compiling costs ~15-30 s per cell on the CPU (untimed)
+        compile_decode: bool = False
 
         @field_validator("measure")
         @classmethod
@@ -114,22 +135,11 @@ class Efficiency(Task):
 
     def check(self, cell: "Cell") -> None:
         p = self.params(cell)
-        if p.clock == "cpu" and cell.device != "cpu":
-            raise ValueError(f"clock: cpu measures the host's CPU time, which says nothing about {cell.device} "
-                             f"kernels; use clock: auto or wall on {cell.device}")
-        if cell.device == "cpu":
-            longest = max([cell.seq_len] + (decode_contexts(p, cell.seq_len) if "decode" in p.measure else []))
-            tokens = cell.batch * longest
-            if tokens > p.max_tokens_cpu:
-                raise ValueError(
-                    f"{cell.batch} x {longest} = {tokens} tokens is above max_tokens_cpu={p.max_tokens_cpu} "
-                    f"for a CPU measurement; raise params.max_tokens_cpu to run it"
-                )
+        contexts = decode_contexts(p, cell.seq_len) if "decode" in p.measure else []
+        check_measurement(p, cell.device, cell.batch, max([cell.seq_len] + contexts))
 
     def run(self, cell: "Cell") -> list[dict[str, Any]]:
         import torch
-
-        from harness.measure import WorkerDied, WorkerError, run_isolated, worker_available
 
         p = self.params(cell)
         spec = make_spec(cell, p, torch.get_num_threads())
@@ -138,21 +148,28 @@ class Efficiency(Task):
             from harness.costs import model_costs
 
             rows += model_costs(cell.model_config(), cell.seq_len, cell.batch, cell.torch_dtype())
-        isolate = p.isolate == "process" or (p.isolate == "auto" and not cell.device.startswith("cuda"))
-        if isolate and worker_available():
-            got: list[Any] = []
-            try:
-                run_isolated(measure_job, spec, on_item=got.append)
-            except (WorkerDied, WorkerError, MemoryError) as exc:
-                # keep what the worker reported; the rest gets the status and the error
-                oom = isinstance(exc, MemoryError) or getattr(exc, "oom", False)
-                rows += [r for r in got if isinstance(r, dict)]
-                rows += missing_rows(spec, got, "oom" if oom else "failed", str(exc))
-                return rows
-            rows += [r for r in got if isinstance(r, dict)]
-        else:
-            rows += [r for r in measure_job(spec) if isinstance(r, dict)]
-        return rows
+        return rows + run_job(measure_job, spec, p.isolate, cell.device, planned(spec))
+
+
+def run_job(job: Any, spec: dict[str, Any], isolate: str, device: str,
+            plan: list[tuple[str, str, str, Optional[int]]]) -> list[dict[str, Any]]:
+    """Rows of `job(spec)` (a generator of rows and ("stage", name) markers), in an isolated
+    worker when `isolate` says so ("auto": off CUDA). If the worker dies or fails, the rows it
+    reported are kept and every planned (stage, metric, unit, context_len) it did not report
+    gets status "oom" (out of memory, SIGKILL) or "failed", with the error."""
+    from harness.measure import WorkerDied, WorkerError, run_isolated, worker_available
+
+    isolated = isolate == "process" or (isolate == "auto" and not device.startswith("cuda"))
+    if not (isolated and worker_available()):
+        return [r for r in job(spec) if isinstance(r, dict)]
+    got: list[Any] = []
+    try:
+        run_isolated(job, spec, on_item=got.append)
+    except (WorkerDied, WorkerError, MemoryError) as exc:
+        oom = isinstance(exc, MemoryError) or getattr(exc, "oom", False)
+        rows = [r for r in got if isinstance(r, dict)]
+        return rows + missing_rows(plan, got, "oom" if oom else "failed", str(exc))
+    return [r for r in got if isinstance(r, dict)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,12 +227,13 @@ def planned(spec: dict[str, Any]) -> list[tuple[str, str, str, Optional[int]]]:
     return out
 
 
-def missing_rows(spec: dict[str, Any], got: list[Any], status: str, error: str) -> list[dict[str, Any]]:
-    """Rows with `status` for every planned metric the worker did not report."""
+def missing_rows(plan: list[tuple[str, str, str, Optional[int]]], got: list[Any], status: str,
+                 error: str) -> list[dict[str, Any]]:
+    """Rows with `status` for every planned (stage, metric, unit, context_len) not in `got`."""
     have = {(r["metric"], r.get("context_len")) for r in got if isinstance(r, dict)}
     return [
         metric_row(m, None, u, context_len=c, status=status, error=error)
-        for _, m, u, c in planned(spec)
+        for _, m, u, c in plan
         if (m, c) not in have
     ]
 
@@ -223,13 +241,20 @@ def missing_rows(spec: dict[str, Any], got: list[Any], status: str, error: str) 
 def measure_job(spec: dict[str, Any]) -> Iterator[Any]:
     """Build the model and measure it; yields ("stage", name) markers and row dicts. Runs with
     `spec["threads"]` torch threads, restoring the process's setting at the end."""
+    with torch_threads(spec.get("threads")):
+        yield from _measure(spec)
+
+
+@contextlib.contextmanager
+def torch_threads(n: Optional[int]) -> Iterator[None]:
+    """Run the body with `n` torch intra-op threads (None: as set), then restore the setting."""
     import torch
 
     before = torch.get_num_threads()
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
+    if n:
+        torch.set_num_threads(int(n))
     try:
-        yield from _measure(spec)
+        yield
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
@@ -335,6 +360,11 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
         model.eval()
         step_token = rand_tokens(1)[:, 0]
         contexts = list(spec["contexts"])
+        compiled = bool(p.get("compile_decode"))
+        decode = model.decode_fn(compile=compiled)
+        # a compiled step compiles on its first call and recompiles once when the KV cache
+        # grows (dynamic shapes): two untimed steps at least, so neither is timed
+        decode_warmup = max(p["decode_warmup"], 2) if compiled else p["decode_warmup"]
         for i, c in enumerate(contexts):
             error = None
             try:
@@ -345,8 +375,7 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
                     with torch.no_grad():
                         _, cache = model.prefill(rand_tokens(c), last_only=True)
                 state["cache"] = None
-                t = time_calls(lambda: model.decode_step(step_token, cache), p["decode_warmup"], p["decode_steps"], sync,
-                               clock=clock)
+                t = time_calls(lambda: decode(step_token, cache), decode_warmup, p["decode_steps"], sync, clock=clock)
             except Exception as exc:
                 if not is_oom(exc):
                     raise

@@ -180,6 +180,11 @@ class LmEval(Task):
             return None
         config = _local_config(checkpoint)
         if config is None:
+            from harness.convert import local_checkpoint_problem
+
+            problem = local_checkpoint_problem(checkpoint)  # a missing path: no use going online
+            if problem:
+                raise ValueError(problem)
             if not online():
                 raise ValueError(
                     f"checkpoint {checkpoint!r}: its config.json is not available offline; set {ONLINE_ENV}=1 "

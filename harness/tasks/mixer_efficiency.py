@@ -1,0 +1,311 @@
+"""`mixer_efficiency`: one token-mixer layer alone, and its op, across sequence length.
+
+The measured twin of the paper's Table 7 / Fig. 4 (which count FLOPs of one mixer layer), and
+comparable with flash-linear-attention's `benchmarks/ops`. A cell is one layer: the task sets
+n_layers to 1, so `layout: pure` is the variant's mixer and `layout: transformer` softmax
+attention (other layouts are not one layer and are refused). Inputs are random hidden states
+x [batch, seq_len, d_model] (and random upstream gradients' stand-in: the mean square output).
+
+Layer rows (the `Mixer` module: projections, short convs, op, norm, output projection; the
+cell's backend; `mode` picks chunk or the step-by-step recurrence):
+- `mixer_fwd_s`: forward, no grad, eval mode (a prefill without the cache's use);
+- `mixer_fwd_bwd_s`: forward + backward of mean(y^2) into x and every parameter;
+- `mixer_fwd_bwd_peak_bytes`: peak memory of the first timed forward + backward (as in
+  harness.measure.PeakMemory: above what was held before; the inputs and weights are held);
+- `mixer_decode_step_s`: one single-token step at a context of seq_len tokens (the state of
+  an untimed forward over seq_len tokens; every timed step starts from that same state, so the
+  context stays seq_len; attention's KV cache then holds seq_len tokens).
+
+Op rows (`op_fwd_s`, `op_fwd_bwd_s`, `op_fwd_bwd_peak_bytes`), one per implementation in the
+row's `subtask`, all on the same inputs: the tensors the layer itself passes to its op (captured
+from one untimed forward), so shapes, gates and scales are the layer's own:
+- `harness`: our chunked op (harness.ops, torch backend);
+- `sdpa`: torch's scaled_dot_product_attention, causal, on the same q, k and v ([B, H, T, D];
+  v cut to the key head dim so that the fused kernels apply; HGRN has no q/k: x split into the
+  cell's n_heads heads serves as q, k and v). For the Transformer cell (layout transformer) this
+  is its own attention op, on random q, k, v of its shape;
+- `fla_naive`: fla's pure-PyTorch reference (harness.ops.references), where fla is installed;
+  the step-loop ones (per-channel GLA, HGRN) only up to `naive_stepwise_max_len`;
+- `fla`: fla's Triton kernel through our fla backend, on CUDA where fla is installed.
+An implementation that is not available here gives no rows (not a failure).
+
+With `mode: recurrent` the layer runs its step-by-step path and its rows carry subtask
+`recurrent` (so that no table averages them with the chunked ones); the op rows are our
+step-by-step op only (subtask `recurrent`): the baselines do not depend on the mode.
+
+Timing, clocks, threads, isolation and out-of-memory handling are the `efficiency` task's
+(harness.tasks.efficiency, docs/metrics.md): CPU time of a 1-thread measurement on CPU by
+default, synchronised wall time on CUDA, an isolated worker on CPU.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from harness.registry import register_task
+from harness.tasks.base import Task, metric_row
+from harness.tasks.efficiency import (MeasureParams, check_measurement, resolve_clock, resolve_threads, run_job,
+                                      torch_threads)
+
+if TYPE_CHECKING:
+    from harness.cell import Cell
+
+STAGES = ("forward", "train", "decode", "memory")
+IMPLS = ("harness", "sdpa", "fla_naive", "fla")
+#: (metric, unit) per layer stage
+LAYER_METRICS = {"forward": ("mixer_fwd_s", "s"), "train": ("mixer_fwd_bwd_s", "s"),
+                 "decode": ("mixer_decode_step_s", "s"), "memory": ("mixer_fwd_bwd_peak_bytes", "bytes")}
+#: (metric, unit) per op stage (no decode: a step op is the layer's decode path)
+OP_METRICS = {"forward": ("op_fwd_s", "s"), "train": ("op_fwd_bwd_s", "s"),
+              "memory": ("op_fwd_bwd_peak_bytes", "bytes")}
+LAYOUTS = ("pure", "transformer")
+
+
+@register_task("mixer_efficiency")
+class MixerEfficiency(Task):
+    class Params(MeasureParams):
+        #: what to measure: any of forward, train (forward + backward), decode, memory
+        measure: list[Literal["forward", "train", "decode", "memory"]] = list(STAGES)
+        #: op-level implementations timed beside the layer (those not available are skipped)
+        impls: list[Literal["harness", "sdpa", "fla_naive", "fla"]] = list(IMPLS)
+        #: the layer's and our op's path: chunk (parallel) or recurrent (step by step; rows
+        #: tagged subtask "recurrent", baselines not repeated)
+        mode: Literal["chunk", "recurrent"] = "chunk"
+        #: fla references that loop token by token are measured up to this length
+        naive_stepwise_max_len: int = Field(2048, ge=1)
+
+        @field_validator("measure")
+        @classmethod
+        def _nonempty_unique(cls, v: list[str]) -> list[str]:
+            if not v:
+                raise ValueError("measure needs at least one of " + ", ".join(STAGES))
+            return list(dict.fromkeys(v))
+
+        @field_validator("impls")
+        @classmethod
+        def _unique(cls, v: list[str]) -> list[str]:
+            return list(dict.fromkeys(v))
+
+    @classmethod
+    def model_from_params(cls, params: dict[str, Any]) -> Optional[dict[str, Any]]:
+        return {"n_layers": 1}  # one mixer layer: layout pure (the variant) or transformer
+
+    def check(self, cell: "Cell") -> None:
+        if cell.model["layout"] not in LAYOUTS:
+            raise ValueError(f"mixer_efficiency measures one layer: layout must be 'pure' (the variant's "
+                             f"mixer) or 'transformer' (softmax attention), not {cell.model['layout']!r}")
+        p = self.params(cell)
+        check_measurement(p, cell.device, cell.batch, cell.seq_len + (1 if "decode" in p.measure else 0))
+
+    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+        import torch
+
+        p = self.params(cell)
+        threads = resolve_threads(p, cell.device, torch.get_num_threads())
+        spec = {"model": dict(cell.model), "seq_len": cell.seq_len, "batch": cell.batch, "seed": cell.seed,
+                "dtype": cell.dtype, "device": cell.device, "backend": cell.backend,
+                "params": p.model_dump(mode="json"), "threads": threads,
+                "clock": resolve_clock(p.clock, cell.device, threads)}
+        return run_job(mixer_job, spec, p.isolate, cell.device, planned(spec))
+
+
+def planned(spec: dict[str, Any]) -> list[tuple[str, str, str, Optional[int]]]:
+    """The layer rows a spec will produce (for the failure rows of a worker that died)."""
+    return [(stage, m, u, None) for stage, (m, u) in LAYER_METRICS.items() if stage in spec["params"]["measure"]]
+
+
+def mixer_job(spec: dict[str, Any]) -> Iterator[Any]:
+    with torch_threads(spec.get("threads")):
+        yield from _measure(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurement
+
+
+def _capture_op_call(mixer: Any) -> dict[str, Any]:
+    """Make `mixer.op(...)` record the family and arguments of its next call."""
+    seen: dict[str, Any] = {}
+    resolve = type(mixer).op
+
+    def op(family: str, mode: Optional[str], seq_len: Optional[int] = None) -> Callable:
+        fn = resolve(mixer, family, mode, seq_len)
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            seen.setdefault("call", (family, args, kwargs))
+            return fn(*args, **kwargs)
+
+        return recorded
+
+    mixer.op = op
+    return seen
+
+
+def _sdpa_inputs(family: str, kw: dict[str, Any], n_heads: int) -> tuple[Any, Any, Any]:
+    """q, k, v [B, H, T, D] for the softmax baseline on the op's own tensors. v is cut to the
+    key head dim: torch's fused attention kernels need equal head dims, and with unequal ones
+    CPU SDPA falls back to the math kernel that materialises T x T (measured 8x slower at 8K),
+    which would time a kernel limitation, not softmax attention."""
+    if family == "hgrn":
+        x = kw["x"]  # [B, T, D]: split into heads
+        x = x.unflatten(-1, (n_heads, -1)).transpose(1, 2)  # [B, H, T, D / H]
+        return x, x, x
+    q, k, v = (kw[n].transpose(1, 2) for n in ("q", "k", "v"))  # [B, T, H, D] -> [B, H, T, D]
+    return q, k, v[..., : k.shape[-1]]
+
+
+def _measure(spec: dict[str, Any]) -> Iterator[Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from harness.config import ModelConfig
+    from harness.measure import PeakMemory, device_sync, free_device_memory, is_oom, time_calls
+    from harness.model import build_model
+    from harness.ops.dispatch import get_op
+    from harness.ops.references import fla_reference, op_kwargs
+
+    p = spec["params"]
+    torch.manual_seed(spec["seed"])
+    device, dtype = spec["device"], getattr(torch, spec["dtype"])
+    cfg = ModelConfig.from_dict(spec["model"])
+    model = build_model(cfg, device, dtype, spec["backend"])  # one layer; we use its mixer
+    backend = model.backend
+    mixer = model.layers[0].mixer
+    del model
+    B, L, mode = spec["batch"], spec["seq_len"], p["mode"]
+    sync, clock = device_sync(device), spec.get("clock", "wall")
+    threads, on_cpu = spec.get("threads") or torch.get_num_threads(), device == "cpu"
+    measure = p["measure"]
+    x = torch.randn(B, L, cfg.d_model, device=device, dtype=dtype)
+
+    def row(metric: str, value: Any, unit: str, impl: Optional[str] = None, **kw: Any) -> dict[str, Any]:
+        r = metric_row(metric, value, unit, subtask=impl, **kw)
+        r["backend"] = backend if impl is None or metric.startswith("mixer_") or impl == "fla" else "torch"
+        return r
+
+    def timed(metrics: dict[str, tuple[str, str]], impl: Optional[str], fwd: Callable, fwd_bwd: Callable,
+              decode: Optional[Callable] = None) -> Iterator[dict[str, Any]]:
+        """Rows of one implementation; an out-of-memory error gives "oom" rows for the rest."""
+        plan = [("forward", fwd), ("train", fwd_bwd), ("decode", decode)]
+        for i, (stage, fn) in enumerate(plan):
+            if fn is None or (stage not in measure and not (stage == "train" and "memory" in measure)):
+                continue
+            pm = PeakMemory(device) if stage == "train" and "memory" in measure else None
+            error = None
+            try:
+                if stage == "decode":
+                    t = time_calls(fn, p["decode_warmup"], p["decode_steps"], sync, clock=clock)
+                else:
+                    t = time_calls(fn, p["warmup"], p["repeats"], sync, clock=clock,
+                                   around_first=(lambda: pm) if pm else None)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+            if error is not None:
+                free_device_memory(device)
+                later = [s for s, f in plan[i:] if f is not None and s in measure] + (["memory"] if pm else [])
+                for s in dict.fromkeys(later):
+                    if s in metrics:
+                        yield row(metrics[s][0], None, metrics[s][1], impl, status="oom", error=error)
+                return
+            if stage in measure:
+                metric, unit = metrics[stage]
+                yield row(metric, t.median, unit, impl, spread=t.spread, n_repeats=t.n,
+                          **t.provenance(threads, on_cpu))
+            if pm is not None and pm.bytes is not None:
+                yield row(metrics["memory"][0], pm.bytes, "bytes", impl, n_repeats=1)
+
+    # ---- the layer
+    yield ("stage", "layer")
+    seen = _capture_op_call(mixer)
+    mixer.eval()
+    with torch.no_grad():
+        _, state = mixer(x, mode=mode)  # also captures the op call
+    x_req = x.detach().requires_grad_(True)
+
+    def layer_fwd() -> None:
+        with torch.no_grad():
+            mixer(x, mode=mode)
+
+    def layer_fwd_bwd() -> None:
+        mixer.zero_grad(set_to_none=True)
+        x_req.grad = None
+        y, _ = mixer(x_req, mode=mode)
+        y.float().pow(2).mean().backward()
+
+    x1 = torch.randn(B, 1, cfg.d_model, device=device, dtype=dtype)
+
+    def layer_decode() -> None:
+        with torch.no_grad():
+            mixer(x1, state, offset=L, mode="recurrent")
+
+    # the step-by-step path is tagged, so that tables never average it with the chunked one
+    tag = None if mode == "chunk" else "recurrent"
+    yield from timed(LAYER_METRICS, tag, layer_fwd, layer_fwd_bwd, layer_decode)
+    mixer.zero_grad(set_to_none=True)
+    x_req = state = None
+
+    # ---- the op, and its baselines on the same inputs
+    if spec["model"]["variant"] == "attention" or cfg.layout == "transformer":
+        family, kw = "sdpa", None
+    elif "call" in seen:
+        family, args, kwargs = seen["call"]
+        kw = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in op_kwargs(family, args, kwargs).items()}
+    else:
+        return
+    impls = p["impls"]
+
+    def with_grad(names: dict[str, Any]) -> dict[str, Any]:
+        return {k: (v.detach().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v)
+                for k, v in names.items()}
+
+    def op_rows(impl: str, call: Callable[..., Any], inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        grads = with_grad(inputs)
+
+        def fwd() -> None:
+            with torch.no_grad():
+                call(**inputs)
+
+        def fwd_bwd() -> None:
+            for v in grads.values():
+                if torch.is_tensor(v):
+                    v.grad = None
+            out = call(**grads)
+            out = out[0] if isinstance(out, tuple) else out
+            out.float().pow(2).mean().backward()
+
+        yield ("stage", f"op:{impl}")
+        yield from timed(OP_METRICS, impl, fwd, fwd_bwd)
+
+    def sdpa(q: Any, k: Any, v: Any) -> Any:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    if family == "sdpa":  # the Transformer cell: its op is attention itself
+        if "sdpa" in impls:
+            a = mixer
+            shape = (B, a.n_heads, L, a.head_dim)
+            qkv = {n: torch.randn(shape, device=device, dtype=dtype) for n in ("q", "k", "v")}
+            yield from op_rows("sdpa", sdpa, qkv)
+        return
+    kw.pop("initial_state", None)
+    if mode == "recurrent":  # the baselines do not depend on our path: measured in chunk mode
+        if "harness" in impls:
+            yield from op_rows("recurrent", get_op(family, "recurrent", "torch"), kw)
+        return
+    if "harness" in impls:
+        yield from op_rows("harness", get_op(family, mode, "torch"), kw)
+    if "sdpa" in impls:
+        q, k, v = _sdpa_inputs(family, kw, cfg.n_heads)
+        yield from op_rows("sdpa", sdpa, {"q": q, "k": k, "v": v})
+    if "fla_naive" in impls:
+        ref = fla_reference(family, kw)
+        if ref is not None and (not ref.stepwise or L <= p["naive_stepwise_max_len"]):
+            yield from op_rows("fla_naive", ref.fn, kw)
+    if "fla" in impls and device.startswith("cuda"):
+        from harness.ops.backend import fla_installed, register_fla_ops
+
+        if fla_installed():
+            register_fla_ops()
+            yield from op_rows("fla", get_op(family, "chunk", "fla"), kw)
