@@ -15,7 +15,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import click
 import typer
@@ -123,6 +123,12 @@ class _sigterm_as_interrupt:
             signal.signal(signal.SIGTERM, self._old)
 
 
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """End the command with `error: <message>` on stderr and exit `code` (2: bad input)."""
+    _err_console().print(f"[red]error[/]: {message}", highlight=False)
+    raise typer.Exit(code)
+
+
 def _path_option(value: Optional[str], option: str, default: str = "") -> Optional[Path]:
     """A path option given as text: "" (an unset shell variable) is an error, not the current
     directory, which is what Path("") would silently mean."""
@@ -130,8 +136,7 @@ def _path_option(value: Optional[str], option: str, default: str = "") -> Option
         return None
     if not value.strip():
         fix = f"; omit it for the default ({default})" if default else ""
-        _err_console().print(f"[red]error[/]: {option} is empty: give a path{fix}", highlight=False)
-        raise typer.Exit(2)
+        _fail(f"{option} is empty: give a path{fix}")
     return Path(value).expanduser()
 
 
@@ -192,11 +197,9 @@ def sweep(
     if executor is None:
         executor = "ray" if address else "pool" if (workers or 1) > 1 else "serial"
     if executor not in EXECUTORS:
-        err.print(f"[red]error[/]: unknown --executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-        raise typer.Exit(2)
+        _fail(f"unknown --executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if address and executor != "ray":
-        err.print("[red]error[/]: --address is for --executor ray")
-        raise typer.Exit(2)
+        _fail("--address is for --executor ray")
     notes: list[str] = []
     try:
         path = find_suite(suite or DEFAULT_SUITE)
@@ -209,21 +212,15 @@ def sweep(
         err.print(note, markup=False, highlight=False)
     results_dir = out_dir or Path("results") / spec.name
     if results_dir.exists() and not results_dir.is_dir():
-        err.print(f"[red]error[/]: --out {results_dir} is a file, not a directory; choose a directory "
-                  f"(it is created if missing)", highlight=False)
-        raise typer.Exit(2)
+        _fail(f"--out {results_dir} is a file, not a directory; choose a directory (it is created if missing)")
     if dry_run:
         _print_cells(spec.name, cells, results_dir)
         return
     try:
         summary = run_sweep(spec.name, cells, results_dir, executor=executor, workers=workers, address=address,
                             retry_failed=retry_failed, console=err)
-    except ResultsError as exc:  # the results directory cannot be used: nothing was run
-        err.print(f"[red]error[/]: {exc}", highlight=False)
-        raise typer.Exit(2)
-    except RuntimeError as exc:  # the executor could not start (Ray missing or unreachable)
-        err.print(f"[red]error[/]: {exc}", highlight=False)
-        raise typer.Exit(2)
+    except (ResultsError, RuntimeError) as exc:  # unusable results directory, or the executor could
+        _fail(str(exc))  # not start (Ray missing or unreachable): nothing was run
     print_summary(summary, err)
     if summary.interrupted or summary.error:
         raise typer.Exit(summary.exit_code)
@@ -246,8 +243,7 @@ def report(
     if not results_path.exists() and (Path("results") / results_path.name).exists():
         results_path = Path("results") / results_path.name  # `harness report quickstart`
     if not results_path.exists():
-        err.print(f"[red]error[/]: no results at {results_path}", highlight=False)
-        raise typer.Exit(2)
+        _fail(f"no results at {results_path}")
     code = _build_report(results_path, out_dir, err)
     if code:
         raise typer.Exit(code)

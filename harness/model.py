@@ -80,7 +80,7 @@ class HybridLM(nn.Module):
         """tokens [B, T] -> logits [B, T, vocab] ([B, 1, vocab] with `last_only`). With a cache,
         continue from it and update it."""
         offset = cache.seen_tokens if cache is not None else 0
-        states = (cache.states or [None] * len(self.layers)) if cache is not None else [None] * len(self.layers)
+        states = (cache.states if cache is not None else None) or [None] * len(self.layers)
         logits, new_states = self._run(tokens, states, offset, mode, last_only)
         if cache is not None:
             cache.states = new_states

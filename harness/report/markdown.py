@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,12 @@ PAPER_NOTE = ("Columns and rows labelled *paper (…)* are the paper's published
               "(`harness/report/paper_numbers.json`, copied from arXiv 2507.06457), **not ours**. They come "
               "from 340M/1.3B models trained on 20B/100B tokens and evaluated on lm-eval / RULER; our models, "
               "data and tasks are usually far smaller, so compare trends across ratios, not absolute levels.")
+
+
+def _measured(record: dict, key: str) -> Optional[float]:
+    """record[key] when it holds a measured number, else None."""
+    v = record.get(key)
+    return None if v is None or pd.isna(v) else float(v)
 
 
 def skip(reason: str) -> str:
@@ -626,16 +633,15 @@ class Report:
         for r in ops.to_dict("records"):
             row = {"variant": r["variant"], "seq_len": int(r["seq_len"])}
             for impl, label in impls:
-                v = r.get(f"op_fwd_bwd_s:{impl}")
-                if v is not None and not pd.isna(v):
-                    row[f"{label} fwd+bwd"] = fmt_value(v, "s")
-            ours, sd, rec = (r.get(f"op_fwd_bwd_s:{i}") for i in ("harness", "sdpa", "recurrent"))
-            if ours is not None and rec is not None and not (pd.isna(ours) or pd.isna(rec)):
+                if _measured(r, f"op_fwd_bwd_s:{impl}") is not None:
+                    row[f"{label} fwd+bwd"] = fmt_value(_measured(r, f"op_fwd_bwd_s:{impl}"), "s")
+            ours, sd, rec = (_measured(r, f"op_fwd_bwd_s:{i}") for i in ("harness", "sdpa", "recurrent"))
+            if ours is not None and rec is not None:
                 row["step by step / ours"] = f"{rec / ours:.1f}×"
-            if ours is not None and sd is not None and not (pd.isna(ours) or pd.isna(sd)):
+            if ours is not None and sd is not None:
                 row["ours / SDPA time"] = f"{ours / sd:.2f}×"
-            pm, ps = r.get("op_fwd_bwd_peak_bytes:harness"), r.get("op_fwd_bwd_peak_bytes:sdpa")
-            if pm is not None and ps is not None and not (pd.isna(pm) or pd.isna(ps)) and ps > 0:
+            pm, ps = _measured(r, "op_fwd_bwd_peak_bytes:harness"), _measured(r, "op_fwd_bwd_peak_bytes:sdpa")
+            if pm is not None and ps is not None and ps > 0:
                 row["ours / SDPA peak memory"] = f"{pm / ps:.2f}×"
             out.append(row)
         self.add("The op alone (`op_*` rows), forward + backward, on the tensors the layer passes to it: our "

@@ -512,7 +512,7 @@ def op_comparison(ok: pd.DataFrame) -> pd.DataFrame:
     if rows.empty or "subtask" not in rows:
         return pd.DataFrame()
     keys = ["d_model", "device", "dtype", "variant", "seq_len"]
-    rows = _fill_keys(rows.assign(subtask=rows["subtask"].astype(object).fillna("")), ["device", "dtype"])
+    rows = _fill_keys(rows, ["device", "dtype", "subtask"])
     piv = rows.pivot_table(index=keys, columns=["metric", "subtask"], values="value", aggfunc="mean")
     piv.columns = [f"{m}:{i}" for m, i in piv.columns]
     return order(piv.reset_index())

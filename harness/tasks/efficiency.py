@@ -85,6 +85,13 @@ class MeasureParams(Task.Params):
     clock: Literal["auto", "wall", "cpu"] = "auto"
 
 
+def unique_stages(v: list[str], stages: tuple[str, ...]) -> list[str]:
+    """A `measure` list: at least one stage, each once, in the given order."""
+    if not v:
+        raise ValueError("measure needs at least one of " + ", ".join(stages))
+    return list(dict.fromkeys(v))
+
+
 def check_measurement(p: MeasureParams, device: str, batch: int, longest: int) -> None:
     """The checks every timed measurement makes while the suite is validated."""
     if p.clock == "cpu" and device != "cpu":
@@ -115,9 +122,7 @@ class Efficiency(Task):
         @field_validator("measure")
         @classmethod
         def _nonempty_unique(cls, v: list[str]) -> list[str]:
-            if not v:
-                raise ValueError("measure needs at least one of " + ", ".join(MEASURES))
-            return list(dict.fromkeys(v))
+            return unique_stages(v, MEASURES)
 
         @field_validator("decode_contexts")
         @classmethod

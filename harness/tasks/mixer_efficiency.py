@@ -46,7 +46,7 @@ from pydantic import Field, field_validator
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
 from harness.tasks.efficiency import (MeasureParams, check_measurement, resolve_clock, resolve_threads, run_job,
-                                      torch_threads)
+                                      torch_threads, unique_stages)
 
 if TYPE_CHECKING:
     from harness.cell import Cell
@@ -78,9 +78,7 @@ class MixerEfficiency(Task):
         @field_validator("measure")
         @classmethod
         def _nonempty_unique(cls, v: list[str]) -> list[str]:
-            if not v:
-                raise ValueError("measure needs at least one of " + ", ".join(STAGES))
-            return list(dict.fromkeys(v))
+            return unique_stages(v, STAGES)
 
         @field_validator("impls")
         @classmethod
@@ -181,7 +179,7 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
 
     def row(metric: str, value: Any, unit: str, impl: Optional[str] = None, **kw: Any) -> dict[str, Any]:
         r = metric_row(metric, value, unit, subtask=impl, **kw)
-        r["backend"] = backend if impl is None or metric.startswith("mixer_") or impl == "fla" else "torch"
+        r["backend"] = backend if metric.startswith("mixer_") or impl == "fla" else "torch"  # layer: the cell's
         return r
 
     def timed(metrics: dict[str, tuple[str, str]], impl: Optional[str], fwd: Callable, fwd_bwd: Callable,
@@ -205,7 +203,8 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
                 error = f"{type(exc).__name__}: {exc}"[:2000]
             if error is not None:
                 free_device_memory(device)
-                later = [s for s, f in plan[i:] if f is not None and s in measure] + (["memory"] if pm else [])
+                memory_pending = "memory" in measure and stage != "decode"  # reported with train
+                later = [s for s, f in plan[i:] if f is not None and s in measure] + (["memory"] if memory_pending else [])
                 for s in dict.fromkeys(later):
                     if s in metrics:
                         yield row(metrics[s][0], None, metrics[s][1], impl, status="oom", error=error)
@@ -284,8 +283,7 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
 
     if family == "sdpa":  # the Transformer cell: its op is attention itself
         if "sdpa" in impls:
-            a = mixer
-            shape = (B, a.n_heads, L, a.head_dim)
+            shape = (B, mixer.n_heads, L, mixer.head_dim)
             qkv = {n: torch.randn(shape, device=device, dtype=dtype) for n in ("q", "k", "v")}
             yield from op_rows("sdpa", sdpa, qkv)
         return
