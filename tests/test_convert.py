@@ -219,8 +219,12 @@ def test_missing_checkpoint_is_clear(tmp_path):
 
     with hf_offline(), pytest.raises(ConversionError, match="offline"):  # the cache only, never the network
         load_fla_checkpoint("no-such-org/no-such-model-xyz")
-    with pytest.raises(ConversionError, match="neither"):
+    with pytest.raises(ConversionError, match="does not exist") as info:  # not "go online": it is a path
         load_fla_checkpoint(str(tmp_path / "nowhere"))
+    assert "HARNESS_ONLINE" not in str(info.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConversionError, match="no config.json"):
+        load_fla_checkpoint(str(tmp_path / "empty"))
 
 
 # ---------------------------------------------------------------------------------------------
