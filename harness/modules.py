@@ -102,6 +102,8 @@ _GRAD_FORWARDS = 0
 
 def _note_grad_forward() -> None:
     global _GRAD_FORWARDS
+    if torch.compiler.is_compiling():  # a compiled graph keeps no Python-side cache (and a
+        return  # counter in its guards would recompile on every step)
     _GRAD_FORWARDS += 1
 
 
@@ -153,9 +155,11 @@ def _rotary_cos_sin(x: torch.Tensor, offset: int, theta: float):
     T, D = x.shape[1], x.shape[-1]
     acc = _acc(x)
     key = (D, theta, x.device, acc)
-    inv_freq = _INV_FREQ.get(key)
+    inv_freq = None if torch.compiler.is_compiling() else _INV_FREQ.get(key)  # no dict in the guards
     if inv_freq is None:
-        inv_freq = _INV_FREQ[key] = 1.0 / (theta ** (torch.arange(0, D // 2, device=x.device, dtype=acc) * 2 / D))
+        inv_freq = 1.0 / (theta ** (torch.arange(0, D // 2, device=x.device, dtype=acc) * 2 / D))
+        if not torch.compiler.is_compiling():
+            _INV_FREQ[key] = inv_freq
     if T == 1:  # decode: one position, no arange / outer
         freqs = (inv_freq * offset)[None]
     else:

@@ -838,7 +838,7 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
             imposed = None
             try:
                 checked = {**params, **{n: pending_input(c.task, c.cell_id) for n, c in inputs.items()}}
-                resolved_params = task_cls.Params.model_validate(checked).model_dump(mode="json")
+                resolved_params = task_cls.Params.model_validate(checked).identity()
                 if inputs:  # the model is the one the producing cell trained (the first, if several)
                     full_model = dict(next(iter(inputs.values())).model)
                 else:

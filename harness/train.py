@@ -10,6 +10,10 @@
   and torch's global RNG (``torch.manual_seed``) all derive from ``seed``, and
   ``torch.use_deterministic_algorithms(True, warn_only=True)`` is on for the duration (restored
   afterwards). Same seed, same data, same device → the same losses, bit for bit on CPU.
+- ``compile=True`` runs the training forward (and so its backward) through ``torch.compile``:
+  1.3-2.7x faster steps for the small recall models on this CPU after a 10-30 s compile
+  (docs/training.md); evaluation (``eval_fn``) keeps the eager model. Reruns stay bit-identical;
+  compiled and eager losses agree to float rounding, not bit for bit.
 - Early stop: with ``early_stop_acc`` and an ``eval_fn(model) -> accuracy``, evaluate every
   ``eval_every`` steps and stop once the accuracy reaches the target.
 - Divergence: a non-finite loss or gradient norm, or a loss above ``diverge_factor`` × the
@@ -55,6 +59,7 @@ class TrainConfig:
     diverge_factor: float = 10.0  # loss > factor * initial loss → diverged
     deterministic: bool = True
     log_every: int = 0  # print the loss every n steps (0: silent)
+    compile: bool = False  # training forward + backward through torch.compile (see module doc)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -212,12 +217,13 @@ def train(
     initial = float("nan")
     t0 = time.perf_counter()
     model.train()
+    forward = torch.compile(model) if cfg.compile else model  # shares the parameters
     with deterministic_mode(cfg.deterministic):
         for step in range(cfg.steps):
             inputs, targets = _as_batch(sample(step, g))
             inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with _autocast(device, cfg.amp, param_dtype):
-                logits = model(inputs)
+                logits = forward(inputs)
             loss = masked_loss(logits, targets)
             value = float(loss.detach())
             losses.append(value)

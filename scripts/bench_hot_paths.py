@@ -9,7 +9,8 @@
     d_model 64, n_heads 2, vocab 64, batch 32 x 64 tokens, fp32): forward + loss + backward +
     clip + AdamW + data sampling, the least over `--train-repeats` runs of `--train-steps` steps.
 With --compile, decode goes through HybridLM.decode_fn(compile=True) (torch.compile; e.g.
-`--label compiled --only decode --compile`).
+`--label compiled --only decode --compile`). `--only train-compiled` measures the training step
+eager and with TrainConfig(compile=True) in one run (train_step_compiled_cpu.json).
 The least-disturbed of several measurements, because on a shared machine load only adds time.
 Every variant pure plus the Transformer. One thread, the process CPU clock (time.process_time),
 so other load on a shared machine does not inflate the numbers. Writes
@@ -96,6 +97,27 @@ def bench_train(variant: str, layout: str, data, steps: int, repeats: int) -> fl
     return min(per_step) * 1e3  # the least-disturbed run: robust to load bursts
 
 
+def bench_train_compiled(variant: str, layout: str, data, steps: int, repeats: int) -> dict[str, float]:
+    """Eager and compiled (TrainConfig(compile=True)) training steps of one model, measured in
+    the same process one after the other: {eager_ms, compiled_ms, compile_s, speedup}. The
+    compiled model is built once, so only its first run compiles (`compile_s`: that run's
+    time above the steady steps); later runs reuse the compiled graph, as a long run does."""
+    eager = bench_train(variant, layout, data, steps, repeats)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(variant=variant, layout=layout, n_layers=4, d_model=64, n_heads=2,
+                                    vocab_size=64), backend="torch")
+    runs = []
+    for r in range(repeats + 1):
+        t0 = time.process_time()
+        res = train(model, data, TrainConfig(steps=steps, batch_size=32, lr=3e-3, seed=0, compile=True,
+                                            diverge_factor=1e30))  # reruns start from trained weights
+        runs.append(time.process_time() - t0)
+        assert res.ok, res.error
+    compiled = min(runs[1:]) / steps * 1e3
+    return {"eager_ms": eager, "compiled_ms": compiled, "compile_s": runs[0] - min(runs[1:]),
+            "speedup": eager / compiled}
+
+
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count()}
@@ -134,10 +156,20 @@ def tables(res: dict, before: dict | None) -> str:
     return "\n".join(lines)
 
 
+def compiled_table(res: dict) -> str:
+    lines = ["### Training step, eager vs torch.compile (recall size, batch 32 x 64, 1 thread, process CPU time)", "",
+             "| model | eager ms | compiled ms | speed-up | compile (s CPU, once per model) |", "|---|---|---|---|---|"]
+    for m, t in res["train_step_compiled"].items():
+        lines.append(f"| {m} | {t['eager_ms']:.1f} | {t['compiled_ms']:.1f} | {t['speedup']:.2f}x | {t['compile_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--label", default="after", help="'before' or 'after' (default)")
-    ap.add_argument("--only", nargs="*", default=["decode", "train"], choices=["decode", "train"])
+    ap.add_argument("--only", nargs="*", default=["decode", "train"], choices=["decode", "train", "train-compiled"],
+                    help="train-compiled: eager vs compiled training step in one run "
+                         "(reports/benchmarks/train_step_compiled_cpu.json)")
     ap.add_argument("--variants", nargs="*", default=None, help="subset (names; 'transformer' for attention)")
     ap.add_argument("--decode-steps", type=int, default=20)
     ap.add_argument("--train-steps", type=int, default=10)
@@ -167,6 +199,21 @@ def main() -> None:
         for v, l in todo:
             res["train_step_ms"][key(v, l)] = t = bench_train(v, l, data, args.train_steps, args.train_repeats)
             print(f"train  {key(v, l):24s} {t:.1f} ms/step", flush=True)
+    if "train-compiled" in args.only:
+        data = recall_data()
+        res["train_step_compiled"] = {}
+        for v, l in todo:
+            res["train_step_compiled"][key(v, l)] = t = bench_train_compiled(v, l, data, args.train_steps,
+                                                                               args.train_repeats)
+            print(f"train  {key(v, l):24s} eager {t['eager_ms']:.1f} ms  compiled {t['compiled_ms']:.1f} ms  "
+                  f"({t['speedup']:.2f}x; compile {t['compile_s']:.0f} s CPU)", flush=True)
+        res["load_avg_after"] = os.getloadavg()
+        md = compiled_table(res)
+        print("\n" + md)
+        if not args.no_write:
+            res["markdown"] = md
+            (OUT_DIR / "train_step_compiled_cpu.json").write_text(json.dumps(res, indent=2) + "\n")
+        return
     res["load_avg_after"] = os.getloadavg()
     before = None
     bpath = OUT_DIR / "hot_paths_cpu_before.json"

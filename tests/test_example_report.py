@@ -24,3 +24,17 @@ def test_committed_example_report_is_up_to_date(name, tmp_path, monkeypatch):
     figures = sorted(p.name for p in (example / "figures").iterdir())
     assert figures == sorted(p.name for p in (out.parent / "figures").iterdir())
     assert all(os.path.getsize(example / "figures" / f) > 0 for f in figures)
+
+
+@pytest.mark.parametrize("name, suite", [("quickstart", "quickstart"), ("cpu-recall", "cpu-recall"),
+                                         ("cpu-lm", "cpu-lm"), ("benchmarks/cpu-mixer", "cpu-mixer")])
+def test_committed_tables_hold_every_cell_of_their_suite(name, suite):
+    """Cell ids are stable: every cell the suite expands to today is in its committed table (a
+    change to identity, defaults or canonical forms would rename cells and strand results)."""
+    import pandas as pd
+
+    from harness.suite import expand_cells, find_suite, load_suite
+
+    ids = {c.cell_id for c in expand_cells(load_suite(find_suite(suite)))}
+    stored = set(pd.read_parquet(ROOT / "reports" / name / "results.parquet", columns=["cell_id"])["cell_id"])
+    assert ids <= stored, f"{len(ids - stored)} of {len(ids)} cells of suites/{suite}.yaml are not in reports/{name}"

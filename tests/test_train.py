@@ -61,6 +61,36 @@ def test_hybrid_model_training_is_deterministic():
     assert a.losses == b.losses
 
 
+def test_compiled_training_matches_eager_and_reruns_bit_identically():
+    """TrainConfig(compile=True): the same losses as eager up to float rounding (the compiled
+    graph fuses ops, so not bit for bit), and bit-identical across reruns."""
+    data = shift_data(n=64)
+    cfg = dict(steps=4, lr=3e-3, batch_size=8, seed=0)
+    eager = train(tiny("gla", "1:1", n_layers=2), data, TrainConfig(**cfg))
+    a = train(tiny("gla", "1:1", n_layers=2), data, TrainConfig(**cfg, compile=True))
+    b = train(tiny("gla", "1:1", n_layers=2), data, TrainConfig(**cfg, compile=True))
+    assert a.ok and a.losses == b.losses
+    assert a.losses == pytest.approx(eager.losses, rel=1e-4)
+    assert a.losses[-1] != a.losses[0]  # it trained
+
+
+def test_an_added_setting_at_its_default_keeps_the_cell_id(tmp_path):
+    """`compile` was added to the training tasks after cells were stored: at its default it is
+    not part of the id (the committed example tables still match their suites), set it is."""
+    from harness.suite import expand_cells, load_suite
+
+    text = ("name: t\ntask: mqar\nmodel: {n_layers: 2, d_model: 32, n_heads: 2, vocab_size: 32}\n"
+            "params: {steps: 2, n_train: 8, n_test: 4%s}\naxes: {variant: gla, seq_len: [32]}\n")
+    def cell(extra: str):
+        path = tmp_path / "t.yaml"
+        path.write_text(text % extra)
+        return expand_cells(load_suite(path))[0]
+
+    plain, default, on = cell(""), cell(", compile: false"), cell(", compile: true")
+    assert plain.cell_id == default.cell_id and "compile" not in plain.params
+    assert on.cell_id != plain.cell_id and on.params["compile"] is True
+
+
 def test_nan_is_diverged():
     model = tiny()
     calls = {"n": 0}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from harness.cell import Cell
@@ -38,6 +38,17 @@ class Task:
         """The task's settings. Subclass it; keep extra="forbid" so typos are errors."""
 
         model_config = ConfigDict(extra="forbid")
+
+        def identity(self) -> dict[str, Any]:
+            """The settings as they enter a cell's id: every field, defaults filled in, except
+            a field declared with `added_setting` while it holds its default (so adding a
+            setting to a task never renames the cells that were run before it existed)."""
+            out = self.model_dump(mode="json")
+            for name, f in type(self).model_fields.items():
+                extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+                if extra.get(_ADDED) and getattr(self, name) == f.default:
+                    out.pop(name, None)
+            return out
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -73,6 +84,15 @@ class Task:
         status, error, subtask (str), context_len (int), spread (float, e.g. IQR of repeats),
         n_repeats (int), backend / device (what was actually used)."""
         raise NotImplementedError
+
+
+_ADDED = "harness_added_setting"
+
+
+def added_setting(default: Any, **kwargs: Any) -> Any:
+    """`Field(default, ...)` for a setting added to a task after cells of it were stored: it
+    enters a cell's id only when set to something other than `default` (Params.identity)."""
+    return Field(default, json_schema_extra={_ADDED: True}, **kwargs)
 
 
 def metric_row(
