@@ -1,6 +1,6 @@
 """Hybrid-attention harness: compare linear-attention token mixers and hybrids.
 
-`harness.load_results(path)` loads a results table (see harness.store). Imports stay lazy so
+`harness.load_results(path)` loads a results table (see harness.sweep.store). Imports stay lazy so
 `import harness` pulls in neither torch nor pandas.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ __version__ = _version()
 
 def __getattr__(name: str) -> Any:
     if name == "load_results":
-        from harness.store import load_results
+        from harness.sweep.store import load_results
 
         return load_results
     raise AttributeError(f"module 'harness' has no attribute {name!r}")

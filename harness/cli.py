@@ -40,7 +40,7 @@ def _err_console():
 
 def _error_text(exc: BaseException) -> str:
     """An exception that escaped a command, as one or two lines saying what to do."""
-    from harness.store import ResultsError, os_error_text
+    from harness.sweep.store import ResultsError, os_error_text
 
     if isinstance(exc, ResultsError):
         return str(exc)
@@ -69,7 +69,7 @@ def guarded(fn: F) -> F:
                                      f"was done", highlight=False)
                 raise typer.Exit(code)
             except Exception as exc:
-                from harness.store import ResultsError
+                from harness.sweep.store import ResultsError
 
                 err = _err_console()
                 if debug:
@@ -188,9 +188,9 @@ def sweep(
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Run a suite's cells (skipping finished ones) into a results table, then build the report."""
-    from harness.runner import EXECUTORS, print_summary, run_sweep
-    from harness.store import ResultsError
-    from harness.suite import SuiteError, expand_cells, find_suite, load_suite
+    from harness.sweep.runner import EXECUTORS, print_summary, run_sweep
+    from harness.sweep.store import ResultsError
+    from harness.sweep.suite import SuiteError, expand_cells, find_suite, load_suite
 
     err = _err_console()
     out_dir = _path_option(out, "--out", "results/<suite-name>")
@@ -253,7 +253,7 @@ def _build_report(results: Path, out: Optional[Path], console) -> int:
     """Build the report; 0, or (with a message) 2 if there is no usable table at `results`, 1 if
     the report failed on one. A missing report package is not a failure of the sweep: the tables
     are the product, the report a view."""
-    from harness.store import ResultsError, load_results
+    from harness.sweep.store import ResultsError, load_results
 
     try:
         from harness.report import build_report
@@ -287,8 +287,8 @@ def _print_cells(name: str, cells, results_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.cell import canonical_json
-    from harness.store import cell_statuses
+    from harness.sweep.cell import canonical_json
+    from harness.sweep.store import cell_statuses
 
     done = cell_statuses(results_dir) if results_dir.is_dir() else {}
     rows = []

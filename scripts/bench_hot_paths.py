@@ -5,7 +5,7 @@
 (a) decode: ms per token of `HybridLM.decode_step` after a prefill of 512 and 8192 tokens
     (4 layers, d_model 64, n_heads 2, vocab 256, batch 1): the median of `--decode-steps` steps,
     each timed on its own after 3 untimed ones, the least of 3 such rounds;
-(b) train: ms per optimiser step of `harness.train.train` on the recall-size models (4 layers,
+(b) train: ms per optimiser step of `harness.runtime.train.train` on the recall-size models (4 layers,
     d_model 64, n_heads 2, vocab 64, batch 32 x 64 tokens, fp32): forward + loss + backward +
     clip + AdamW + data sampling, the least over `--train-repeats` runs of `--train-steps` steps.
 With --compile, decode goes through HybridLM.decode_fn(compile=True) (torch.compile; e.g.
@@ -34,10 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.config import ModelConfig  # noqa: E402
-from harness.model import build_model  # noqa: E402
+from harness.model.config import ModelConfig  # noqa: E402
+from harness.model.lm import build_model  # noqa: E402
 from harness.registry import VARIANTS  # noqa: E402
-from harness.train import TrainConfig, train  # noqa: E402
+from harness.runtime.train import TrainConfig, train  # noqa: E402
 
 OUT_DIR = ROOT / "reports" / "benchmarks"
 CONTEXTS = (512, 8192)
@@ -186,7 +186,7 @@ def main() -> None:
                                         f"the median of {args.decode_steps} steps (3 warm-up each), contexts "
                                         f"{list(CONTEXTS)}",
                               "train": "4 layers, d_model 64, n_heads 2, vocab 64, batch 32 x 64 (MQAR 4 kv), fp32, "
-                                       f"harness.train.train, min over {args.train_repeats} runs of "
+                                       f"harness.runtime.train.train, min over {args.train_repeats} runs of "
                                        f"{args.train_steps} steps"}}
     if "decode" in args.only:
         res["decode_ms"] = {}

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from harness.measure import device_sync, time_calls
+from harness.runtime.measure import device_sync, time_calls
 from harness.registry import get_variant
 
 # our variant -> (fla layer class name, kwargs that give the same parameterisation as our defaults)

@@ -1,7 +1,7 @@
 """Every registered variant (built-in or plug-in) gets these checks for free."""
 import pytest
 
-from harness import conformance
+from harness.model import conformance
 from harness.registry import VARIANTS
 
 NAMES = VARIANTS.names()

@@ -1,4 +1,4 @@
-"""fla checkpoint conversion (harness.convert).
+"""fla checkpoint conversion (harness.integrations.convert).
 
 Two layers of tests:
 
@@ -37,8 +37,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import ModelConfig
-from harness.convert import (
+from harness.model.config import ModelConfig
+from harness.integrations.convert import (
     ConversionError,
     checkpoint_model_dict,
     convert_state_dict,
@@ -46,7 +46,7 @@ from harness.convert import (
     is_fla_checkpoint,
     load_fla_checkpoint,
 )
-from harness.model import HybridLM
+from harness.model.lm import HybridLM
 
 REPO = Path(__file__).resolve().parent.parent
 TOL = 2e-4  # fp32; observed max abs diffs are ~1e-6 (logits of size ~0.1-1)
@@ -215,7 +215,7 @@ def test_llama_matches_transformers(tmp_path, tie):
 
 def test_missing_checkpoint_is_clear(tmp_path):
     pytest.importorskip("huggingface_hub")
-    from harness.tasks.lm_eval_task import hf_offline
+    from harness.tasks.lm_eval import hf_offline
 
     with hf_offline(), pytest.raises(ConversionError, match="offline"):  # the cache only, never the network
         load_fla_checkpoint("no-such-org/no-such-model-xyz")

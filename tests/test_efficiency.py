@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.cell import Cell
-from harness.config import ModelConfig
-from harness.costs import model_costs
-from harness.crossover import analytic_crossover, crossing, crossover_table, decode_ratio, measured_crossover
-from harness.measure import (PeakMemory, WorkerDied, is_oom, run_isolated, summarize, time_calls)
-from harness.model import build_model
+from harness.sweep.cell import Cell
+from harness.model.config import ModelConfig
+from harness.model.costs import model_costs
+from harness.report.crossover import analytic_crossover, crossing, crossover_table, decode_ratio, measured_crossover
+from harness.runtime.measure import (PeakMemory, WorkerDied, is_oom, run_isolated, summarize, time_calls)
+from harness.model.lm import build_model
 from harness.tasks.efficiency import Efficiency, measure_job, make_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ def test_is_oom():
 
 def test_an_oom_stage_becomes_oom_rows_and_the_rest_still_runs(monkeypatch):
     """Training raises torch.OutOfMemoryError: its rows say oom, prefill and decode are measured."""
-    from harness.model import HybridLM
+    from harness.model.lm import HybridLM
 
     real = HybridLM.forward
 
@@ -195,7 +195,7 @@ def test_task_turns_a_killed_worker_into_oom_rows(monkeypatch):
         on_item({"metric": "train_step_s", "value": 1.0, "unit": "s"})
         raise WorkerDied("measurement worker killed by SIGKILL during prefill", oom=True, stage="prefill")
 
-    monkeypatch.setattr("harness.measure.run_isolated", fake_run_isolated)
+    monkeypatch.setattr("harness.runtime.measure.run_isolated", fake_run_isolated)
     rows = efficiency.Efficiency().run(_cell(decode_contexts=[16]))
     status = {(r["metric"], r.get("context_len")): r.get("status", "ok") for r in rows}
     assert status[("train_step_s", None)] == "ok"
@@ -230,7 +230,7 @@ def test_cpu_peak_memory_grows_with_the_allocation():
 
 def test_efficiency_task_rows_in_an_isolated_worker():
     """Every documented metric, with its unit; decode at every context; rows fit the table."""
-    from harness.runner import _check_task_rows
+    from harness.sweep.runner import _check_task_rows
 
     cell = _cell(decode_fractions=[0.5, 1.0], analytic=True, repeats=3)
     rows = _check_task_rows(Efficiency().run(cell))
@@ -357,7 +357,7 @@ def test_decode_ratio_and_decode_crossover_use_context_len():
 def test_analytic_crossover_is_the_papers_l_star():
     cfg = ModelConfig(variant="gated_deltanet", layout="pure", n_layers=24, d_model=2048, n_heads=8,
                       vocab_size=32000, mixer_kwargs={"head_dim": 256, "expand_v": 1.0})
-    from harness.cell import canonical_json
+    from harness.sweep.cell import canonical_json
 
     df = _table({("attention", "transformer"): {1024: 1.0, 4096: 3.0}, ("gated_deltanet", "pure"): {1024: 2.0, 4096: 2.0}},
                 d_model=2048)
@@ -376,7 +376,7 @@ def test_analytic_crossover_is_the_papers_l_star():
 
 @pytest.mark.parametrize("name", ["cpu-efficiency", "paper-efficiency"])
 def test_efficiency_suites_expand(name):
-    from harness.suite import expand_cells, load_suite
+    from harness.sweep.suite import expand_cells, load_suite
 
     suite = load_suite(ROOT / "suites" / f"{name}.yaml")
     cells = expand_cells(suite, [])

@@ -3,10 +3,10 @@ import dataclasses
 import pytest
 import torch
 
-from harness.config import ModelConfig
-from harness.costs import crossover_length, model_costs
-from harness.layout import LayoutError, layout_name, resolve_layout
-from harness.model import HybridLM, build_model
+from harness.model.config import ModelConfig
+from harness.model.costs import crossover_length, model_costs
+from harness.model.layout import LayoutError, layout_name, resolve_layout
+from harness.model.lm import HybridLM, build_model
 
 
 @pytest.mark.parametrize("spec,n,expected", [

@@ -1,6 +1,6 @@
 """lm-eval integration: the adapter against lm-eval's interface, an end-to-end run of the
 repository's local JSONL tasks through the `lm_eval` suite task, checkpoint round trips, and
-lm-eval's own CLI through `python -m harness.lm_eval_cli`.
+lm-eval's own CLI through `python -m harness.integrations.lm_eval.cli`.
 
 Needs `pip install -e .[lm-eval]` (skipped otherwise). Nothing is downloaded: the models are tiny
 random HybridLMs saved to tmp, the tasks read JSONL files shipped in harness/lm_eval_tasks.
@@ -22,13 +22,13 @@ pytest.importorskip("lm_eval", reason="lm-eval not installed (pip install -e .[l
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.model import TemplateLM  # noqa: E402
 
-from harness.cell import Cell  # noqa: E402
-from harness.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from harness.config import ModelConfig  # noqa: E402
-from harness.lm_eval_adapter import ByteTokenizer, HarnessLM  # noqa: E402
-from harness.model import HybridLM  # noqa: E402
-from harness.suite import Suite, expand_cells, resolve_model  # noqa: E402
-from harness.tasks.lm_eval_task import OFFLINE_VARS, LmEval, hf_offline, results_to_rows  # noqa: E402
+from harness.sweep.cell import Cell  # noqa: E402
+from harness.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from harness.model.config import ModelConfig  # noqa: E402
+from harness.integrations.lm_eval.adapter import ByteTokenizer, HarnessLM  # noqa: E402
+from harness.model.lm import HybridLM  # noqa: E402
+from harness.sweep.suite import Suite, expand_cells, resolve_model  # noqa: E402
+from harness.tasks.lm_eval import OFFLINE_VARS, LmEval, hf_offline, results_to_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CFG = ModelConfig(variant="gla", layout="1:1", n_layers=2, d_model=32, n_heads=2, vocab_size=257,
@@ -293,7 +293,7 @@ def test_lm_eval_cli_with_our_model(ckpt, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     env.pop("HARNESS_ONLINE", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.lm_eval_cli", "--model", "harness", "--model_args", f"pretrained={ckpt}",
+        [sys.executable, "-m", "harness.integrations.lm_eval.cli", "--model", "harness", "--model_args", f"pretrained={ckpt}",
          "--tasks", "harness_toy_mc", "--include_path", str(REPO / "harness" / "lm_eval_tasks"), "--limit", "3",
          "--device", "cpu", "--output_path", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,

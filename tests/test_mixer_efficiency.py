@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.config import ModelConfig
-from harness.model import build_model
+from harness.model.config import ModelConfig
+from harness.model.lm import build_model
 from harness.ops.dispatch import get_op
-from harness.ops.references import fla_available, fla_reference, op_kwargs
+from harness.integrations.fla_references import fla_available, fla_reference, op_kwargs
 from harness.tasks.mixer_efficiency import LAYER_METRICS, OP_METRICS, MixerEfficiency, _capture_op_call, mixer_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def test_recurrent_mode_is_the_step_by_step_op():
 
 
 def test_out_of_memory_in_backward_is_a_row_and_the_rest_still_runs(monkeypatch):
-    import harness.measure as measure
+    import harness.runtime.measure as measure
 
     real = measure.time_calls
 
@@ -125,7 +125,7 @@ def _suite(tmp_path, layouts, seq_lens=(64, 256)) -> Path:
 
 
 def test_a_layout_that_is_not_one_layer_is_refused(tmp_path):
-    from harness.suite import SuiteError, expand_cells, load_suite
+    from harness.sweep.suite import SuiteError, expand_cells, load_suite
 
     with pytest.raises(SuiteError) as info:
         expand_cells(load_suite(_suite(tmp_path, ["pure", "3:1"])), [])
@@ -143,7 +143,7 @@ def test_sweep_reaches_the_crossover_and_op_tables(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     df = pd.read_parquet(out / "results.parquet")
     assert (df["status"] == "ok").all()
-    from harness.crossover import crossover_table
+    from harness.report.crossover import crossover_table
 
     table = crossover_table(df)
     assert set(table["metric"]) == {"mixer_fwd_bwd_s", "mixer_fwd_s", "mixer_decode_step_s"}

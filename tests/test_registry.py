@@ -11,8 +11,8 @@ from harness.registry import VARIANTS, Registry, UnknownNameError
 PLUGIN = '''
 """A third-party variant: plain (undecayed) linear attention, registered by entry point only."""
 from torch import nn
-from harness.mixer import Mixer
-from harness.modules import RMSNorm, split_heads
+from harness.model.mixer import Mixer
+from harness.model.modules import RMSNorm, split_heads
 
 
 class PlainLinearAttention(Mixer):
@@ -60,7 +60,7 @@ def plugin_path(tmp_path):
 
 
 def test_entry_point_variant_registers_and_conforms(plugin_path):
-    from harness import conformance
+    from harness.model import conformance
 
     assert "plain_linear" in VARIANTS.names()
     conformance.check_variant("plain_linear")  # the same checks as the built-ins, no harness edit

@@ -14,7 +14,7 @@ from harness.report import build_report, build_report_from_frame
 from harness.report import claims as C
 from harness.report import paper as P
 from harness.report import tables as T
-from harness.report.data import normalize, ok_rows
+from harness.report.load import normalize, ok_rows
 from harness.report.fmt import fmt_mean_std, md_table
 from harness.report.style import VARIANT_COLORS, attn_fraction
 
@@ -360,7 +360,7 @@ def test_report_package_does_not_import_torch(tmp_path):
 
 
 def test_crossover_section_matches_the_crossover_functions(full):
-    from harness.crossover import crossover_table, decode_ratio
+    from harness.report.crossover import crossover_table, decode_ratio
 
     df, _, text = full
     section = text.split("### 1.7")[1].split("## 2.")[0]

@@ -165,7 +165,7 @@ def test_decode_steps_with_joint_short_convs_equal_forward(variant, kwargs):
 
 
 def test_fused_projection_cache_follows_weight_updates():
-    from harness.modules import fused_linear
+    from harness.model.modules import fused_linear
 
     a, b = torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(4, 2, bias=False)
     x = torch.randn(1, 1, 4)
@@ -185,7 +185,7 @@ def test_fused_projection_cache_follows_weight_updates():
 @pytest.mark.parametrize("fused", [True, False])
 def test_no_grad_caches_follow_optimiser_steps(variant, fused):
     """Evaluation between training steps sees the current weights. AdamW(fused=True) (what
-    harness.train uses) updates in place without bumping `_version`; a cache checked by version
+    harness.runtime.train uses) updates in place without bumping `_version`; a cache checked by version
     alone kept serving the first evaluation's weights, so the model trained but scored at chance."""
     from harness.registry import get_variant
 

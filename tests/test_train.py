@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-from harness.cell import Cell
-from harness.checkpoint import load_checkpoint, save_checkpoint
-from harness.config import ModelConfig
+from harness.sweep.cell import Cell
+from harness.model.checkpoint import load_checkpoint, save_checkpoint
+from harness.model.config import ModelConfig
 from harness.data import IGNORE
-from harness.model import build_model
+from harness.model.lm import build_model
 from harness.registry import TASKS
-from harness.train import TrainConfig, TrainResult, final_loss_of, lr_lambda, train
+from harness.runtime.train import TrainConfig, TrainResult, final_loss_of, lr_lambda, train
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +77,7 @@ def test_compiled_training_matches_eager_and_reruns_bit_identically():
 def test_an_added_setting_at_its_default_keeps_the_cell_id(tmp_path):
     """`compile` was added to the training tasks after cells were stored: at its default it is
     not part of the id (the committed example tables still match their suites), set it is."""
-    from harness.suite import expand_cells, load_suite
+    from harness.sweep.suite import expand_cells, load_suite
 
     text = ("name: t\ntask: mqar\nmodel: {n_layers: 2, d_model: 32, n_heads: 2, vocab_size: 32}\n"
             "params: {steps: 2, n_train: 8, n_test: 4%s}\naxes: {variant: gla, seq_len: [32]}\n")
@@ -226,13 +226,13 @@ def test_task_checks_reject_impossible_cells():
 
 
 def test_diverged_training_gives_diverged_rows(monkeypatch):
-    import harness.train
+    import harness.runtime.train
 
     def fake_train(model, data, cfg, eval_fn=None, device=None):
         return TrainResult(status="diverged", steps=2, losses=[3.0, 2.0, float("nan")], initial_loss=3.0,
                            final_loss=float("nan"), error="non-finite training loss nan at step 2")
 
-    monkeypatch.setattr(harness.train, "train", fake_train)
+    monkeypatch.setattr(harness.runtime.train, "train", fake_train)
     rows = TASKS.get("mqar")().run(cell("mqar", {"steps": 3, "n_train": 16, "n_test": 4, "num_kv_pairs": 4}))
     assert {r["status"] for r in rows} == {"diverged"}
     assert {r["metric"] for r in rows} == {"recall_acc", "final_loss", "train_steps"}

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.mixer import Mixer
-from harness.modules import fused_linear, rotary_pair, split_heads
+from harness.model.mixer import Mixer
+from harness.model.modules import fused_linear, rotary_pair, split_heads
 from harness.registry import register_variant
 
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.mixer import Mixer
-from harness.modules import at_least_fp32, fused_linear, GatedRMSNorm, ShortConv, split_heads
+from harness.model.mixer import Mixer
+from harness.model.modules import at_least_fp32, fused_linear, GatedRMSNorm, ShortConv, split_heads
 from harness.registry import register_variant
 
 

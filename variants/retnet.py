@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.mixer import Mixer
-from harness.modules import fused_linear, GatedRMSNorm, ShortConv, rotary_pair, split_heads
+from harness.model.mixer import Mixer
+from harness.model.modules import fused_linear, GatedRMSNorm, ShortConv, rotary_pair, split_heads
 from harness.registry import register_variant
 
 

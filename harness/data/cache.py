@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from harness.cell import canonical_json
+from harness.sweep.cell import canonical_json
 
 ENV_VAR = "HARNESS_CACHE_DIR"
 

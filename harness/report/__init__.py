@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import load_results, normalize, suite_name
+from .load import load_results, normalize, suite_name
 
 __all__ = ["build_report", "build_report_from_frame", "load_results"]
 
 
 def _load(results_dir: Path | str) -> pd.DataFrame:
-    """The results table: `harness.store.load_results` when it exists, else `results.parquet`."""
+    """The results table: `harness.sweep.store.load_results` when it exists, else `results.parquet`."""
     return load_results(results_dir)
 
 

@@ -11,7 +11,7 @@ from . import claims as C
 from . import figures as F
 from . import paper as P
 from . import tables as T
-from .data import ok_rows
+from .load import ok_rows
 from .fmt import fmt_delta, fmt_mean_std, fmt_value, md_table
 from .style import metric_unit, parse_ratio, sort_layouts, sort_variants
 
@@ -363,8 +363,8 @@ class Report:
         self.add(md_table(pd.DataFrame(out)))
 
     def crossover(self) -> None:
-        """Where linear layers overtake softmax: measured (harness.crossover) next to the paper's L*."""
-        from harness.crossover import TIME_METRICS, crossover_table, decode_ratio
+        """Where linear layers overtake softmax: measured (harness.report.crossover) next to the paper's L*."""
+        from harness.report.crossover import TIME_METRICS, crossover_table, decode_ratio
 
         self.add("### 1.7 Crossover: where linear mixers overtake softmax attention")
         table = crossover_table(self.ok)
@@ -375,7 +375,7 @@ class Report:
             return
         self.add("Per model, the length at which its time drops below the Transformer's (same d_model, depth, "
                  "batch, device, dtype) and stays below, interpolated in log-log between the two measured lengths "
-                 "that bracket it (`harness.crossover`); the paper's analytic L* (equal per-token mixer FLOPs) "
+                 "that bracket it (`harness.report.crossover`); the paper's analytic L* (equal per-token mixer FLOPs) "
                  "beside it. `≤ L`: faster already at the shortest length measured; `> L`: still slower at the "
                  "longest.")
 

@@ -1,4 +1,4 @@
-"""`analytic`: the per-cell analytic costs (no model is run; see harness.costs).
+"""`analytic`: the per-cell analytic costs (no model is run; see harness.model.costs).
 
 FLOPs per token, recurrent-state bytes and KV-cache bytes at the cell's sequence length and
 batch, in the cell's dtype. Cheap enough for any shape: the model is built on the meta device.
@@ -11,7 +11,7 @@ from harness.registry import register_task
 from harness.tasks.base import Task
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
+    from harness.sweep.cell import Cell
 
 
 @register_task("analytic")
@@ -23,6 +23,6 @@ class Analytic(Task):
         return {"num_cpus": 1, "num_gpus": 0}  # arithmetic only, whatever the cell's device
 
     def run(self, cell: "Cell") -> list[dict[str, Any]]:
-        from harness.costs import model_costs
+        from harness.model.costs import model_costs
 
         return model_costs(cell.model_config(), cell.seq_len, cell.batch, cell.torch_dtype())

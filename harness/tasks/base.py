@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
+    from harness.sweep.cell import Cell
 
 
 class Task:
@@ -109,7 +109,7 @@ def metric_row(
     **timing: Any,
 ) -> dict[str, Any]:
     """A task's row, leaving out the optional keys that are not set. `timing` takes the
-    timing-provenance columns (`harness.measure.Timing.provenance`: clock, wall_time_s, ...)."""
+    timing-provenance columns (`harness.runtime.measure.Timing.provenance`: clock, wall_time_s, ...)."""
     unknown = set(timing) - TIMING_KEYS
     if unknown:
         raise TypeError(f"metric_row: unknown keys {sorted(unknown)}; allowed besides the named ones: "
@@ -122,5 +122,5 @@ def metric_row(
     return row
 
 
-#: the timing-provenance columns a row may carry (harness.schema)
+#: the timing-provenance columns a row may carry (harness.sweep.results)
 TIMING_KEYS = frozenset({"clock", "wall_time_s", "cpu_time_s", "threads", "loaded"})

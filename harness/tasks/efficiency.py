@@ -12,11 +12,11 @@ Per cell (variant x layout x seq_len x batch x dtype x device), with random toke
   -> `decode_token_s` rows with `context_len = c` (the cache grows by one token per step, so
   the last timed step sees c + decode_warmup + decode_steps - 1 tokens);
 - memory: the first timed train step and the first timed prefill (after the warm-up calls) run
-  under `harness.measure.PeakMemory` -> `peak_mem_bytes` (train step) and
+  under `harness.runtime.measure.PeakMemory` -> `peak_mem_bytes` (train step) and
   `prefill_peak_mem_bytes`: peak bytes above what the process held just before the call (the
   built model, and on CPU nothing else). Without the matching timing, one call after the warm-up.
 Times are the median of `repeats` (decode: `decode_steps`) timed calls after `warmup` untimed ones;
-`spread` is their interquartile range. Which clock (harness.measure): on CPU the measurement runs
+`spread` is their interquartile range. Which clock (harness.runtime.measure): on CPU the measurement runs
 with one torch thread by default and reports CPU time (`clock: auto`), because wall time on a
 shared machine was seen 5-30x inflated by other work while 1-thread CPU time stayed stable; on
 CUDA, synchronised wall time. Every timed row records `clock`, `wall_time_s`, `cpu_time_s` (CPU),
@@ -29,12 +29,12 @@ CUDA it runs in-process with torch's peak-memory statistics. An out-of-memory er
 gives that stage's rows with status "oom" and the other stages still run; a worker killed by
 SIGKILL gives "oom" rows for everything it had not reported.
 
-The analytic costs (harness.costs.model_costs) come from the `analytic` task; suites run both
+The analytic costs (harness.model.costs.model_costs) come from the `analytic` task; suites run both
 tasks. Set `analytic: true` to have an efficiency cell carry them as well (then do not also run
 the `analytic` task on the same cells, or the table holds those rows twice).
 
 The crossover lengths where linear layers overtake softmax are computed from the table by
-`harness.crossover` (no rows are written for them).
+`harness.report.crossover` (no rows are written for them).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
+    from harness.sweep.cell import Cell
 
 MEASURES = ("train", "prefill", "decode", "memory")
 
@@ -113,7 +113,7 @@ class Efficiency(Task):
         decode_contexts: Optional[list[int]] = None
         #: fractions of seq_len used when decode_contexts is None
         decode_fractions: list[float] = [0.125, 0.25, 0.5, 1.0]
-        #: also emit the analytic cost rows of harness.costs.model_costs
+        #: also emit the analytic cost rows of harness.model.costs.model_costs
         analytic: bool = False
         #: decode through torch.compile (HybridLM.decode_fn): per-token cost without eager
         #: per-op overhead; compiling costs ~15-30 s per cell on the CPU (untimed)
@@ -150,7 +150,7 @@ class Efficiency(Task):
         spec = make_spec(cell, p, torch.get_num_threads())
         rows: list[dict[str, Any]] = []
         if p.analytic:
-            from harness.costs import model_costs
+            from harness.model.costs import model_costs
 
             rows += model_costs(cell.model_config(), cell.seq_len, cell.batch, cell.torch_dtype())
         return rows + run_job(measure_job, spec, p.isolate, cell.device, planned(spec))
@@ -162,7 +162,7 @@ def run_job(job: Any, spec: dict[str, Any], isolate: str, device: str,
     worker when `isolate` says so ("auto": off CUDA). If the worker dies or fails, the rows it
     reported are kept and every planned (stage, metric, unit, context_len) it did not report
     gets status "oom" (out of memory, SIGKILL) or "failed", with the error."""
-    from harness.measure import WorkerDied, WorkerError, run_isolated, worker_available
+    from harness.runtime.measure import WorkerDied, WorkerError, run_isolated, worker_available
 
     isolated = isolate == "process" or (isolate == "auto" and not device.startswith("cuda"))
     if not (isolated and worker_available()):
@@ -269,9 +269,9 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     import torch
     import torch.nn.functional as F
 
-    from harness.config import ModelConfig
-    from harness.measure import PeakMemory, device_sync, free_device_memory, is_oom, time_calls
-    from harness.model import build_model
+    from harness.model.config import ModelConfig
+    from harness.runtime.measure import PeakMemory, device_sync, free_device_memory, is_oom, time_calls
+    from harness.model.lm import build_model
 
     p = spec["params"]
     torch.manual_seed(spec["seed"])

@@ -8,7 +8,7 @@ with ``tokenizer: <name>`` uses Hugging Face ``datasets`` + ``transformers`` whe
 online.
 
 Training: random windows of ``cell.seq_len + 1`` tokens of the training split, drawn with a
-generator seeded by the cell's seed (harness.train: AdamW, warmup + cosine, clipping). Every
+generator seeded by the cell's seed (harness.runtime.train: AdamW, warmup + cosine, clipping). Every
 position is a target.
 
 Evaluation: ``eval_windows`` non-overlapping windows from the start of the validation split
@@ -35,7 +35,7 @@ from harness.tasks.base import Task, metric_row
 from harness.tasks.recall import TrainParams, build_for_training, diverged_rows, save_trained, train_config
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
+    from harness.sweep.cell import Cell
 
 
 @lru_cache(maxsize=4)
@@ -73,9 +73,9 @@ class LM(Task):
     def run(self, cell: "Cell") -> list[dict[str, Any]]:
         import torch
 
-        from harness.checkpoint import save_cell_checkpoint
+        from harness.model.checkpoint import save_cell_checkpoint
         from harness.data.text import eval_windows, random_windows
-        from harness.train import masked_loss, train
+        from harness.runtime.train import masked_loss, train
 
         p = self.params(cell)
         corpus = _corpus(p.corpus, p.val_fraction, p.tokenizer, p.max_chars)

@@ -11,7 +11,7 @@ cell's backend; `mode` picks chunk or the step-by-step recurrence):
 - `mixer_fwd_s`: forward, no grad, eval mode (a prefill without the cache's use);
 - `mixer_fwd_bwd_s`: forward + backward of mean(y^2) into x and every parameter;
 - `mixer_fwd_bwd_peak_bytes`: peak memory of the first timed forward + backward (as in
-  harness.measure.PeakMemory: above what was held before; the inputs and weights are held);
+  harness.runtime.measure.PeakMemory: above what was held before; the inputs and weights are held);
 - `mixer_decode_step_s`: one single-token step at a context of seq_len tokens (the state of
   an untimed forward over seq_len tokens; every timed step starts from that same state, so the
   context stays seq_len; attention's KV cache then holds seq_len tokens).
@@ -24,7 +24,7 @@ from one untimed forward), so shapes, gates and scales are the layer's own:
   v cut to the key head dim so that the fused kernels apply; HGRN has no q/k: x split into the
   cell's n_heads heads serves as q, k and v). For the Transformer cell (layout transformer) this
   is its own attention op, on random q, k, v of its shape;
-- `fla_naive`: fla's pure-PyTorch reference (harness.ops.references), where fla is installed;
+- `fla_naive`: fla's pure-PyTorch reference (harness.integrations.fla_references), where fla is installed;
   the step-loop ones (per-channel GLA, HGRN) only up to `naive_stepwise_max_len`;
 - `fla`: fla's Triton kernel through our fla backend, on CUDA where fla is installed.
 An implementation that is not available here gives no rows (not a failure).
@@ -49,7 +49,7 @@ from harness.tasks.efficiency import (MeasureParams, check_measurement, resolve_
                                       torch_threads, unique_stages)
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
+    from harness.sweep.cell import Cell
 
 STAGES = ("forward", "train", "decode", "memory")
 IMPLS = ("harness", "sdpa", "fla_naive", "fla")
@@ -157,11 +157,11 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     import torch
     import torch.nn.functional as F
 
-    from harness.config import ModelConfig
-    from harness.measure import PeakMemory, device_sync, free_device_memory, is_oom, time_calls
-    from harness.model import build_model
+    from harness.model.config import ModelConfig
+    from harness.runtime.measure import PeakMemory, device_sync, free_device_memory, is_oom, time_calls
+    from harness.model.lm import build_model
     from harness.ops.dispatch import get_op
-    from harness.ops.references import fla_reference, op_kwargs
+    from harness.integrations.fla_references import fla_reference, op_kwargs
 
     p = spec["params"]
     torch.manual_seed(spec["seed"])

@@ -5,7 +5,7 @@
   multivalue, with the "noise" (repeated filler) haystack (harness.data.niah).
 
 One cell = one model: it is trained on ``n_train`` generated sequences of length ``cell.seq_len``
-(harness.train: AdamW, warmup + cosine, clipping, seeded), then scored on ``n_test`` fresh
+(harness.runtime.train: AdamW, warmup + cosine, clipping, seeded), then scored on ``n_test`` fresh
 sequences at each of ``eval_lengths`` (default: the cell's seq_len). Training data depends on the
 cell's seed; the test sets do not (every cell of a suite is scored on the same sequences), and any
 training sequence identical to a test sequence is dropped.
@@ -38,7 +38,7 @@ from harness.tasks.base import Task, added_setting, metric_row
 if TYPE_CHECKING:
     import torch
 
-    from harness.cell import Cell
+    from harness.sweep.cell import Cell
 
 #: test sets use this seed, whatever the cell's seed (training data uses the cell's seed)
 TEST_SEED = 1_000_003
@@ -58,7 +58,7 @@ class TrainParams(Task.Params):
     early_stop_acc: Optional[float] = Field(None, gt=0, le=1)
     eval_every: int = Field(50, ge=1)
     diverge_factor: float = Field(10.0, gt=1)
-    #: train through torch.compile (harness.train): faster steps after a 10-30 s compile per cell
+    #: train through torch.compile (harness.runtime.train): faster steps after a 10-30 s compile per cell
     compile: bool = added_setting(False)
     #: directory to save the trained model in, as <save_dir>/<cell_id>/ (config.json + model.safetensors)
     save_dir: Optional[str] = None
@@ -115,7 +115,7 @@ def _amp_and_dtype(cell: "Cell") -> tuple[str, "torch.dtype"]:
 
 
 def build_for_training(cell: "Cell"):
-    from harness.model import build_model
+    from harness.model.lm import build_model
 
     import torch
 
@@ -127,7 +127,7 @@ def build_for_training(cell: "Cell"):
 
 
 def train_config(p: TrainParams, cell: "Cell", amp: str):
-    from harness.train import TrainConfig
+    from harness.runtime.train import TrainConfig
 
     return TrainConfig(
         steps=p.steps, batch_size=p.batch_size, lr=p.lr, warmup_steps=p.warmup_steps,
@@ -140,7 +140,7 @@ def train_config(p: TrainParams, cell: "Cell", amp: str):
 def save_trained(model, p: TrainParams, cell: "Cell", extra: dict[str, Any]) -> None:
     if not p.save_dir:
         return
-    from harness.checkpoint import save_checkpoint
+    from harness.model.checkpoint import save_checkpoint
 
     save_checkpoint(model, Path(p.save_dir).expanduser() / cell.cell_id,
                     extra={"task": cell.task, "params": dict(cell.params), "seed": cell.seed,
@@ -243,7 +243,7 @@ class _RecallTask(Task):
             self.validate_generator(p, vocab, length)
 
     def run(self, cell: "Cell") -> list[dict[str, Any]]:
-        from harness.train import train
+        from harness.runtime.train import train
 
         p = self.params(cell)
         vocab = self._vocab(p, cell)

@@ -1,13 +1,13 @@
 """Where linear token mixers overtake softmax attention: crossover lengths and decode ratios.
 
-Functions of a results table (the long DataFrame of `harness.store`; any frame with the columns
+Functions of a results table (the long DataFrame of `harness.sweep.store`; any frame with the columns
 used below works), for the report and for users. Nothing is run and no rows are written.
 
 - `measured_crossover(df, metric)`: per model (variant, layout) and measuring context, the length
   at which the model's `metric` (a time, or any cost) drops below the Transformer's and stays
   below at every longer length measured: "where the times cross".
 - `analytic_crossover(df)`: the paper's L* per model, where the per-token FLOPs of one linear
-  mixer equal those of one softmax mixer (harness.costs.crossover_length; paper §5.1:
+  mixer equal those of one softmax mixer (harness.model.costs.crossover_length; paper §5.1:
   L* = k * d_model / (2H) when d_k = d_v = d_model / H). A hybrid shares its attention layers with
   the Transformer, so its whole-model mixer FLOPs cross the Transformer's at the same L*.
 - `crossover_table(df)`: both, for train_step_s, prefill_s and decode_token_s, and one mixer
@@ -103,7 +103,7 @@ def _pairs(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
 def measured_crossover(df: pd.DataFrame, metric: str = "prefill_s") -> pd.DataFrame:
     """Measured crossover length of every linear or hybrid model against the Transformer.
 
-    df: the results table (e.g. `harness.store.load_results(dir)` / results.parquet); only ok
+    df: the results table (e.g. `harness.sweep.store.load_results(dir)` / results.parquet); only ok
     rows of `metric` are used. metric: "train_step_s", "prefill_s", "decode_token_s" (x =
     context_len) or any metric where lower is cheaper (e.g. "model_flops_per_token").
     Returns one row per (d_model, n_layers, batch, device, dtype, backend, variant, layout):
@@ -133,8 +133,8 @@ def analytic_crossover(df: pd.DataFrame) -> pd.DataFrame:
 
     Returns columns d_model, n_heads, variant, layout, analytic_crossover_len (one row per
     distinct model config; NaN where the config cannot be read)."""
-    from harness.config import ModelConfig
-    from harness.costs import crossover_length
+    from harness.model.config import ModelConfig
+    from harness.model.costs import crossover_length
 
     cols = ["d_model", "n_heads", "variant", "layout", "analytic_crossover_len"]
     if "model_config" not in df.columns:

@@ -2,7 +2,7 @@
 
 Nothing is allocated: the model is built on the `meta` device, so paper-sized shapes (340M, 1.3B)
 cost nothing. Counting rules (1 FLOP = one multiply or one add, forward pass, per token):
-- token mixers: the paper's Table 7 (harness.mixer.Mixer.flops_per_token): k * H * d_k * d_v for
+- token mixers: the paper's Table 7 (harness.model.mixer.Mixer.flops_per_token): k * H * d_k * d_v for
   a matrix state (k = 5 RetNet, 7 GLA/HGRN-2, 8 DeltaNet/GDN), 5 * d for HGRN, 2 * L * d_model
   for softmax attention at context length L;
 - everything else, for `model_flops_per_token`: every nn.Linear costs 2 * in * out (projections,
@@ -16,10 +16,10 @@ import dataclasses
 import torch
 from torch import nn
 
-from harness.config import ModelConfig
-from harness.layout import ATTN
-from harness.model import HybridLM
-from harness.modules import ShortConv
+from harness.model.config import ModelConfig
+from harness.model.layout import ATTN
+from harness.model.lm import HybridLM
+from harness.model.modules import ShortConv
 
 
 def meta_model(cfg: ModelConfig) -> HybridLM:

@@ -1,7 +1,7 @@
 """HybridLM: embedding -> N pre-norm blocks (mixer + SwiGLU MLP) -> norm -> LM head.
 
 Each block's mixer is the configured linear variant ("L") or softmax attention ("A"), as the
-layout says (harness.layout). The same module serves training (`forward`), prefill and
+layout says (harness.model.layout). The same module serves training (`forward`), prefill and
 token-by-token decoding (`prefill`, `decode_step`) with a `Cache` holding every layer's state.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from harness.config import ModelConfig
-from harness.layout import ATTN, resolve_layout
-from harness.mixer import Mixer, State
-from harness.modules import RMSNorm, SwiGLU
+from harness.model.config import ModelConfig
+from harness.model.layout import ATTN, resolve_layout
+from harness.model.mixer import Mixer, State
+from harness.model.modules import RMSNorm, SwiGLU
 from harness.registry import get_variant
 
 

@@ -93,7 +93,7 @@ def fused_linear(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
 
 
 # Why a generation counter as well as `_version`: fused optimizers (AdamW(fused=True), which
-# harness.train uses) update weights in place WITHOUT bumping `_version`, so a cache checked by
+# harness.runtime.train uses) update weights in place WITHOUT bumping `_version`, so a cache checked by
 # version alone served step-50 weights to every later evaluation (the model trained, the score
 # stayed at chance). Training needs a grad-enabled forward before every update, so any such
 # forward through these modules invalidates every cache in the process.

@@ -36,9 +36,9 @@ from pydantic import (
     model_validator,
 )
 
-from harness.cell import BACKENDS, DTYPE_NAMES, REF_CELL, REF_FROM, RUN_DEFAULTS, Cell, canonical_json, pending_input
-from harness.config import ModelConfig
-from harness.layout import ATTN, LINEAR, layout_name, resolve_layout
+from harness.sweep.cell import BACKENDS, DTYPE_NAMES, REF_CELL, REF_FROM, RUN_DEFAULTS, Cell, canonical_json, pending_input
+from harness.model.config import ModelConfig
+from harness.model.layout import ATTN, LINEAR, layout_name, resolve_layout
 from harness.registry import TASKS, VARIANTS
 
 __all__ = ["Suite", "SuiteError", "Cell", "load_suite", "expand_cells", "find_suite", "suite_dirs"]
@@ -663,7 +663,7 @@ def load_suite(path: Union[str, Path]) -> Suite:
 def suite_dirs() -> list[Path]:
     """Where bare suite names are looked up: ./suites, then the checkout's suites/."""
     here = Path.cwd() / "suites"
-    repo = Path(__file__).resolve().parent.parent / "suites"
+    repo = Path(__file__).resolve().parents[2] / "suites"
     return [here] + ([repo] if repo.resolve() != here.resolve() else [])
 
 
@@ -750,7 +750,7 @@ def _check_mixers(model_json: str, kinds: tuple[str, ...]) -> None:
     try:
         import torch
 
-        from harness.model import build_mixer
+        from harness.model.lm import build_mixer
     except ImportError:  # model code unavailable: leave it to run time
         return
     cfg = ModelConfig.from_dict({**json.loads(model_json), "n_layers": 1, "layout": "pure"})

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     import torch
 
-    from harness.cell import Cell
-    from harness.model import HybridLM
+    from harness.sweep.cell import Cell
+    from harness.model.lm import HybridLM
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -66,8 +66,8 @@ def load_checkpoint(directory: str | Path, device: "str | torch.device" = "cpu",
     import torch
     from safetensors.torch import load_file
 
-    from harness.config import ModelConfig
-    from harness.model import HybridLM
+    from harness.model.config import ModelConfig
+    from harness.model.lm import HybridLM
 
     directory = Path(directory)
     cfg_path = directory / CONFIG_NAME
@@ -75,7 +75,7 @@ def load_checkpoint(directory: str | Path, device: "str | torch.device" = "cpu",
         raise FileNotFoundError(f"{directory} is not a harness checkpoint: {CONFIG_NAME} is missing")
     meta = json.loads(cfg_path.read_text())
     if "harness_config" not in meta:
-        raise ValueError(f"{cfg_path} has no 'harness_config'; for an fla checkpoint use harness.convert")
+        raise ValueError(f"{cfg_path} has no 'harness_config'; for an fla checkpoint use harness.integrations.convert")
     cfg = ModelConfig.from_dict(meta["harness_config"])
     model = HybridLM(cfg)
     state = load_file(str(directory / WEIGHTS_NAME))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional
 if TYPE_CHECKING:  # keep this module free of torch at import time
     import torch
 
-    from harness.config import ModelConfig
+    from harness.model.config import ModelConfig
 
 #: Run-level settings of a cell and their defaults (suite axes may set any of them).
 RUN_DEFAULTS: dict[str, Any] = {
@@ -134,7 +134,7 @@ class Cell:
     def dependencies(self) -> list[Dependency]:
         """The cells this one consumes: each parameter whose value is a reference
         ``{"from": task, "cell": cell_id}`` (written ``{from: task}`` in a suite and resolved by
-        harness.suite). The producer's id is in the params, hence in this cell's id."""
+        harness.sweep.suite). The producer's id is in the params, hence in this cell's id."""
         return [
             Dependency(name, str(v[REF_FROM]), str(v[REF_CELL]))
             for name, v in self.params.items()
@@ -157,14 +157,14 @@ class Cell:
             raise ValueError(
                 "unresolved input(s): " + ", ".join(f"{d.param} (the checkpoint of {d.task} cell {d.cell_id})"
                                                      for d in missing)
-                + "; a cell that consumes another's output runs through harness.runner.run_sweep"
+                + "; a cell that consumes another's output runs through harness.sweep.runner.run_sweep"
             )
         view = dataclasses.replace(self, params={**self.params, **{d.param: self.inputs[d.param] for d in deps}})
         object.__setattr__(view, "cell_id", self.cell_id)  # pin the cached id to the consumer's
         return view
 
     def model_config(self) -> "ModelConfig":
-        from harness.config import ModelConfig
+        from harness.model.config import ModelConfig
 
         return ModelConfig.from_dict(dict(self.model))
 
@@ -175,13 +175,13 @@ class Cell:
 
     @property
     def layout_kinds(self) -> list[str]:
-        from harness.layout import resolve_layout
+        from harness.model.layout import resolve_layout
 
         return resolve_layout(self.model["layout"], self.model["n_layers"])
 
     @property
     def n_full_attn_layers(self) -> int:
-        from harness.layout import ATTN
+        from harness.model.layout import ATTN
 
         return self.layout_kinds.count(ATTN)
 
@@ -195,7 +195,7 @@ class Cell:
         )
 
     def identity_columns(self) -> dict[str, Any]:
-        """The identity columns of every row this cell produces (see harness.schema)."""
+        """The identity columns of every row this cell produces (see harness.sweep.results)."""
         m = self.model
         return {
             "suite": self.suite,

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Optional, Union
 
 import pandas as pd
 
-from harness.schema import OK, conform, empty_frame, rows_to_frame
+from harness.sweep.results import OK, conform, empty_frame, rows_to_frame
 
 CELLS_DIR = "cells"
 RESULTS_FILE = "results.parquet"
@@ -309,7 +309,7 @@ def load_results(path: Union[str, os.PathLike]) -> pd.DataFrame:
 
     `path` is a results directory (``results/<suite>``; read from its cell files, so a sweep that
     was killed still loads completely) or a ``.parquet`` file. Loading never writes, moves or
-    deletes anything. The columns are described in docs/suites.md and defined in harness.schema.
+    deletes anything. The columns are described in docs/suites.md and defined in harness.sweep.results.
     Raises FileNotFoundError when there are no results at `path`, ResultsError when the table
     there is not one this harness wrote.
     """

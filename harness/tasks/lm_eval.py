@@ -1,9 +1,9 @@
 """`lm_eval`: run lm-evaluation-harness tasks on a cell's model, in-process.
 
 The model is, in order of precedence:
-- `checkpoint`: a harness checkpoint directory (harness.checkpoint), an fla / Hugging Face
+- `checkpoint`: a harness checkpoint directory (harness.model.checkpoint), an fla / Hugging Face
   checkpoint directory, or a Hub id such as ``m-a-p/340M-20B-GatedDeltaNet-hybrid-3-1``
-  (converted by harness.convert; our SDPA attention replaces fla's flash-attn layers, so it runs
+  (converted by harness.integrations.convert; our SDPA attention replaces fla's flash-attn layers, so it runs
   on CPU too). The cell's model columns must describe the checkpoint: `check` and `run` refuse a
   cell whose variant/layout/size disagree with the checkpoint's config, and
   `LmEval.model_from_params` gives the model a suite should put in such a cell.
@@ -44,12 +44,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 from pydantic import Field
 
-from harness.cell import is_pending_input
+from harness.sweep.cell import is_pending_input
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
 
 if TYPE_CHECKING:
-    from harness.cell import Cell
+    from harness.sweep.cell import Cell
 
 ONLINE_ENV = "HARNESS_ONLINE"
 OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -96,7 +96,7 @@ def hf_offline(enabled: bool = True) -> Iterator[None]:
 
 
 def repo_tasks_dir() -> Path:
-    from harness.lm_eval_tasks import TASKS_DIR
+    from harness.integrations.lm_eval.tasks import TASKS_DIR
 
     return TASKS_DIR
 
@@ -120,8 +120,8 @@ def _local_config(checkpoint: str) -> Optional[dict[str, Any]]:
 
 
 def _model_dict_from_config(config: dict[str, Any]) -> dict[str, Any]:
-    from harness.config import ModelConfig
-    from harness.convert import fla_config_to_model_config
+    from harness.model.config import ModelConfig
+    from harness.integrations.convert import fla_config_to_model_config
 
     if "harness_config" in config:
         return ModelConfig.from_dict(config["harness_config"]).to_dict()
@@ -129,8 +129,8 @@ def _model_dict_from_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _canonical_model(model: dict[str, Any]) -> dict[str, Any]:
-    from harness.cell import canonical
-    from harness.suite import resolve_model
+    from harness.sweep.cell import canonical
+    from harness.sweep.suite import resolve_model
 
     return canonical(resolve_model(dict(model)))
 
@@ -154,7 +154,7 @@ class LmEval(Task):
         #: extra directories of lm-eval task YAMLs (the repository's own are always included)
         include_path: Optional[str] = None
         #: a harness checkpoint dir, an fla / HF checkpoint dir or a Hub id; None: the cell's model, untrained.
-        #: In a suite, `{from: <task>}`: the checkpoint another cell of the sweep trains (harness.suite)
+        #: In a suite, `{from: <task>}`: the checkpoint another cell of the sweep trains (harness.sweep.suite)
         checkpoint: Optional[str] = None
         #: tokenizer: None = byte-level for harness models, the checkpoint's own for fla ones; or "byte" / a path / Hub id
         tokenizer: Optional[str] = None
@@ -180,7 +180,7 @@ class LmEval(Task):
             return None
         config = _local_config(checkpoint)
         if config is None:
-            from harness.convert import local_checkpoint_problem
+            from harness.integrations.convert import local_checkpoint_problem
 
             problem = local_checkpoint_problem(checkpoint)  # a missing path: no use going online
             if problem:
@@ -190,7 +190,7 @@ class LmEval(Task):
                     f"checkpoint {checkpoint!r}: its config.json is not available offline; set {ONLINE_ENV}=1 "
                     "to fetch it (or download the checkpoint into the Hugging Face cache / a local directory)"
                 )
-            from harness.convert import read_fla_config
+            from harness.integrations.convert import read_fla_config
 
             _, config = read_fla_config(checkpoint)
         return _model_dict_from_config(config)
@@ -233,12 +233,12 @@ class LmEval(Task):
     def _build_lm(self, cell: "Cell", p: "LmEval.Params"):
         import torch
 
-        from harness.lm_eval_adapter import ByteTokenizer, HarnessLM, load_model_and_tokenizer
+        from harness.integrations.lm_eval.adapter import ByteTokenizer, HarnessLM, load_model_and_tokenizer
 
         dtype = cell.torch_dtype()
         kind = "untrained"
         if p.checkpoint:
-            from harness.convert import read_fla_config
+            from harness.integrations.convert import read_fla_config
 
             _, config = read_fla_config(p.checkpoint)  # before loading any weights
             diffs = _mismatch(dict(cell.model), _model_dict_from_config(config))
@@ -246,13 +246,13 @@ class LmEval(Task):
                 raise ValueError(self._mismatch_message(p.checkpoint, diffs, config))
             model, tok, kind = load_model_and_tokenizer(p.checkpoint, p.tokenizer, cell.device, dtype)
         else:
-            from harness.model import build_model
+            from harness.model.lm import build_model
 
             torch.manual_seed(cell.seed)
             model = build_model(cell.model_config(), device=cell.device, dtype=dtype, backend="torch")
             tok = None if p.tokenizer in (None, "byte") else p.tokenizer
             if tok is not None:
-                from harness.lm_eval_adapter import load_hf_tokenizer
+                from harness.integrations.lm_eval.adapter import load_hf_tokenizer
 
                 tok = load_hf_tokenizer(tok)
             else:

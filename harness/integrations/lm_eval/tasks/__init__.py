@@ -1,6 +1,6 @@
 """lm-eval task YAMLs kept in the repository, over local JSONL files (no download).
 
-`harness.tasks.lm_eval_task` always adds this directory to lm-eval's include path, so its tasks
+`harness.tasks.lm_eval` always adds this directory to lm-eval's include path, so its tasks
 are found by name; from lm-eval's CLI pass ``--include_path`` with `TASKS_DIR`. The tag
 ``harness_toy`` runs all four:
 

@@ -5,15 +5,15 @@ name ``harness``. lm-eval 0.4 has no plug-in mechanism for models (no entry-poin
 only knows the models in `lm_eval.models.MODEL_MAPPING`), so the registration happens when this
 module is imported:
 
-- in Python: ``import harness.lm_eval_adapter`` then ``lm_eval.simple_evaluate(model="harness",
+- in Python: ``import harness.integrations.lm_eval.adapter`` then ``lm_eval.simple_evaluate(model="harness",
   model_args="pretrained=DIR", ...)``, or pass ``HarnessLM(pretrained=DIR)`` itself;
-- from the shell: ``python -m harness.lm_eval_cli --model harness --model_args pretrained=DIR
+- from the shell: ``python -m harness.integrations.lm_eval.cli --model harness --model_args pretrained=DIR
   --tasks ...`` which registers the model and then runs lm-eval's own CLI (every lm-eval flag
   works, e.g. ``--include_path``, ``--limit``, ``--output_path``);
-- the suite task ``lm_eval`` (harness.tasks.lm_eval_task) runs it in-process.
+- the suite task ``lm_eval`` (harness.tasks.lm_eval) runs it in-process.
 
-``pretrained`` may be a harness checkpoint directory (harness.checkpoint: byte-level model), an
-fla / Hugging Face checkpoint directory, or a Hub id (converted by harness.convert; the Hub is
+``pretrained`` may be a harness checkpoint directory (harness.model.checkpoint: byte-level model), an
+fla / Hugging Face checkpoint directory, or a Hub id (converted by harness.integrations.convert; the Hub is
 only reached when HF_HUB_OFFLINE is not set).
 
 Tokenisation: our models are byte-level. `ByteTokenizer` maps UTF-8 bytes to ids 0..255; the
@@ -104,13 +104,13 @@ def load_model_and_tokenizer(
 ):
     """(HybridLM, tokenizer, kind) for a harness checkpoint, an fla checkpoint dir or a Hub id.
     kind is "harness" or "fla"."""
-    from harness.convert import is_fla_checkpoint, load_fla_checkpoint, resolve_checkpoint_dir
+    from harness.integrations.convert import is_fla_checkpoint, load_fla_checkpoint, resolve_checkpoint_dir
 
     directory = resolve_checkpoint_dir(pretrained)
     cfg_path = directory / "config.json"
     meta = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
     if "harness_config" in meta:
-        from harness.checkpoint import load_checkpoint
+        from harness.model.checkpoint import load_checkpoint
 
         model = load_checkpoint(directory, device=device, dtype=dtype)
         kind = "harness"
@@ -120,7 +120,7 @@ def load_model_and_tokenizer(
     else:
         raise ValueError(
             f"{pretrained}: not a harness checkpoint (config.json with 'harness_config') nor an fla checkpoint "
-            f"(config.json model_type in harness.convert.FLA_MODEL_TYPES); model_type={meta.get('model_type')!r}"
+            f"(config.json model_type in harness.integrations.convert.FLA_MODEL_TYPES); model_type={meta.get('model_type')!r}"
         )
     tok_choice = tokenizer or ("byte" if kind == "harness" else "auto")
     if tok_choice == "byte":

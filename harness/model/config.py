@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional
 @dataclass
 class ModelConfig:
     variant: str = "gated_deltanet"  # the linear mixer used in "L" layers
-    layout: str = "pure"  # see harness.layout
+    layout: str = "pure"  # see harness.model.layout
     n_layers: int = 4
     d_model: int = 128
     n_heads: int = 4  # heads of the linear mixer
@@ -25,7 +25,7 @@ class ModelConfig:
     mixer_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for the linear variant
     attn_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for the attention mixer
     mode: str = "chunk"  # default parallel path of linear mixers: "chunk" or "recurrent"
-    #: weight initialisation of Linear and Embedding layers (harness.model.init_weights):
+    #: weight initialisation of Linear and Embedding layers (harness.model.lm.init_weights):
     #: "torch" = PyTorch's defaults (small models learn; docs/training.md#initialisation),
     #: "fla" = N(0, 0.02) everywhere, fla's initializer_range for paper-scale training
     init: Literal["torch", "fla"] = "torch"

@@ -38,10 +38,10 @@ from typing import Any, Iterator, Optional, Protocol
 import pandas as pd
 
 from harness import __version__
-from harness.cell import Cell
+from harness.sweep.cell import Cell
 from harness.registry import TASKS
-from harness.schema import OK, REQUIRED_TASK_ROW_KEYS, STATUSES, TASK_ROW_KEYS, rows_to_frame
-from harness.store import (RESULTS_FILE, ResultsError, cell_statuses, check_can_write, check_writable_results,
+from harness.sweep.results import OK, REQUIRED_TASK_ROW_KEYS, STATUSES, TASK_ROW_KEYS, rows_to_frame
+from harness.sweep.store import (RESULTS_FILE, ResultsError, cell_statuses, check_can_write, check_writable_results,
                            clean_stale_tmp, consolidate, os_error_text, read_cells, repair, write_cell)
 
 EXECUTORS = ("serial", "pool", "ray")
@@ -72,7 +72,7 @@ def make_context(torch_threads: Optional[int] = None) -> RunContext:
 def git_sha() -> str:
     """Commit of the harness checkout the code runs from ("-dirty" with uncommitted changes to
     tracked files), or "unknown" (installed from a wheel, no git, no commit yet). Never fails."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> Optional[str]:
         try:
@@ -643,7 +643,7 @@ def checkpoint_path(results_dir: Path, cell_id: str) -> Path:
 
 
 def _has_checkpoint(results_dir: Path, cell_id: str) -> bool:
-    from harness.checkpoint import is_complete_checkpoint
+    from harness.model.checkpoint import is_complete_checkpoint
 
     return is_complete_checkpoint(checkpoint_path(results_dir, cell_id))
 

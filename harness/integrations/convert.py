@@ -44,8 +44,8 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from harness.config import ModelConfig
-from harness.layout import layout_name, resolve_layout
+from harness.model.config import ModelConfig
+from harness.model.layout import layout_name, resolve_layout
 
 __all__ = [
     "ConversionError",
@@ -467,7 +467,7 @@ def convert_state_dict(
     Unknown keys raise ConversionError; fla's HGRN `lower_bounds` are dropped (recorded in
     `info`, which then says the conversion is not exact).
     """
-    from harness.layout import ATTN
+    from harness.model.layout import ATTN
 
     kinds = resolve_layout(cfg.layout, cfg.n_layers)
     if cfg.variant == "attention":
@@ -536,11 +536,11 @@ def load_fla_checkpoint(
     `strict=True` refuses approximate conversions (HGRN/HGRN-2 lower bounds). The model gets
     `conversion` (a `ConvertedInfo`) and `source_dir` attributes.
     """
-    from harness.model import HybridLM
+    from harness.model.lm import HybridLM
 
     directory, config = read_fla_config(path_or_hub_id)
     if "harness_config" in config:
-        raise ConversionError(f"{directory} is a harness checkpoint; use harness.checkpoint.load_checkpoint")
+        raise ConversionError(f"{directory} is a harness checkpoint; use harness.model.checkpoint.load_checkpoint")
     cfg = fla_config_to_model_config(config)
     info = ConvertedInfo(source=str(path_or_hub_id), model_type=config["model_type"])
     state = convert_state_dict(normalise_keys(load_fla_state_dict(directory), config["model_type"]), cfg, info)

@@ -129,7 +129,7 @@ class Timing:
         return w > (1.0 + LOAD_TOLERANCE) * c
 
     def provenance(self, threads: Optional[int], on_cpu: bool) -> dict[str, Any]:
-        """The timing-provenance columns of a row (harness.schema): clock, both medians, threads,
+        """The timing-provenance columns of a row (harness.sweep.results): clock, both medians, threads,
         and the load flag (CPU only)."""
         out: dict[str, Any] = {"clock": self.clock, "wall_time_s": self.wall_median}
         if threads is not None:
@@ -344,7 +344,7 @@ class WorkerError(RuntimeError):
     """The job raised in the worker; the message is "Type: message" of the original error."""
 
 
-_PRELOAD = ["torch", "harness.model", "harness.measure"]
+_PRELOAD = ["torch", "harness.model.lm", "harness.runtime.measure"]
 
 
 def _context() -> Any:

@@ -1,18 +1,18 @@
-"""lm-eval's own command line, with our model registered: ``python -m harness.lm_eval_cli ARGS``.
+"""lm-eval's own command line, with our model registered: ``python -m harness.integrations.lm_eval.cli ARGS``.
 
 lm-eval 0.4 discovers models only through its built-in table (no entry points / plug-ins), so a
 plain ``lm_eval --model harness`` cannot see a model that lives outside lm-eval. This wrapper
-imports harness.lm_eval_adapter (which registers `HarnessLM` as ``harness`` in lm-eval's model
+imports harness.integrations.lm_eval.adapter (which registers `HarnessLM` as ``harness`` in lm-eval's model
 registry) and then hands the command line, unchanged, to lm-eval's `cli_evaluate`::
 
-    python -m harness.lm_eval_cli --model harness --model_args pretrained=results/ckpt \\
+    python -m harness.integrations.lm_eval.cli --model harness --model_args pretrained=results/ckpt \\
         --tasks harness_toy_mc --include_path harness/lm_eval_tasks --limit 10
-    python -m harness.lm_eval_cli --model harness \\
+    python -m harness.integrations.lm_eval.cli --model harness \\
         --model_args pretrained=m-a-p/340M-20B-GatedDeltaNet-hybrid-3-1,device=cuda,dtype=bfloat16 \\
         --tasks arc_easy,piqa
 
 ``--include_path`` defaults to nothing, as in lm-eval; the repository's tasks live in
-harness/lm_eval_tasks (`harness.lm_eval_tasks.TASKS_DIR`). Like the rest of the harness it keeps
+harness/lm_eval_tasks (`harness.integrations.lm_eval.tasks.TASKS_DIR`). Like the rest of the harness it keeps
 Hugging Face libraries offline (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE = 1)
 unless HARNESS_ONLINE=1 is set; variables already set in the environment win.
 """
@@ -29,7 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if os.environ.get("HARNESS_ONLINE", "").strip().lower() not in ("1", "true", "yes"):
         for var in OFFLINE_VARS:  # before datasets / huggingface_hub are imported: they read it once
             os.environ.setdefault(var, "1")
-    import harness.lm_eval_adapter  # noqa: F401  (registers --model harness)
+    import harness.integrations.lm_eval.adapter  # noqa: F401  (registers --model harness)
     from lm_eval.__main__ import cli_evaluate
 
     if argv is not None:

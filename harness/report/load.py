@@ -22,7 +22,7 @@ def load_results(path: Path | str) -> pd.DataFrame:
     """Load the results table: prefer the store's loader, else read parquet directly."""
     path = Path(path)
     try:
-        from harness.store import load_results as store_load  # type: ignore
+        from harness.sweep.store import load_results as store_load  # type: ignore
     except Exception:  # the store may not exist yet, or fail to import
         store_load = None
     if store_load is not None:
@@ -31,7 +31,7 @@ def load_results(path: Path | str) -> pd.DataFrame:
         except ValueError as exc:  # e.g. a hand-made table with extra columns: read it as it is
             import warnings
 
-            warnings.warn(f"harness.store could not load {path} ({exc}); reading the parquet directly")
+            warnings.warn(f"harness.sweep.store could not load {path} ({exc}); reading the parquet directly")
     return _read_parquet(path)
 
 

@@ -96,7 +96,7 @@ class Mixer(nn.Module):
         """A decode step (T = 1, cached tails, no autograd) of all short convs at once: one
         concatenated tail, one multiply and sum over the conv width, one activation. None when
         the call does not qualify (then each conv runs on its own)."""
-        from harness.modules import _fused_weight
+        from harness.model.modules import _fused_weight
 
         xs = list(inputs.values())
         if xs[0].shape[1] != 1:
@@ -120,7 +120,7 @@ class Mixer(nn.Module):
 
     def conv_state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
         """Cache shapes of the short convs (`<name>_conv1d` children), as `conv_<name>`."""
-        from harness.modules import ShortConv
+        from harness.model.modules import ShortConv
 
         return {
             f"conv_{n[: -len('_conv1d')]}": m.cache_shape(batch)
