@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from harness.runtime.measure import device_sync, time_calls
+from harness.runtime.timing import device_sync, time_calls
 from harness.registry import get_variant
 
 # our variant -> (fla layer class name, kwargs that give the same parameterisation as our defaults)
@@ -54,7 +54,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("fla_overhead.py needs CUDA (fla's kernels are GPU-only)")
 
-    from harness.ops.backend import resolve_backend
+    from harness.runtime.devices import resolve_backend
 
     resolve_backend("fla", "cuda")
     d, h, dev, dt = args.d_model, args.heads, "cuda", torch.bfloat16

@@ -150,7 +150,7 @@ do_install() {
     "$PY" - <<'PYEOF'
 import importlib.metadata as md, json, os, platform, sys
 import torch, triton, pydantic, fla, fla.layers, harness
-from harness.ops.backend import fla_installed
+from harness.integrations.fla_kernels import fla_installed
 site = os.environ["SITE"]
 for m in (pydantic, fla, harness):
     assert m.__file__.startswith(site), f"{m.__name__} comes from {m.__file__}, not from {site}"

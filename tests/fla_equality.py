@@ -1,4 +1,4 @@
-"""Equality cases: fla's kernels (through harness.ops.backend's wrappers) vs our torch ops, forward
+"""Equality cases: fla's kernels (through harness.integrations.fla_kernels' wrappers) vs our torch ops, forward
 and backward, plus every variant's module on backend "fla" vs "torch".
 
 Run as a script for the CPU (Triton interpreter, fp32, tiny shapes):
@@ -68,7 +68,7 @@ def _diff(a, b) -> dict:
 
 def op_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 72) -> dict:
     from harness.ops import chunk_delta_rule, chunk_gla, chunk_hgrn, recurrent_delta_rule, recurrent_gla, recurrent_hgrn
-    from harness.ops.backend import resolve_backend
+    from harness.runtime.devices import resolve_backend
     from harness.ops.dispatch import get_op
 
     resolve_backend("fla", device)
@@ -121,7 +121,7 @@ def op_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 7
 
 def module_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 40) -> dict:
     """Every linear variant: the same module and weights on backend fla vs torch (forward)."""
-    from harness.ops.backend import resolve_backend
+    from harness.runtime.devices import resolve_backend
     from harness.registry import VARIANTS
 
     resolve_backend("fla", device)

@@ -215,7 +215,7 @@ def test_llama_matches_transformers(tmp_path, tie):
 
 def test_missing_checkpoint_is_clear(tmp_path):
     pytest.importorskip("huggingface_hub")
-    from harness.tasks.lm_eval import hf_offline
+    from harness.integrations.hub import hf_offline
 
     with hf_offline(), pytest.raises(ConversionError, match="offline"):  # the cache only, never the network
         load_fla_checkpoint("no-such-org/no-such-model-xyz")

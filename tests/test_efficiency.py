@@ -15,7 +15,10 @@ from harness.sweep.cell import Cell
 from harness.model.config import ModelConfig
 from harness.model.costs import model_costs
 from harness.report.crossover import analytic_crossover, crossing, crossover_table, decode_ratio, measured_crossover
-from harness.runtime.measure import (PeakMemory, WorkerDied, is_oom, run_isolated, summarize, time_calls)
+from harness.runtime.devices import is_oom
+from harness.runtime.isolate import WorkerDied, run_isolated
+from harness.runtime.memory import PeakMemory
+from harness.runtime.timing import summarize, time_calls
 from harness.model.lm import build_model
 from harness.tasks.efficiency import Efficiency, measure_job, make_spec
 
@@ -195,7 +198,7 @@ def test_task_turns_a_killed_worker_into_oom_rows(monkeypatch):
         on_item({"metric": "train_step_s", "value": 1.0, "unit": "s"})
         raise WorkerDied("measurement worker killed by SIGKILL during prefill", oom=True, stage="prefill")
 
-    monkeypatch.setattr("harness.runtime.measure.run_isolated", fake_run_isolated)
+    monkeypatch.setattr("harness.runtime.isolate.run_isolated", fake_run_isolated)
     rows = efficiency.Efficiency().run(_cell(decode_contexts=[16]))
     status = {(r["metric"], r.get("context_len")): r.get("status", "ok") for r in rows}
     assert status[("train_step_s", None)] == "ok"

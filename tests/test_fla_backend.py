@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from harness.ops import backend
-from harness.ops.backend import resolve_backend
+from harness.integrations import fla_kernels as backend
+from harness.runtime.devices import resolve_backend
 from harness.registry import VARIANTS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,9 +58,26 @@ def test_auto_backend_is_torch_on_cpu():
 
 def test_forcing_fla_on_cpu_fails_clearly(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    monkeypatch.setattr("harness.ops.backend.fla_installed", lambda: True)
+    monkeypatch.setattr("harness.integrations.fla_kernels.fla_installed", lambda: True)
     with pytest.raises(RuntimeError, match="need a CUDA device"):
         resolve_backend("fla", "cpu")
+
+
+def test_auto_on_cuda_registers_the_fla_kernels(monkeypatch):
+    """"auto" on a CUDA device resolves to fla, and the fla ops must then exist: before the
+    restructuring it returned "fla" without registering them, so every GPU cell would have
+    failed with "no 'fla' implementation"."""
+    import torch
+
+    from harness.ops.dispatch import get_op
+
+    calls = []
+    monkeypatch.setattr("harness.integrations.fla_kernels.fla_installed", lambda: True)
+    monkeypatch.setattr("harness.integrations.fla_kernels.register_fla_ops", lambda: calls.append(1))
+    assert resolve_backend("auto", torch.device("cuda")) == "fla" and calls == [1]
+    assert resolve_backend("auto", "cpu") == "torch" and calls == [1]
+    with pytest.raises(ValueError, match="no 'nonexistent' implementation"):
+        get_op("gla", "chunk", "nonexistent")
 
 
 def test_unknown_backend():

@@ -28,7 +28,8 @@ from harness.model.config import ModelConfig  # noqa: E402
 from harness.integrations.lm_eval.adapter import ByteTokenizer, HarnessLM  # noqa: E402
 from harness.model.lm import HybridLM  # noqa: E402
 from harness.sweep.suite import Suite, expand_cells, resolve_model  # noqa: E402
-from harness.tasks.lm_eval import OFFLINE_VARS, LmEval, hf_offline, results_to_rows  # noqa: E402
+from harness.integrations.hub import OFFLINE_VARS, hf_offline  # noqa: E402
+from harness.tasks.lm_eval import LmEval, results_to_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CFG = ModelConfig(variant="gla", layout="1:1", n_layers=2, d_model=32, n_heads=2, vocab_size=257,

@@ -95,7 +95,7 @@ def test_recurrent_mode_is_the_step_by_step_op():
 
 
 def test_out_of_memory_in_backward_is_a_row_and_the_rest_still_runs(monkeypatch):
-    import harness.runtime.measure as measure
+    import harness.runtime.timing as measure
 
     real = measure.time_calls
 

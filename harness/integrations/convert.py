@@ -44,6 +44,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
+from harness.integrations.hub import ConversionError, resolve_checkpoint_dir
 from harness.model.config import ModelConfig
 from harness.model.layout import layout_name, resolve_layout
 
@@ -52,8 +53,6 @@ __all__ = [
     "ConvertedInfo",
     "FLA_MODEL_TYPES",
     "is_fla_checkpoint",
-    "resolve_checkpoint_dir",
-    "local_checkpoint_problem",
     "read_fla_config",
     "fla_config_to_model_config",
     "convert_state_dict",
@@ -75,16 +74,6 @@ FLA_MODEL_TYPES: dict[str, str] = {
     "llama": "attention",  # a Hugging Face Llama (the usual Transformer baseline format)
 }
 
-#: files fetched from the Hub for a checkpoint (config, safetensors weights, tokenizer); torch
-#: .bin weights are fetched only when a repository has no safetensors
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
-
-ONLINE_ENV = "HARNESS_ONLINE"
-
-
-class ConversionError(ValueError):
-    """The checkpoint cannot be converted exactly (or at all) into our HybridLM."""
-
 
 @dataclass
 class ConvertedInfo:
@@ -97,63 +86,7 @@ class ConvertedInfo:
 
 
 # ---------------------------------------------------------------------------------------------
-# Finding the checkpoint
-
-
-def _looks_like_hub_id(s: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", s)) and not s.startswith((".", "/"))
-
-
-def local_checkpoint_problem(path_or_hub_id: Union[str, os.PathLike]) -> Optional[str]:
-    """Why `path_or_hub_id` cannot be a checkpoint, when that is clear without the network: a
-    path that is not a Hub id (owner/name) and does not exist, a file, or a directory without a
-    config.json. None when it may be one (a checkpoint directory, or a Hub id to look up)."""
-    s = str(path_or_hub_id)
-    p = Path(s).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            return f"checkpoint {s!r}: the directory {p} has no config.json, so it is not a checkpoint"
-        return None
-    if p.exists():
-        return f"checkpoint {s!r}: {p} is a file; a checkpoint is a directory (config.json + weights)"
-    if not _looks_like_hub_id(s):
-        return (f"checkpoint {s!r}: the directory {p} does not exist (and {s!r} is not a Hugging Face id, "
-                f"owner/name); check the path")
-    return None
-
-
-def resolve_checkpoint_dir(path_or_hub_id: Union[str, os.PathLike], revision: Optional[str] = None) -> Path:
-    """A local directory for a checkpoint: the path itself, or a Hub snapshot.
-
-    A Hub id is fetched with huggingface_hub. With HF_HUB_OFFLINE=1 (the harness default unless
-    HARNESS_ONLINE=1) only the local cache is used, and a missing checkpoint is a clear error.
-    """
-    p = Path(path_or_hub_id).expanduser()
-    if p.is_dir():
-        return p
-    s = str(path_or_hub_id)
-    problem = local_checkpoint_problem(s)
-    if problem:  # a path that does not exist is not a reason to go online
-        raise ConversionError(problem)
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - transformers/datasets pull it in
-        raise ConversionError(
-            f"{s!r} looks like a Hugging Face id, but huggingface_hub is not installed (pip install huggingface_hub)"
-        ) from None
-    try:
-        directory = Path(snapshot_download(repo_id=s, revision=revision, allow_patterns=HUB_PATTERNS))
-        if not any(directory.glob("*.safetensors")):
-            directory = Path(snapshot_download(repo_id=s, revision=revision, allow_patterns=HUB_PATTERNS + ["*.bin"]))
-        return directory
-    except Exception as exc:  # offline cache miss, no network, unknown repo, ...
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = (
-            " The Hub is offline (HF_HUB_OFFLINE=1): download it once with network access "
-            f"(set {ONLINE_ENV}=1 for the harness, or `hf download {s}`), or pass a local directory."
-            if offline else " Check the id and the network, or pass a local directory."
-        ) + f" (No local directory {p} exists either.)"
-        raise ConversionError(f"cannot fetch checkpoint {s!r}: {type(exc).__name__}: {exc}.{hint}") from None
+# Reading the checkpoint (finding it: harness.integrations.hub)
 
 
 def read_fla_config(path_or_hub_id: Union[str, os.PathLike]) -> tuple[Path, dict[str, Any]]:

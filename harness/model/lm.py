@@ -149,7 +149,7 @@ class HybridLM(nn.Module):
     # ---- introspection ------------------------------------------------------------------
     def set_backend(self, backend: str) -> str:
         """Run the linear mixers on `backend` ("auto", "torch" or "fla"); returns the one chosen."""
-        from harness.ops.backend import resolve_backend
+        from harness.runtime.devices import resolve_backend
 
         device = self.embeddings.weight.device
         resolved = resolve_backend(backend, device)
@@ -198,7 +198,7 @@ def init_weights(model: nn.Module, scheme: str) -> None:
 
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                 backend: str = "auto") -> HybridLM:
-    """Build on `device` in `dtype`, with the linear mixers on `backend` (see harness.ops.backend;
+    """Build on `device` in `dtype`, with the linear mixers on `backend` (see harness.runtime.devices;
     "auto" = fla kernels on CUDA when fla is installed, else our torch ops). `model.backend`
     tells which backend was chosen, for the results table."""
     with torch.device(device):

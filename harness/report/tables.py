@@ -430,7 +430,7 @@ TIMED_METRICS = ("train_step_s", "prefill_s", "decode_token_s", "mixer_fwd_s", "
 
 def timing_clocks(ok: pd.DataFrame) -> dict[str, int]:
     """Timed rows (TIMED_METRICS) per clock, plus `loaded`: how many
-    were flagged as measured on a loaded machine (harness.runtime.measure.Timing.loaded). Tables written
+    were flagged as measured on a loaded machine (harness.runtime.timing.Timing.loaded). Tables written
     before the clock column count as `wall`."""
     rows = ok[ok["metric"].isin(TIMED_METRICS)]
     if rows.empty:

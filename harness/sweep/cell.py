@@ -30,7 +30,6 @@ RUN_DEFAULTS: dict[str, Any] = {
     "backend": "auto",
 }
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
-BACKENDS = ("auto", "torch", "fla")
 
 
 class Dependency(NamedTuple):

@@ -39,7 +39,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("unit", "string"),
     ("spread", "float64"),
     ("n_repeats", "Int64"),
-    # timing provenance (harness.runtime.measure.Timing): which clock `value` is, both clocks' medians,
+    # timing provenance (harness.runtime.timing.Timing): which clock `value` is, both clocks' medians,
     # the thread count, and whether the two clocks disagreed (a loaded machine)
     ("clock", "string"),
     ("wall_time_s", "float64"),

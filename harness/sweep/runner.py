@@ -40,6 +40,8 @@ import pandas as pd
 from harness import __version__
 from harness.sweep.cell import Cell
 from harness.registry import TASKS
+from harness.runtime.devices import exception_status, free_device_memory
+from harness.runtime.isolate import add_import_paths
 from harness.sweep.results import OK, REQUIRED_TASK_ROW_KEYS, STATUSES, TASK_ROW_KEYS, rows_to_frame
 from harness.sweep.store import (RESULTS_FILE, ResultsError, cell_statuses, check_can_write, check_writable_results,
                            clean_stale_tmp, consolidate, os_error_text, read_cells, repair, write_cell)
@@ -93,14 +95,6 @@ def git_sha() -> str:
     return sha + ("-dirty" if dirty else "")
 
 
-def classify_exception(exc: BaseException) -> str:
-    """ "oom" for out-of-memory errors (torch's, Python's MemoryError, or by message), else "failed"."""
-    names = {c.__name__ for c in type(exc).__mro__}
-    if "OutOfMemoryError" in names or isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return "oom"
-    return "failed"
-
-
 def describe_exception(exc: BaseException) -> str:
     """`Type: message [at file:line in func]`, the innermost frame telling where it broke."""
     msg = f"{type(exc).__name__}: {exc}"
@@ -120,11 +114,9 @@ def _short_path(filename: str) -> str:
 
 
 def _prepare_process(ctx: RunContext, task_modules: tuple[str, ...]) -> None:
-    for p in ctx.sys_path:
-        if p not in sys.path:
-            sys.path.append(p)  # appended: never shadow installed packages
     import importlib
 
+    add_import_paths(ctx.sys_path)
     for name in task_modules:
         importlib.import_module(name)
 
@@ -205,9 +197,9 @@ def execute_cell(cell: Cell, ctx: RunContext) -> list[dict[str, Any]]:
         rows = [{**base, **row} for row in _check_task_rows(task.run(cell.for_task()))]
         rows_to_frame(rows)  # fails here, as this cell's error, if a value cannot fit its column
     except Exception as exc:
-        rows = [{**base, "metric": None, "value": None, "unit": None, "status": classify_exception(exc),
+        rows = [{**base, "metric": None, "value": None, "unit": None, "status": exception_status(exc),
                  "error": describe_exception(exc)}]
-        _free_accelerator_memory()
+        free_device_memory()  # the next cell in this process must not inherit cached blocks
     extra = {"torch_version": _torch_version(), "wall_s": time.perf_counter() - t0}
     return [{**row, **extra} for row in rows]
 
@@ -222,16 +214,6 @@ def crash_rows(cell: Cell, ctx: RunContext, error: str, status: str = "failed") 
 def dependency_rows(cell: Cell, ctx: RunContext, error: str) -> list[dict[str, Any]]:
     """The failed row of a cell not run because a cell it consumes is not ok."""
     return crash_rows(cell, ctx, error)
-
-
-def _free_accelerator_memory() -> None:
-    # after an OOM the next cell in this process must not inherit the cached blocks
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        import gc
-
-        gc.collect()
-        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,7 +337,7 @@ class PoolExecutor:
                    "memory); rerun with --retry-failed")
             return crash_rows(cell, self.ctx, msg), True
         except Exception as exc:  # e.g. the cell could not be pickled
-            return crash_rows(cell, self.ctx, describe_exception(exc), classify_exception(exc)), False
+            return crash_rows(cell, self.ctx, describe_exception(exc), exception_status(exc)), False
 
 
 def _terminate_workers(pool: ProcessPoolExecutor) -> None:
@@ -426,8 +408,7 @@ class RayExecutor:
                     try:
                         rows = ray.get(ref)
                     except Exception as exc:  # worker crash, node lost, Ray's OOM killer
-                        status = "oom" if "OutOfMemory" in type(exc).__name__ else "failed"
-                        rows = crash_rows(cell, self.ctx, describe_exception(exc), status)
+                        rows = crash_rows(cell, self.ctx, describe_exception(exc), exception_status(exc))
                     yield cell, rows
         finally:
             for ref in refs:

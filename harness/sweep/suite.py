@@ -36,7 +36,8 @@ from pydantic import (
     model_validator,
 )
 
-from harness.sweep.cell import BACKENDS, DTYPE_NAMES, REF_CELL, REF_FROM, RUN_DEFAULTS, Cell, canonical_json, pending_input
+from harness.runtime.devices import BACKENDS
+from harness.sweep.cell import DTYPE_NAMES, REF_CELL, REF_FROM, RUN_DEFAULTS, Cell, canonical_json, pending_input
 from harness.model.config import ModelConfig
 from harness.model.layout import ATTN, LINEAR, layout_name, resolve_layout
 from harness.registry import TASKS, VARIANTS
@@ -375,9 +376,9 @@ def _big_ints(value: Any, loc: tuple = ()) -> list[str]:
 def _import_task_modules(names: list[str], extra_paths: tuple[str, ...] = ()) -> None:
     """Import modules that register extra tasks. The working directory is searched too (as
     `python -m` does), so a suite can name e.g. `tests.helpers_tasks` when run from a checkout."""
-    for p in (*extra_paths, os.getcwd()):
-        if p not in sys.path:
-            sys.path.append(p)
+    from harness.runtime.isolate import add_import_paths
+
+    add_import_paths((*extra_paths, os.getcwd()))
     for name in names:
         importlib.import_module(name)
 

@@ -109,7 +109,7 @@ def metric_row(
     **timing: Any,
 ) -> dict[str, Any]:
     """A task's row, leaving out the optional keys that are not set. `timing` takes the
-    timing-provenance columns (`harness.runtime.measure.Timing.provenance`: clock, wall_time_s, ...)."""
+    timing-provenance columns (`harness.runtime.timing.Timing.provenance`: clock, wall_time_s, ...)."""
     unknown = set(timing) - TIMING_KEYS
     if unknown:
         raise TypeError(f"metric_row: unknown keys {sorted(unknown)}; allowed besides the named ones: "

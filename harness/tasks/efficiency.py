@@ -12,11 +12,11 @@ Per cell (variant x layout x seq_len x batch x dtype x device), with random toke
   -> `decode_token_s` rows with `context_len = c` (the cache grows by one token per step, so
   the last timed step sees c + decode_warmup + decode_steps - 1 tokens);
 - memory: the first timed train step and the first timed prefill (after the warm-up calls) run
-  under `harness.runtime.measure.PeakMemory` -> `peak_mem_bytes` (train step) and
+  under `harness.runtime.memory.PeakMemory` -> `peak_mem_bytes` (train step) and
   `prefill_peak_mem_bytes`: peak bytes above what the process held just before the call (the
   built model, and on CPU nothing else). Without the matching timing, one call after the warm-up.
 Times are the median of `repeats` (decode: `decode_steps`) timed calls after `warmup` untimed ones;
-`spread` is their interquartile range. Which clock (harness.runtime.measure): on CPU the measurement runs
+`spread` is their interquartile range. Which clock (harness.runtime.timing): on CPU the measurement runs
 with one torch thread by default and reports CPU time (`clock: auto`), because wall time on a
 shared machine was seen 5-30x inflated by other work while 1-thread CPU time stayed stable; on
 CUDA, synchronised wall time. Every timed row records `clock`, `wall_time_s`, `cpu_time_s` (CPU),
@@ -162,7 +162,7 @@ def run_job(job: Any, spec: dict[str, Any], isolate: str, device: str,
     worker when `isolate` says so ("auto": off CUDA). If the worker dies or fails, the rows it
     reported are kept and every planned (stage, metric, unit, context_len) it did not report
     gets status "oom" (out of memory, SIGKILL) or "failed", with the error."""
-    from harness.runtime.measure import WorkerDied, WorkerError, run_isolated, worker_available
+    from harness.runtime.isolate import WorkerDied, WorkerError, run_isolated, worker_available
 
     isolated = isolate == "process" or (isolate == "auto" and not device.startswith("cuda"))
     if not (isolated and worker_available()):
@@ -270,7 +270,9 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     import torch.nn.functional as F
 
     from harness.model.config import ModelConfig
-    from harness.runtime.measure import PeakMemory, device_sync, free_device_memory, is_oom, time_calls
+    from harness.runtime.devices import free_device_memory, is_oom
+    from harness.runtime.memory import PeakMemory
+    from harness.runtime.timing import device_sync, time_calls
     from harness.model.lm import build_model
 
     p = spec["params"]
@@ -278,7 +280,7 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     device, dtype = spec["device"], getattr(torch, spec["dtype"])
     cfg = ModelConfig.from_dict(spec["model"])
     model = build_model(cfg, device, dtype, spec["backend"])
-    backend = model.backend  # what "auto" resolved to (harness.ops.backend)
+    backend = model.backend  # what "auto" resolved to (harness.runtime.devices.resolve_backend)
     B, L, V = spec["batch"], spec["seq_len"], cfg.vocab_size
     gen = torch.Generator(device="cpu").manual_seed(spec["seed"])
 

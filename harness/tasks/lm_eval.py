@@ -33,17 +33,15 @@ by a context length (``4096``) become ``lm_eval/<task>/score`` with `context_len
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
-import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from pydantic import Field
 
+from harness.integrations.hub import ONLINE_ENV, hf_offline, online
 from harness.sweep.cell import is_pending_input
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
@@ -51,48 +49,10 @@ from harness.tasks.base import Task, metric_row
 if TYPE_CHECKING:
     from harness.sweep.cell import Cell
 
-ONLINE_ENV = "HARNESS_ONLINE"
-OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 #: model fields that must agree between a cell and its checkpoint (they are result columns)
 #: metadata keys lm-eval's synthetic tasks read a tokenizer name from
 TOKENIZER_KEYS = ("tokenizer", "pretrained", "model")
 IDENTITY_FIELDS = ("variant", "layout", "n_layers", "d_model", "n_heads", "vocab_size")
-
-
-def online() -> bool:
-    return os.environ.get(ONLINE_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
-@contextlib.contextmanager
-def hf_offline(enabled: bool = True) -> Iterator[None]:
-    """Keep Hugging Face libraries off the network inside the block (env vars, and the constants
-    that huggingface_hub / datasets / transformers read at import time), then restore."""
-    if not enabled:
-        yield
-        return
-    saved_env = {k: os.environ.get(k) for k in OFFLINE_VARS}
-    os.environ.update({k: "1" for k in OFFLINE_VARS})
-    saved_attrs: list[tuple[Any, str, Any]] = []
-    for mod_name, attrs in (
-        ("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
-        ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
-        ("transformers.utils.hub", ("_is_offline_mode",)),
-    ):
-        mod = sys.modules.get(mod_name)
-        for attr in attrs:
-            if mod is not None and hasattr(mod, attr) and not callable(getattr(mod, attr)):
-                saved_attrs.append((mod, attr, getattr(mod, attr)))
-                setattr(mod, attr, True)
-    try:
-        yield
-    finally:
-        for mod, attr, val in saved_attrs:
-            setattr(mod, attr, val)
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def repo_tasks_dir() -> Path:
@@ -180,7 +140,7 @@ class LmEval(Task):
             return None
         config = _local_config(checkpoint)
         if config is None:
-            from harness.integrations.convert import local_checkpoint_problem
+            from harness.integrations.hub import local_checkpoint_problem
 
             problem = local_checkpoint_problem(checkpoint)  # a missing path: no use going online
             if problem:

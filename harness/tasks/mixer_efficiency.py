@@ -11,7 +11,7 @@ cell's backend; `mode` picks chunk or the step-by-step recurrence):
 - `mixer_fwd_s`: forward, no grad, eval mode (a prefill without the cache's use);
 - `mixer_fwd_bwd_s`: forward + backward of mean(y^2) into x and every parameter;
 - `mixer_fwd_bwd_peak_bytes`: peak memory of the first timed forward + backward (as in
-  harness.runtime.measure.PeakMemory: above what was held before; the inputs and weights are held);
+  harness.runtime.memory.PeakMemory: above what was held before; the inputs and weights are held);
 - `mixer_decode_step_s`: one single-token step at a context of seq_len tokens (the state of
   an untimed forward over seq_len tokens; every timed step starts from that same state, so the
   context stays seq_len; attention's KV cache then holds seq_len tokens).
@@ -158,7 +158,9 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     import torch.nn.functional as F
 
     from harness.model.config import ModelConfig
-    from harness.runtime.measure import PeakMemory, device_sync, free_device_memory, is_oom, time_calls
+    from harness.runtime.devices import free_device_memory, is_oom
+    from harness.runtime.memory import PeakMemory
+    from harness.runtime.timing import device_sync, time_calls
     from harness.model.lm import build_model
     from harness.ops.dispatch import get_op
     from harness.integrations.fla_references import fla_reference, op_kwargs
@@ -302,7 +304,7 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
         if ref is not None and (not ref.stepwise or L <= p["naive_stepwise_max_len"]):
             yield from op_rows("fla_naive", ref.fn, kw)
     if "fla" in impls and device.startswith("cuda"):
-        from harness.ops.backend import fla_installed, register_fla_ops
+        from harness.integrations.fla_kernels import fla_installed, register_fla_ops
 
         if fla_installed():
             register_fla_ops()

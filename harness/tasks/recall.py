@@ -89,18 +89,6 @@ class RecallParams(TrainParams):
 # shared machinery
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    return device
-
-
 def _amp_and_dtype(cell: "Cell") -> tuple[str, "torch.dtype"]:
     """Master weights stay fp32 (fp64 if asked); a half dtype means autocast to it."""
     import torch
@@ -116,6 +104,7 @@ def _amp_and_dtype(cell: "Cell") -> tuple[str, "torch.dtype"]:
 
 def build_for_training(cell: "Cell"):
     from harness.model.lm import build_model
+    from harness.runtime.devices import resolve_device
 
     import torch
 

@@ -104,7 +104,8 @@ def load_model_and_tokenizer(
 ):
     """(HybridLM, tokenizer, kind) for a harness checkpoint, an fla checkpoint dir or a Hub id.
     kind is "harness" or "fla"."""
-    from harness.integrations.convert import is_fla_checkpoint, load_fla_checkpoint, resolve_checkpoint_dir
+    from harness.integrations.convert import is_fla_checkpoint, load_fla_checkpoint
+    from harness.integrations.hub import resolve_checkpoint_dir
 
     directory = resolve_checkpoint_dir(pretrained)
     cfg_path = directory / "config.json"
@@ -131,9 +132,9 @@ def load_model_and_tokenizer(
 
 
 def _resolve_device(device: Optional[str]) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    from harness.runtime.devices import resolve_device
+
+    dev = torch.device(resolve_device(device or "auto"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         log.warning("device %r requested but CUDA is not available; using cpu", device)
         return torch.device("cpu")

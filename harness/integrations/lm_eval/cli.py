@@ -18,17 +18,14 @@ unless HARNESS_ONLINE=1 is set; variables already set in the environment win.
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Optional, Sequence
 
-OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    if os.environ.get("HARNESS_ONLINE", "").strip().lower() not in ("1", "true", "yes"):
-        for var in OFFLINE_VARS:  # before datasets / huggingface_hub are imported: they read it once
-            os.environ.setdefault(var, "1")
+    from harness.integrations.hub import default_offline_env
+
+    default_offline_env()  # before datasets / huggingface_hub are imported: they read it once
     import harness.integrations.lm_eval.adapter  # noqa: F401  (registers --model harness)
     from lm_eval.__main__ import cli_evaluate
 

@@ -1,8 +1,7 @@
-"""Backends for the recurrences: "torch" (harness.ops, runs anywhere) and "fla"
-(flash-linear-attention's Triton kernels, CUDA only; `pip install -e .[gpu]`).
+"""flash-linear-attention's Triton kernels as the "fla" backend of our ops (CUDA only;
+`pip install -e .[gpu]`; `harness.runtime.devices.resolve_backend` picks it).
 
-`resolve_backend("auto", device)` picks fla on CUDA when fla imports, else torch. The fla
-wrappers keep our op signatures ([B, T, H, D], log-space gates, [B, H, K, V] fp32 states), so a
+The fla wrappers keep our op signatures ([B, T, H, D], log-space gates, [B, H, K, V] fp32 states), so a
 variant never knows which backend runs it:
 
 | family      | chunk (training, prefill)                  | recurrent (decode)                       |
@@ -19,38 +18,17 @@ initial state (training puts neither in the loss, so training is unaffected).
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Optional
 
 import torch
 
 from harness.ops.dispatch import register_backend_op
 
-BACKENDS = ("auto", "torch", "fla")
 _fla_registered = False
 
 
 def fla_installed() -> bool:
     return importlib.util.find_spec("fla") is not None and importlib.util.find_spec("triton") is not None
-
-
-def resolve_backend(backend: str, device: str | torch.device) -> str:
-    """The backend that will actually run: "auto" means fla on CUDA when fla is installed."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    is_cuda = torch.device(device).type == "cuda"
-    if backend == "auto":
-        return "fla" if is_cuda and fla_installed() else "torch"
-    if backend == "fla":
-        if not fla_installed():
-            raise RuntimeError("backend 'fla' needs flash-linear-attention: pip install -e '.[gpu]'")
-        if not is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError(
-                f"backend 'fla' runs Triton kernels, which need a CUDA device (got {device!r}); "
-                "use backend 'torch' or 'auto' on the CPU (TRITON_INTERPRET=1 is for tiny tests only)"
-            )
-        register_fla_ops()
-    return backend
 
 
 def register_fla_ops() -> None:
