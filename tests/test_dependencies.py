@@ -1,6 +1,6 @@
 """Train, then evaluate, in one suite: a parameter written `{from: <task>}` is the checkpoint of
-the cell of that task with the same axis values (harness.sweep.suite), which the runner trains first
-and passes in (harness.sweep.runner), with every executor and with resume.
+the cell of that task with the same axis values (harness.sweep.references), which the runner trains first
+and passes in (harness.sweep.driver), with every executor and with resume.
 
 Cheap toy tasks (defined here, registered when this module is imported as
 `tests.test_dependencies`, which suites name under task_modules so that pool and Ray workers
@@ -95,9 +95,9 @@ class DepConsumer(Task):
 
 # ---------------------------------------------------------------------------------------------
 
-from harness.sweep.runner import run_sweep  # noqa: E402
+from harness.sweep.driver import run_sweep  # noqa: E402
 from harness.sweep.store import load_results  # noqa: E402
-from harness.sweep.suite import Suite, SuiteError, expand_cells, load_suite  # noqa: E402
+from harness.sweep import Suite, SuiteError, expand_cells, load_suite  # noqa: E402
 
 
 def suite_dict(**over) -> dict:
@@ -334,7 +334,7 @@ def test_stored_failed_producer_is_named_for_a_new_consumer(tmp_path):
 
 
 def test_consumer_run_outside_a_sweep_fails_cleanly():
-    from harness.sweep.runner import execute_cell, make_context
+    from harness.sweep.execute import execute_cell, make_context
 
     consumer = next(c for c in expand_cells(Suite.from_dict(suite_dict())) if c.task == "dep_consumer")
     (row,) = execute_cell(consumer, make_context())

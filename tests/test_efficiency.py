@@ -20,7 +20,7 @@ from harness.runtime.isolate import WorkerDied, run_isolated
 from harness.runtime.memory import PeakMemory
 from harness.runtime.timing import summarize, time_calls
 from harness.model.lm import build_model
-from harness.tasks.efficiency import Efficiency, measure_job, make_spec
+from harness.tasks.efficiency import Efficiency, make_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(n_layers=2, d_model=32, n_heads=2, vocab_size=64)
@@ -233,7 +233,7 @@ def test_cpu_peak_memory_grows_with_the_allocation():
 
 def test_efficiency_task_rows_in_an_isolated_worker():
     """Every documented metric, with its unit; decode at every context; rows fit the table."""
-    from harness.sweep.runner import _check_task_rows
+    from harness.sweep.execute import _check_task_rows
 
     cell = _cell(decode_fractions=[0.5, 1.0], analytic=True, repeats=3)
     rows = _check_task_rows(Efficiency().run(cell))
@@ -379,7 +379,7 @@ def test_analytic_crossover_is_the_papers_l_star():
 
 @pytest.mark.parametrize("name", ["cpu-efficiency", "paper-efficiency"])
 def test_efficiency_suites_expand(name):
-    from harness.sweep.suite import expand_cells, load_suite
+    from harness.sweep import expand_cells, load_suite
 
     suite = load_suite(ROOT / "suites" / f"{name}.yaml")
     cells = expand_cells(suite, [])

@@ -33,7 +33,7 @@ def test_committed_tables_hold_every_cell_of_their_suite(name, suite):
     change to identity, defaults or canonical forms would rename cells and strand results)."""
     import pandas as pd
 
-    from harness.sweep.suite import expand_cells, find_suite, load_suite
+    from harness.sweep import expand_cells, find_suite, load_suite
 
     ids = {c.cell_id for c in expand_cells(load_suite(find_suite(suite)))}
     stored = set(pd.read_parquet(ROOT / "reports" / name / "results.parquet", columns=["cell_id"])["cell_id"])

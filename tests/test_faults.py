@@ -142,12 +142,12 @@ def test_bad_arguments_are_a_message(tmp_path, monkeypatch, done, args, fragment
 
 
 def test_unexpected_error_is_short_and_debug_shows_the_traceback(tmp_path, monkeypatch):
-    import harness.sweep.runner
+    import harness.sweep.driver
 
     def boom(*a, **k):
         raise ZeroDivisionError("an internal bug")
 
-    monkeypatch.setattr(harness.sweep.runner, "run_sweep", boom)
+    monkeypatch.setattr(harness.sweep.driver, "run_sweep", boom)
     suite = str(tiny(tmp_path))
     code, out = cli("sweep", suite, "--out", str(tmp_path / "r"), "--no-report")
     assert_message(code, out, 2, "ZeroDivisionError: an internal bug")
@@ -271,9 +271,9 @@ def test_a_rerun_with_nothing_to_do_writes_nothing(tmp_path, done):
 
 
 def test_a_failed_write_stops_the_sweep_with_a_message(tmp_path, monkeypatch):
-    import harness.sweep.runner
+    import harness.sweep.driver
 
-    real = harness.sweep.runner.write_cell
+    real = harness.sweep.driver.write_cell
     calls = []
 
     def full_disk(results_dir, cell_id, rows):
@@ -282,7 +282,7 @@ def test_a_failed_write_stops_the_sweep_with_a_message(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(results_dir, cell_id, rows)
 
-    monkeypatch.setattr(harness.sweep.runner, "write_cell", full_disk)
+    monkeypatch.setattr(harness.sweep.driver, "write_cell", full_disk)
     res = tmp_path / "res"
     code, out = cli("sweep", str(tiny(tmp_path, axes="seq_len: [64, 128, 256]")), "--out", str(res), "--no-report")
     assert_message(code, out, 2, "(the disk is full). The sweep stopped; the cells written before are saved")

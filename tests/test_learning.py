@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from harness.registry import get_task
-from harness.sweep.suite import expand_cells, load_suite
+from harness.sweep import expand_cells, load_suite
 
 SUITE = """
 name: learning

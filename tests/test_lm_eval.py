@@ -27,7 +27,7 @@ from harness.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E
 from harness.model.config import ModelConfig  # noqa: E402
 from harness.integrations.lm_eval.adapter import ByteTokenizer, HarnessLM  # noqa: E402
 from harness.model.lm import HybridLM  # noqa: E402
-from harness.sweep.suite import Suite, expand_cells, resolve_model  # noqa: E402
+from harness.sweep import Suite, expand_cells, resolve_model  # noqa: E402
 from harness.integrations.hub import OFFLINE_VARS, hf_offline  # noqa: E402
 from harness.tasks.lm_eval import LmEval, results_to_rows  # noqa: E402
 

@@ -125,7 +125,7 @@ def _suite(tmp_path, layouts, seq_lens=(64, 256)) -> Path:
 
 
 def test_a_layout_that_is_not_one_layer_is_refused(tmp_path):
-    from harness.sweep.suite import SuiteError, expand_cells, load_suite
+    from harness.sweep import SuiteError, expand_cells, load_suite
 
     with pytest.raises(SuiteError) as info:
         expand_cells(load_suite(_suite(tmp_path, ["pure", "3:1"])), [])

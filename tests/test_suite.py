@@ -16,7 +16,7 @@ import tests.helpers_tasks  # noqa: F401  (registers the "toy" task)
 from harness.sweep.cell import Cell, canonical_json, hash_identity
 from harness.cli import app
 from harness.model.config import ModelConfig
-from harness.sweep.suite import SuiteError, expand_cells, find_suite, load_suite
+from harness.sweep import SuiteError, expand_cells, find_suite, load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def test_hash_fills_defaults(tmp_path):
 def test_hash_stable_across_processes(tmp_path):
     path = write(tmp_path, BASE + "axes: {variant: [gla, hgrn], seq_len: [128, 256]}\n")
     here = [c.cell_id for c in expand_cells(load_suite(path))]
-    code = f"from harness.sweep.suite import *; print([c.cell_id for c in expand_cells(load_suite({str(path)!r}))])"
+    code = f"from harness.sweep import *; print([c.cell_id for c in expand_cells(load_suite({str(path)!r}))])"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -77,7 +77,7 @@ def test_compiled_training_matches_eager_and_reruns_bit_identically():
 def test_an_added_setting_at_its_default_keeps_the_cell_id(tmp_path):
     """`compile` was added to the training tasks after cells were stored: at its default it is
     not part of the id (the committed example tables still match their suites), set it is."""
-    from harness.sweep.suite import expand_cells, load_suite
+    from harness.sweep import expand_cells, load_suite
 
     text = ("name: t\ntask: mqar\nmodel: {n_layers: 2, d_model: 32, n_heads: 2, vocab_size: 32}\n"
             "params: {steps: 2, n_train: 8, n_test: 4%s}\naxes: {variant: gla, seq_len: [32]}\n")

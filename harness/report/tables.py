@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .style import LOWER_IS_BETTER, is_hybrid, layout_sort_key, sort_layouts, sort_variants, variant_sort_key
+from .style import LOWER_IS_BETTER, layout_sort_key, sort_layouts, sort_variants, variant_sort_key
 
 SCALE = ["d_model"]
 MODEL_KEYS = ["d_model", "variant", "layout"]

@@ -1,7 +1,36 @@
 """The sweep engine: a suite file → validated cells → executed (serially, in a process pool or on
-Ray) → one crash-safe tidy results table. Free of torch: tasks import it when they run.
+Ray) → one crash-safe tidy results table. Free of torch: tasks import torch when they run.
 
-Data flows one way: `suite` (schema, reading, validation, expansion into `cell`s) → `runner`
-(execute one cell, executors, the driver, progress) → `store` (cell files and results.parquet,
-whose columns `results` defines).
+Data flows one way:
+- `reading` (YAML, finding a suite) → `schema` + `validate` (+ `references`, `messages`) → a `Suite`;
+- `expand` → `cell`s, each identified by the hash of its resolved settings;
+- `runner` executes them (one cell, the executors, the driver, progress);
+- `store` keeps each cell's rows and the consolidated table, whose columns `results` defines.
+
+The public names are importable from here: `from harness.sweep import load_suite, expand_cells`.
 """
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Suite": "harness.sweep.schema",
+    "SuiteError": "harness.sweep.messages",
+    "load_suite": "harness.sweep.reading",
+    "find_suite": "harness.sweep.reading",
+    "suite_dirs": "harness.sweep.reading",
+    "expand_cells": "harness.sweep.expand",
+    "resolve_model": "harness.sweep.expand",
+    "Cell": "harness.sweep.cell",
+    "run_sweep": "harness.sweep.driver",
+    "load_results": "harness.sweep.store",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness.sweep' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -133,7 +133,7 @@ class Cell:
     def dependencies(self) -> list[Dependency]:
         """The cells this one consumes: each parameter whose value is a reference
         ``{"from": task, "cell": cell_id}`` (written ``{from: task}`` in a suite and resolved by
-        harness.sweep.suite). The producer's id is in the params, hence in this cell's id."""
+        harness.sweep.references). The producer's id is in the params, hence in this cell's id."""
         return [
             Dependency(name, str(v[REF_FROM]), str(v[REF_CELL]))
             for name, v in self.params.items()
@@ -156,7 +156,7 @@ class Cell:
             raise ValueError(
                 "unresolved input(s): " + ", ".join(f"{d.param} (the checkpoint of {d.task} cell {d.cell_id})"
                                                      for d in missing)
-                + "; a cell that consumes another's output runs through harness.sweep.runner.run_sweep"
+                + "; a cell that consumes another's output runs through harness.sweep.driver.run_sweep"
             )
         view = dataclasses.replace(self, params={**self.params, **{d.param: self.inputs[d.param] for d in deps}})
         object.__setattr__(view, "cell_id", self.cell_id)  # pin the cached id to the consumer's

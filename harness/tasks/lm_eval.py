@@ -90,7 +90,7 @@ def _model_dict_from_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def _canonical_model(model: dict[str, Any]) -> dict[str, Any]:
     from harness.sweep.cell import canonical
-    from harness.sweep.suite import resolve_model
+    from harness.sweep import resolve_model
 
     return canonical(resolve_model(dict(model)))
 
@@ -114,7 +114,7 @@ class LmEval(Task):
         #: extra directories of lm-eval task YAMLs (the repository's own are always included)
         include_path: Optional[str] = None
         #: a harness checkpoint dir, an fla / HF checkpoint dir or a Hub id; None: the cell's model, untrained.
-        #: In a suite, `{from: <task>}`: the checkpoint another cell of the sweep trains (harness.sweep.suite)
+        #: In a suite, `{from: <task>}`: the checkpoint another cell of the sweep trains (harness.sweep.references)
         checkpoint: Optional[str] = None
         #: tokenizer: None = byte-level for harness models, the checkpoint's own for fla ones; or "byte" / a path / Hub id
         tokenizer: Optional[str] = None

@@ -1,0 +1,234 @@
+"""The sweep driver: pick the cells not done, run them on an executor, store each as it finishes,
+rebuild the table. Interrupting it (Ctrl-C, SIGTERM) keeps every finished cell; a results
+directory it must not write into is refused before anything runs."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pandas as pd
+
+from harness.sweep.cell import Cell
+from harness.sweep.dependencies import (
+    blocked_reason,
+    checkpoint_path,
+    checkpoints_dir,
+    in_waves,
+    with_checkpoint_dirs,
+    with_missing_producers,
+)
+from harness.sweep.execute import dependency_rows, make_context
+from harness.sweep.executors import make_executor
+from harness.sweep.progress import Progress
+from harness.sweep.results import OK
+from harness.sweep.store import (
+    RESULTS_FILE,
+    ResultsError,
+    cell_statuses,
+    check_can_write,
+    check_writable_results,
+    clean_stale_tmp,
+    consolidate,
+    os_error_text,
+    read_cells,
+    repair,
+    write_cell,
+)
+
+
+@dataclass
+class SweepSummary:
+    suite: str
+    results_dir: Path
+    n_cells: int  # cells of the suite
+    n_skipped: int  # already in the store, not run
+    ran: Counter = field(default_factory=Counter)  # status -> cells run now
+    #: every cell of the suite whose stored rows are not all ok: (cell, status, first error)
+    not_ok: list[tuple[Cell, str, str]] = field(default_factory=list)
+    table: Optional[pd.DataFrame] = None
+    interrupted: bool = False
+    #: the signal that interrupted the sweep (SIGINT for Ctrl-C, SIGTERM), when interrupted
+    signal: Optional[int] = None
+    #: why the sweep stopped before its end although no cell failed (results could not be written)
+    error: Optional[str] = None
+    #: what the sweep repaired in the results directory before it started (store.repair)
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.not_ok and not self.interrupted and not self.error
+
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit status: 128 + signal when interrupted (130 Ctrl-C, 143
+        SIGTERM), 2 when results could not be written, 1 with a cell not ok, else 0."""
+        if self.interrupted:
+            return 128 + (self.signal or signal.SIGINT)
+        if self.error:
+            return 2
+        return 1 if self.not_ok else 0
+
+
+def _cell_status(rows: list[dict[str, Any]]) -> str:
+    bad = [r.get("status") or "failed" for r in rows if r.get("status") != OK]
+    return bad[0] if bad else OK
+
+
+def select_cells(cells: list[Cell], results_dir: Path, retry_failed: bool = False) -> tuple[list[Cell], int, int]:
+    """The cells to run: those without stored rows, plus (retry_failed) those not all ok.
+    Returns (to run, skipped, skipped although not ok)."""
+    done = cell_statuses(results_dir)
+    todo = [c for c in cells if c.cell_id not in done or (retry_failed and done[c.cell_id] != OK)]
+    run_ids = {c.cell_id for c in todo}
+    skipped_bad = sum(1 for c in cells if c.cell_id not in run_ids and done.get(c.cell_id, OK) != OK)
+    return todo, len(cells) - len(todo), skipped_bad
+
+
+def run_sweep(
+    suite_name: str,
+    cells: list[Cell],
+    results_dir: Path,
+    executor: str = "serial",
+    workers: Optional[int] = None,
+    address: Optional[str] = None,
+    retry_failed: bool = False,
+    console: Any = None,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run the `cells` not yet in `results_dir`, writing each cell's rows as soon as it finishes,
+    then rebuild results.parquet. Interrupting (Ctrl-C, or SIGTERM in the main thread) keeps every
+    finished cell.
+
+    Raises ResultsError, before anything runs, when `results_dir` cannot be used: its
+    results.parquet was not written by this harness, or it cannot be written and there are cells
+    to run. A write that fails later (a full disk) stops the sweep with `summary.error` set."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    results_dir = Path(results_dir)
+    check_writable_results(results_dir)  # a foreign results.parquet is never overwritten
+    repaired = _repair(results_dir) if results_dir.is_dir() else []
+    for line in repaired:
+        console.print(f"[yellow]repaired[/]: {line}", highlight=False)
+    clean_stale_tmp(results_dir)
+    todo, skipped, skipped_bad = select_cells(cells, results_dir, retry_failed)
+    summary = SweepSummary(suite_name, results_dir, len(cells), skipped, repaired=repaired)
+    if skipped:
+        console.print(f"{skipped} of {len(cells)} cells already in {results_dir}; skipping them"
+                      + (f" ({skipped_bad} not ok: --retry-failed re-runs them)" if skipped_bad else ""))
+    todo, reruns = with_missing_producers(cells, todo, results_dir)
+    summary.n_skipped -= len(reruns)
+    if reruns:
+        console.print(f"{len(reruns)} finished cell(s) run again: a cell to run consumes their checkpoint, "
+                      f"which is not in {checkpoints_dir(results_dir)}")
+    if todo:
+        check_can_write(results_dir)  # before any cell computes for nothing
+    ctx = make_context()
+    bar = Progress(console, suite_name, len(todo), enabled=progress and bool(todo))
+    statuses = cell_statuses(results_dir)
+    errors: dict[str, str] = {}
+    by_id = {c.cell_id: c for c in cells}
+
+    def record(cell: Cell, rows: list[dict[str, Any]]) -> None:
+        try:
+            write_cell(results_dir, cell.cell_id, rows)
+        except OSError as exc:
+            raise _WriteFailed(f"cannot write the rows of cell {cell.cell_id} ({cell.label()}) in {results_dir}: "
+                               f"{os_error_text(exc)}. The sweep stopped; the cells written before are saved: "
+                               f"fix that, then rerun the same command to resume") from None
+        status = _cell_status(rows)
+        statuses[cell.cell_id] = status
+        if status != OK:
+            errors[cell.cell_id] = next((str(r["error"]) for r in rows if r.get("error")), "")
+        summary.ran[status] += 1
+        bar.advance(status, cell)
+
+    with _signals_as_interrupt(summary):
+        try:
+            if todo:
+                with make_executor(executor, ctx, workers, address) as ex, bar:
+                    for wave in in_waves(with_checkpoint_dirs(cells, todo, results_dir)):
+                        ready = []
+                        for cell in wave:
+                            why = blocked_reason(cell, statuses, errors, by_id, results_dir)
+                            if why:
+                                record(cell, dependency_rows(cell, ctx, why))
+                            else:
+                                deps = cell.dependencies()
+                                ready.append(cell.with_inputs({d.param: str(checkpoint_path(results_dir, d.cell_id))
+                                                               for d in deps}) if deps else cell)
+                        if ready:
+                            for cell, rows in ex.run(ready):
+                                record(cell, rows)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            summary.signal = summary.signal or signal.SIGINT
+        except _WriteFailed as exc:
+            summary.error = str(exc)
+        finally:
+            summary.table = _consolidate(results_dir, summary)
+    summary.not_ok = _not_ok_cells(cells, summary.table)
+    return summary
+
+
+class _WriteFailed(Exception):
+    """A cell's rows could not be written: the sweep stops (its message says why)."""
+
+
+def _repair(results_dir: Path) -> list[str]:
+    try:
+        return repair(results_dir)
+    except OSError as exc:  # a read-only directory: reading still works (store.read_cells)
+        return [f"{results_dir} has a damaged cell file that cannot be repaired here ({os_error_text(exc)}); "
+                f"its rows are read from {RESULTS_FILE} where it holds them"]
+
+
+def _consolidate(results_dir: Path, summary: SweepSummary) -> pd.DataFrame:
+    """Rebuild results.parquet; if that cannot be written, the table from the cell files (which
+    hold every result) and a message in `summary.error`."""
+    try:
+        return consolidate(results_dir)
+    except (OSError, ResultsError) as exc:
+        why = os_error_text(exc) if isinstance(exc, OSError) else str(exc)
+        summary.error = summary.error or (
+            f"cannot rebuild {results_dir / RESULTS_FILE}: {why}. Every finished cell is saved in "
+            f"{results_dir / 'cells'} (load_results and harness report read them); rerun to rebuild the table")
+        return read_cells(results_dir, warn=False)
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt(summary: SweepSummary) -> Iterator[None]:
+    """While the sweep runs, SIGTERM (a scheduler's `timeout`, `kill`) interrupts it like Ctrl-C:
+    finished cells are kept and the table is rebuilt. A signal during that clean-up is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if summary.interrupted:
+            return
+        summary.interrupted, summary.signal = True, signum
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+
+def _not_ok_cells(cells: list[Cell], table: pd.DataFrame) -> list[tuple[Cell, str, str]]:
+    by_id = {c.cell_id: c for c in cells}
+    bad = table[table["cell_id"].isin(list(by_id)) & (table["status"] != OK)]
+    out = []
+    for cid, grp in bad.groupby("cell_id", sort=False):
+        first = grp.iloc[0]
+        err = "" if pd.isna(first["error"]) else str(first["error"])
+        out.append((by_id[str(cid)], str(first["status"]), err))
+    return out

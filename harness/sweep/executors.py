@@ -1,0 +1,232 @@
+"""Where cells run: in this process (`serial`), in a local pool of spawned processes (`pool`),
+or as Ray tasks (`ray`, local or a cluster). An executor only runs `execute_cell` and yields
+(cell, rows) as cells finish; the driver writes every result, so all executors produce the same
+table and only the driver touches the results directory."""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Iterator, Optional, Protocol
+
+from harness.registry import TASKS
+from harness.runtime.devices import exception_status
+from harness.sweep.cell import Cell
+from harness.sweep.execute import (
+    RunContext,
+    crash_rows,
+    describe_exception,
+    execute_cell,
+)
+
+EXECUTORS = ("serial", "pool", "ray")
+
+
+class Executor(Protocol):
+    name: str
+
+    def __enter__(self) -> "Executor": ...
+
+    def __exit__(self, *exc: Any) -> None: ...
+
+    def run(self, cells: list[Cell]) -> Iterator[tuple[Cell, list[dict[str, Any]]]]:
+        """Yield (cell, rows) as cells finish, in any order."""
+        ...
+
+
+class SerialExecutor:
+    name = "serial"
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    def __enter__(self) -> "SerialExecutor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def run(self, cells: list[Cell]) -> Iterator[tuple[Cell, list[dict[str, Any]]]]:
+        for cell in cells:
+            yield cell, execute_cell(cell, self.ctx)
+
+
+def _pool_worker_init(parent_pid: int) -> None:
+    # A pool worker must not outlive a driver killed with SIGKILL (which runs no cleanup):
+    # watch the parent and leave when it is gone.
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class PoolExecutor:
+    """A local pool of `workers` spawned processes; torch threads split between them."""
+
+    name = "pool"
+
+    def __init__(self, ctx: RunContext, workers: int):
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        self.workers = workers
+        threads = max(1, usable_cores() // workers)
+        self.ctx = RunContext(ctx.harness_version, ctx.git_sha, ctx.sys_path, threads)
+
+    def __enter__(self) -> "PoolExecutor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: forking a process that has imported torch (threads, CUDA) is unsafe
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_pool_worker_init,
+            initargs=(os.getpid(),),
+        )
+
+    def run(self, cells: list[Cell]) -> Iterator[tuple[Cell, list[dict[str, Any]]]]:
+        # At most `workers` cells are submitted at a time, so when a worker dies we know which
+        # cells were in flight: those are recorded as failed, the rest go to a fresh pool.
+        pending = deque(cells)
+        running: dict[Future, Cell] = {}
+        pool = self._new_pool()
+        finished = False
+        try:
+            while pending or running:
+                while pending and len(running) < self.workers:
+                    cell = pending.popleft()
+                    running[pool.submit(execute_cell, cell, self.ctx)] = cell
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    cell = running.pop(fut)
+                    rows, died = self._result(fut, cell)
+                    broken |= died
+                    yield cell, rows
+                if broken:
+                    wait(running)
+                    for fut, cell in list(running.items()):
+                        yield cell, self._result(fut, cell)[0]
+                    running.clear()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = self._new_pool()
+            finished = True
+        finally:
+            # interrupted: do not wait for cells in flight. Ctrl-C reaches the workers too, a
+            # SIGTERM only the driver, so stop them here (otherwise exiting waits for their cells)
+            if not finished:
+                _terminate_workers(pool)
+            pool.shutdown(wait=finished, cancel_futures=True)
+
+    def _result(self, fut: Future, cell: Cell) -> tuple[list[dict[str, Any]], bool]:
+        try:
+            return fut.result(), False
+        except BrokenProcessPool:
+            msg = ("worker process died while this cell was in flight (killed, crashed, or out of "
+                   "memory); rerun with --retry-failed")
+            return crash_rows(cell, self.ctx, msg), True
+        except Exception as exc:  # e.g. the cell could not be pickled
+            return crash_rows(cell, self.ctx, describe_exception(exc), exception_status(exc)), False
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if stop is not None:
+        stop()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            proc.terminate()
+
+
+class RayExecutor:
+    """Each cell a Ray task with the resources its task asks for (one GPU per cuda cell)."""
+
+    name = "ray"
+
+    def __init__(self, ctx: RunContext, address: Optional[str] = None, num_cpus: Optional[int] = None):
+        self.ctx = ctx
+        self.address = address
+        self.num_cpus = num_cpus
+        self._ray: Any = None
+        self._started = False
+
+    def __enter__(self) -> "RayExecutor":
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError(
+                "the Ray executor needs Ray: pip install 'hybrid-attention-harness[ray]' (or pip install 'ray[default]')"
+            ) from None
+        self._ray = ray
+        if not ray.is_initialized():
+            try:
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False)
+                else:
+                    # a private local instance on loopback; "local" never attaches to a cluster
+                    # that happens to be running on this machine
+                    ray.init(address="local", num_cpus=self.num_cpus or usable_cores(), include_dashboard=False,
+                             _node_ip_address="127.0.0.1", log_to_driver=False)
+            except Exception as exc:
+                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+                raise RuntimeError(f"could not start or reach {where}: {type(exc).__name__}: {exc}") from exc
+            self._started = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+    def run(self, cells: list[Cell]) -> Iterator[tuple[Cell, list[dict[str, Any]]]]:
+        ray = self._ray
+        remote = ray.remote(execute_cell)
+        refs: dict[Any, Cell] = {}
+        for cell in cells:
+            res = TASKS.get(cell.task)().resources(cell)
+            cpus = res.get("num_cpus", 1)
+            ctx = RunContext(self.ctx.harness_version, self.ctx.git_sha, self.ctx.sys_path, max(1, int(cpus)))
+            # max_retries=0: a cell that kills its worker is data (a failed row), not a loop
+            ref = remote.options(num_cpus=cpus, num_gpus=res.get("num_gpus", 0), max_retries=0).remote(cell, ctx)
+            refs[ref] = cell
+        try:
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                for ref in done:
+                    cell = refs.pop(ref)
+                    try:
+                        rows = ray.get(ref)
+                    except Exception as exc:  # worker crash, node lost, Ray's OOM killer
+                        rows = crash_rows(cell, self.ctx, describe_exception(exc), exception_status(exc))
+                    yield cell, rows
+        finally:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+
+
+def make_executor(kind: str, ctx: RunContext, workers: Optional[int] = None, address: Optional[str] = None) -> Executor:
+    if kind == "serial":
+        return SerialExecutor(ctx)
+    if kind == "pool":
+        return PoolExecutor(ctx, workers or usable_cores())
+    if kind == "ray":
+        return RayExecutor(ctx, address, workers)
+    raise ValueError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")

@@ -1,0 +1,93 @@
+"""Reading suite files: safe YAML (no sexagesimal ints, no repeated keys) and finding a suite
+by path or by name."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from harness.sweep.messages import SuiteError, hint
+from harness.sweep.schema import Suite
+
+__all__ = ["read_yaml", "load_suite", "find_suite", "suite_dirs"]
+
+# YAML: safe, no sexagesimal ints (YAML 1.1 reads an unquoted 3:1 as the number 181), and a
+# repeated key is an error instead of silently keeping the last one.
+
+
+class _SuiteLoader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:
+                continue
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_SuiteLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _INT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_SuiteLoader.add_implicit_resolver(
+    _INT_TAG,
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as stream:  # a stream, so YAML errors name the file
+            return yaml.load(stream, Loader=_SuiteLoader)
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # a binary file, or a text file in another encoding
+        raise SuiteError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a suite is a YAML text "
+                         f"file (docs/suites.md)") from None
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"{path}: not valid YAML:\n{exc}") from None
+
+
+
+def load_suite(path: Union[str, Path]) -> Suite:
+    """Read and validate a suite file; raise SuiteError with every problem found."""
+    from harness.sweep.validate import validate
+
+    path = Path(path)
+    return validate(read_yaml(path), path)
+
+
+def suite_dirs() -> list[Path]:
+    """Where bare suite names are looked up: ./suites, then the checkout's suites/."""
+    here = Path.cwd() / "suites"
+    repo = Path(__file__).resolve().parents[2] / "suites"
+    return [here] + ([repo] if repo.resolve() != here.resolve() else [])
+
+
+def find_suite(name_or_path: Union[str, Path]) -> Path:
+    """A suite path, or a bare name (`quickstart`) looked up in suites/."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    names: list[str] = []
+    for d in suite_dirs():
+        for cand in (d / f"{p.name}.yaml", d / f"{p.name}.yml", d / p.name):
+            if cand.is_file() and p.parent == Path("."):
+                return cand
+        if d.is_dir():
+            names += sorted(f.stem for f in d.glob("*.y*ml"))
+    raise SuiteError(
+        f"no suite {str(name_or_path)!r}: not a file, and not a name in {', '.join(map(str, suite_dirs()))}."
+        f"{hint(p.stem, names)} Available: {', '.join(dict.fromkeys(names)) or 'none'}"
+    )
