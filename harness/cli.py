@@ -188,11 +188,11 @@ def sweep(
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Run a suite's cells (skipping finished ones) into a results table, then build the report."""
+    from harness.sweep import SuiteError, expand_cells, find_suite, load_suite
     from harness.sweep.driver import run_sweep
     from harness.sweep.executors import EXECUTORS
     from harness.sweep.progress import print_summary
     from harness.sweep.store import ResultsError
-    from harness.sweep import SuiteError, expand_cells, find_suite, load_suite
 
     err = _err_console()
     out_dir = _path_option(out, "--out", "results/<suite-name>")

@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from harness.registry import register_task
+from harness.sweep.metrics import Metric, register_metric
 from harness.tasks.base import Task, metric_row
+
+for _name, _unit in (("toy_value", "count"), ("toy_latency_s", "s"), ("toy_width", "count"), ("x", "s")):
+    register_metric(Metric(_name, _unit, _name, None, "reference", ("toy",), "a test task's metric"))
 
 
 @register_task("toy")

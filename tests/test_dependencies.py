@@ -22,7 +22,12 @@ import yaml
 from rich.console import Console
 
 from harness.registry import register_task
+from harness.sweep.metrics import Metric, register_metric
 from harness.tasks.base import Task, metric_row
+
+for _name in ("produced", "consumed"):
+    register_metric(Metric(_name, "count", _name, None, "reference", ("dep_producer", "dep_consumer"),
+                           "a test task's metric"))
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = "tests.test_dependencies"

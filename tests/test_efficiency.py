@@ -246,7 +246,7 @@ def test_efficiency_task_rows_in_an_isolated_worker():
         # analytic: true
         "mixer_flops_per_token": "FLOP", "model_flops_per_token": "FLOP", "state_bytes": "bytes",
         "kv_cache_bytes": "bytes", "cache_bytes": "bytes", "cache_reduction_vs_transformer": "ratio",
-        "n_params": "count", "mixer_flops_per_token_per_layer": "FLOP",
+        "n_params": "count", "mixer_flops_per_token_per_layer": "FLOP", "analytic_crossover_len": "tokens",
     }
     decode = sorted(r["context_len"] for r in rows if r["metric"] == "decode_token_s")
     assert decode == [16, 32]
@@ -358,19 +358,24 @@ def test_decode_ratio_and_decode_crossover_use_context_len():
 
 
 def test_analytic_crossover_is_the_papers_l_star():
+    """The analytic task writes L* as a row (the paper's k d / (2H) = 8 * 2048 / 16 for the 1.3B
+    Gated DeltaNet); the crossover table reads it from the table and computes nothing."""
+    from harness.model.costs import model_costs
+
     cfg = ModelConfig(variant="gated_deltanet", layout="pure", n_layers=24, d_model=2048, n_heads=8,
                       vocab_size=32000, mixer_kwargs={"head_dim": 256, "expand_v": 1.0})
-    from harness.sweep.cell import canonical_json
-
+    (lstar,) = [r["value"] for r in model_costs(cfg, 4096) if r["metric"] == "analytic_crossover_len"]
+    assert lstar == 1024.0
     df = _table({("attention", "transformer"): {1024: 1.0, 4096: 3.0}, ("gated_deltanet", "pure"): {1024: 2.0, 4096: 2.0}},
                 d_model=2048)
     df["n_heads"] = 8
-    df["model_config"] = [canonical_json(cfg.to_dict()) if v != "attention" else None for v in df["variant"]]
+    df = pd.concat([df, df.iloc[[-1]].assign(metric="analytic_crossover_len", value=lstar)], ignore_index=True)
     an = analytic_crossover(df)
-    assert an["analytic_crossover_len"].tolist() == [1024.0]  # k d / (2H) = 8 * 2048 / 16
+    assert an["analytic_crossover_len"].tolist() == [1024.0]
     table = crossover_table(df)
     assert table["analytic_crossover_len"].tolist() == [1024.0]
     assert table["metric"].tolist() == ["prefill_s"]
+    assert crossover_table(df[df["metric"] != "analytic_crossover_len"])["analytic_crossover_len"].isna().all()
 
 
 # ---------------------------------------------------------------------------------------------

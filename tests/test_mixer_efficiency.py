@@ -72,9 +72,9 @@ def _rows(spec):
 def test_rows_of_a_linear_layer_and_its_op():
     rows = _rows(_spec())
     got = {(r["metric"], r.get("subtask")) for r in rows}
-    layer = {(m, None) for m, _ in LAYER_METRICS.values()}
+    layer = {(m, None) for m in LAYER_METRICS.values()}
     impls = ["harness", "sdpa"] + (["fla_naive"] if fla_available() else [])
-    ops = {(m, i) for m, _ in OP_METRICS.values() for i in impls}
+    ops = {(m, i) for m in OP_METRICS.values() for i in impls}
     assert got == layer | ops
     for r in rows:
         assert r["value"] > 0 and r.get("status") is None

@@ -37,7 +37,10 @@ def register_fla_ops() -> None:
     if _fla_registered:
         return
     from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
-    from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+    from fla.ops.gated_delta_rule import (
+        chunk_gated_delta_rule,
+        fused_recurrent_gated_delta_rule,
+    )
     from fla.ops.gla import chunk_gla, fused_recurrent_gla
     from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
     from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     import torch
 
-    from harness.sweep.cell import Cell
     from harness.model.lm import HybridLM
+    from harness.sweep.cell import Cell
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 

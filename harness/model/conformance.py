@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 
 from harness.model.config import ModelConfig
-from harness.model.mixer import Mixer
 from harness.model.lm import HybridLM
+from harness.model.mixer import Mixer
 from harness.registry import get_variant
 
 D_MODEL, N_HEADS, BATCH, SEQ = 32, 2, 2, 70  # 70 tokens: several chunks, and a ragged last one

@@ -67,6 +67,8 @@ def model_costs(
     # one layer's mixer: the linear variant's, or softmax's for a Transformer (paper Table 7)
     per_layer = (linear or attn).flops_per_token(seq_len)
     rows.append(("mixer_flops_per_token_per_layer", per_layer, "FLOP"))
+    if linear is not None:
+        rows.append(("analytic_crossover_len", crossover_length(cfg), "tokens"))
     return [{"metric": m, "value": float(v), "unit": u} for m, v, u in rows]
 
 

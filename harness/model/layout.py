@@ -23,7 +23,7 @@ class LayoutError(ValueError):
 
 def parse_ratio(layout: str) -> int | None:
     """Return r for an "r:1" layout, None for anything else."""
-    m = re.fullmatch(r"\s*(\d+)\s*:\s*1\s*", layout)
+    m = re.fullmatch(r"\s*(\d+)\s*:\s*1\s*", str(layout))
     return int(m.group(1)) if m else None
 
 

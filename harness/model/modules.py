@@ -13,7 +13,6 @@ from torch import nn
 
 from harness.ops import short_conv
 
-
 _ACC = {torch.float32: torch.float32, torch.float64: torch.float64, torch.float16: torch.float32,
         torch.bfloat16: torch.float32}
 

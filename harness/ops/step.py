@@ -14,7 +14,6 @@ from typing import Optional
 
 import torch
 
-
 _ACC = {torch.float32: torch.float32, torch.float64: torch.float64, torch.float16: torch.float32,
         torch.bfloat16: torch.float32}
 

@@ -30,23 +30,19 @@ A single length cannot bracket a crossing, so n = 1 gives one of the last two st
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Optional, Sequence
 
 import pandas as pd
+
+from harness.sweep.metrics import time_metrics, x_axis
 
 #: columns that must agree between a model and its Transformer baseline
 CONTEXT_COLUMNS = ["d_model", "n_layers", "batch", "device", "dtype", "backend", "subtask"]
 MODEL_COLUMNS = ["variant", "layout"]
 TRANSFORMER = "attention"
 #: whole-model times (efficiency task), then one mixer layer's (mixer_efficiency task)
-TIME_METRICS = ("train_step_s", "prefill_s", "decode_token_s", "mixer_fwd_bwd_s", "mixer_fwd_s",
-                "mixer_decode_step_s")
-
-
-def _length_column(metric: str) -> str:
-    return "context_len" if metric == "decode_token_s" else "seq_len"
+TIME_METRICS = tuple(time_metrics())
 
 
 def _ok_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -54,7 +50,7 @@ def _ok_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     if "status" in rows:
         rows = rows[rows["status"].fillna("ok") == "ok"]
     rows = rows[rows["value"].notna()].copy()
-    x = _length_column(metric)
+    x = x_axis(metric)
     if x == "context_len":
         if "context_len" not in rows:
             rows["context_len"] = rows["seq_len"]
@@ -129,27 +125,17 @@ def measured_crossover(df: pd.DataFrame, metric: str = "prefill_s") -> pd.DataFr
 
 
 def analytic_crossover(df: pd.DataFrame) -> pd.DataFrame:
-    """The paper's L* per linear/hybrid model in the table, from its `model_config` column.
+    """The paper's L* per linear/hybrid model in the table: its `analytic_crossover_len` rows
+    (written by the analytic and mixer_efficiency tasks; harness.model.costs.crossover_length).
 
-    Returns columns d_model, n_heads, variant, layout, analytic_crossover_len (one row per
-    distinct model config; NaN where the config cannot be read)."""
-    from harness.model.config import ModelConfig
-    from harness.model.costs import crossover_length
-
+    Returns columns d_model, n_heads, variant, layout, analytic_crossover_len (one row per model)."""
     cols = ["d_model", "n_heads", "variant", "layout", "analytic_crossover_len"]
-    if "model_config" not in df.columns:
+    rows = _ok_rows(df, "analytic_crossover_len") if "metric" in df.columns else df.iloc[0:0]
+    rows = rows[rows["variant"] != TRANSFORMER]
+    if rows.empty:
         return pd.DataFrame(columns=cols)
-    rows = df[df["variant"] != TRANSFORMER].dropna(subset=["model_config"])
-    out = []
-    for text, g in rows.groupby("model_config", sort=False):
-        try:
-            lstar = float(crossover_length(ModelConfig.from_dict(json.loads(text))))
-        except Exception:
-            lstar = math.nan
-        r = g.iloc[0]
-        out.append({"d_model": r["d_model"], "n_heads": r.get("n_heads"), "variant": r["variant"],
-                    "layout": r["layout"], "analytic_crossover_len": lstar})
-    return pd.DataFrame(out, columns=cols).drop_duplicates(["d_model", "n_heads", "variant", "layout"])
+    out = rows.groupby(["d_model", "n_heads", "variant", "layout"], sort=False, dropna=False)["value"].first()
+    return out.rename("analytic_crossover_len").reset_index()[cols]
 
 
 def crossover_table(df: pd.DataFrame, metrics: Sequence[str] = TIME_METRICS) -> pd.DataFrame:

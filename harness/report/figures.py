@@ -14,14 +14,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from . import tables as T  # noqa: E402
 from .style import (  # noqa: E402
-    axis_label, layout_marker, metric_label, sort_layouts, sort_variants, variant_color, variant_label,
+    axis_label,
+    layout_marker,
+    metric_label,
+    sort_layouts,
+    sort_variants,
+    variant_color,
+    variant_label,
 )
 
 plt.rcParams.update({

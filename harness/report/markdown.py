@@ -7,13 +7,16 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from harness.model.layout import parse_ratio
+from harness.sweep.metrics import x_axis
+
 from . import claims as C
 from . import figures as F
 from . import paper as P
 from . import tables as T
-from .load import ok_rows
 from .fmt import fmt_delta, fmt_mean_std, fmt_value, md_table
-from .style import metric_unit, parse_ratio, sort_layouts, sort_variants
+from .load import ok_rows
+from .style import metric_unit, sort_layouts, sort_variants
 
 PAPER_NOTE = ("Columns and rows labelled *paper (…)* are the paper's published numbers "
               "(`harness/report/paper_numbers.json`, copied from arXiv 2507.06457), **not ours**. They come "
@@ -364,7 +367,8 @@ class Report:
 
     def crossover(self) -> None:
         """Where linear layers overtake softmax: measured (harness.report.crossover) next to the paper's L*."""
-        from harness.report.crossover import TIME_METRICS, crossover_table, decode_ratio
+        from harness.report.crossover import crossover_table, decode_ratio
+        from harness.sweep.metrics import time_metrics
 
         self.add("### 1.7 Crossover: where linear mixers overtake softmax attention")
         table = crossover_table(self.ok)
@@ -395,7 +399,7 @@ class Report:
             row["analytic L*"] = f"{lstar:,.0f}" if not pd.isna(lstar) else "—"
             rows.append(row)
         out = pd.DataFrame(rows)
-        metrics = [m for m in TIME_METRICS if m in out.columns]  # whole model, then one layer; L* last
+        metrics = [m for m in time_metrics() if m in out.columns]  # whole model, then one layer; L* last
         self.add(md_table(out[["variant", "layout", "d_model", *metrics, "analytic L*"]].fillna("—")))
         for metric, what in (("decode_token_s", "Per-token decode latency of the whole model"),
                              ("mixer_decode_step_s", "Decode step of one mixer layer")):
@@ -604,7 +608,7 @@ class Report:
         s = T.efficiency_summary(self.ok, metric)
         if s.empty:
             return False
-        x = T.x_column(metric)
+        x = x_axis(metric)
         unit = self.ok.loc[self.ok["metric"] == metric, "unit"].dropna()
         unit = metric_unit(metric, unit.iloc[0] if len(unit) else None)
         facets = [c for c in T.CONTEXT_KEYS if s[c].nunique() > 1]
@@ -655,7 +659,7 @@ class Report:
             vt = T.vs_transformer(self.ok, metric)
             if vt.empty:
                 continue
-            x = T.x_column(metric)
+            x = x_axis(metric)
             L = vt[x].max()
             vt = vt[vt[x] == L]
             col = f"{metric} @ {x}={int(L)}"

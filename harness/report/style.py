@@ -9,6 +9,9 @@ import math
 import re
 import zlib
 
+from harness.model.layout import parse_ratio
+from harness.sweep.metrics import lookup
+
 #: Fixed colour per registry variant name (softmax attention / the Transformer is black).
 VARIANT_COLORS: dict[str, str] = {
     "hgrn": "#8c564b",  # brown   (generation 1)
@@ -44,44 +47,6 @@ LAYOUT_MARKERS: dict[str, str] = {
     "transformer": "*",
 }
 
-#: (label, default unit) per metric; the table's own `unit` column wins where present.
-METRIC_INFO: dict[str, tuple[str, str]] = {
-    "mixer_flops_per_token": ("token-mixer FLOPs per token (whole model)", "FLOP"),
-    "mixer_flops_per_token_per_layer": ("token-mixer FLOPs per token per layer", "FLOP"),
-    "model_flops_per_token": ("model FLOPs per token", "FLOP"),
-    "state_bytes": ("recurrent state", "bytes"),
-    "kv_cache_bytes": ("KV cache", "bytes"),
-    "cache_bytes": ("inference cache (state + KV)", "bytes"),
-    "cache_reduction_vs_transformer": ("cache reduction vs Transformer", "x"),
-    "n_params": ("parameters", "count"),
-    "train_step_s": ("training step time", "s"),
-    "train_tokens_per_s": ("training throughput", "tokens/s"),
-    "prefill_s": ("prefill time", "s"),
-    "prefill_tokens_per_s": ("prefill throughput", "tokens/s"),
-    "prefill_peak_mem_bytes": ("prefill peak memory", "bytes"),
-    "measured_cache_bytes": ("measured inference cache", "bytes"),
-    "decode_token_s": ("decode time per token", "s"),
-    "peak_mem_bytes": ("peak memory", "bytes"),
-    "mixer_fwd_s": ("one mixer layer, forward", "s"),
-    "mixer_fwd_bwd_s": ("one mixer layer, forward + backward", "s"),
-    "mixer_fwd_bwd_peak_bytes": ("one mixer layer, forward + backward peak memory", "bytes"),
-    "mixer_decode_step_s": ("one mixer layer, decode step at context seq_len", "s"),
-    "op_fwd_s": ("the mixer's op alone, forward", "s"),
-    "op_fwd_bwd_s": ("the mixer's op alone, forward + backward", "s"),
-    "op_fwd_bwd_peak_bytes": ("the mixer's op alone, forward + backward peak memory", "bytes"),
-    "recall_acc": ("recall accuracy", "accuracy"),
-    "recall_chance": ("recall by uninformed chance", "accuracy"),
-    "recall_plateau": ("recall plateau (copy a context value)", "accuracy"),
-    "final_loss": ("final training loss", "nats/token"),
-    "val_loss": ("validation loss", "nats/token"),
-    "val_ppl": ("validation perplexity", "ppl"),
-    "val_bpb": ("validation bits per byte", "bits/byte"),
-}
-
-#: Metrics where lower is better (used for "best" selections).
-LOWER_IS_BETTER = {"final_loss", "val_loss", "val_ppl", "val_bpb"}
-
-
 def variant_color(variant: str) -> str:
     if variant in VARIANT_COLORS:
         return VARIANT_COLORS[variant]
@@ -103,11 +68,6 @@ def variant_sort_key(variant: str) -> tuple[int, str]:
 
 def sort_variants(variants) -> list[str]:
     return sorted({str(v) for v in variants}, key=variant_sort_key)
-
-
-def parse_ratio(layout: str) -> int | None:
-    m = re.fullmatch(r"\s*(\d+)\s*:\s*1\s*", str(layout))
-    return int(m.group(1)) if m else None
 
 
 def attn_fraction(layout: str) -> float:
@@ -145,17 +105,17 @@ def layout_marker(layout: str) -> str:
 
 
 def metric_label(metric: str) -> str:
-    if metric.startswith("lm_eval/"):
-        return metric[len("lm_eval/"):]
-    return METRIC_INFO.get(metric, (metric, ""))[0]
+    """The catalogue's label (harness.sweep.metrics); the name itself for an unknown metric."""
+    info = lookup(metric)
+    return info.label if info is not None else metric
 
 
 def metric_unit(metric: str, unit: str | None = None) -> str:
+    """The table's unit where it has one, else the catalogue's."""
     if unit is not None and isinstance(unit, str) and unit.strip():
         return unit.strip()
-    if metric.startswith("lm_eval/"):
-        return "accuracy"
-    return METRIC_INFO.get(metric, (metric, ""))[1]
+    info = lookup(metric)
+    return info.unit if info is not None else ""
 
 
 def axis_label(metric: str, unit: str | None = None) -> str:

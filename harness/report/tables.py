@@ -6,26 +6,23 @@ everything not kept as a key: subtasks, repeats, ...), then mean, sample std and
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .style import LOWER_IS_BETTER, layout_sort_key, sort_layouts, sort_variants, variant_sort_key
+from harness.sweep import metrics as M
+from harness.sweep.metrics import get_metric, higher_is_better, lm_eval_base, x_axis
+
+from .style import layout_sort_key, sort_layouts, sort_variants, variant_sort_key
 
 SCALE = ["d_model"]
 MODEL_KEYS = ["d_model", "variant", "layout"]
-ANALYTIC_METRICS = [
-    "mixer_flops_per_token_per_layer", "mixer_flops_per_token", "model_flops_per_token",
-    "state_bytes", "kv_cache_bytes", "cache_bytes", "cache_reduction_vs_transformer", "n_params",
-]
-TIME_METRICS = ["train_step_s", "prefill_s", "decode_token_s"]
-MEMORY_METRICS = ["peak_mem_bytes", "cache_bytes"]
+ANALYTIC_METRICS = M.names("analytic")
+#: the LM-quality metric to score by, in order of preference (the first one present)
 LM_METRICS = ["val_loss", "val_bpb", "val_ppl", "final_loss"]
-#: lm-eval per-task metric preference; metrics matching _LM_EVAL_EXCLUDE are never averaged.
+#: lm-eval per-task metric preference; only metrics the catalogue calls higher-is-better are averaged
 LM_EVAL_PREF = ["acc", "acc_norm", "exact_match", "em", "f1"]
-_LM_EVAL_EXCLUDE = re.compile(r"stderr|perplex|ppl|loss|bpb|bits|byte|word", re.I)
 
 
 # --------------------------------------------------------------------------- basic aggregation
@@ -181,7 +178,8 @@ def lm_eval_tasks(ok: pd.DataFrame) -> pd.DataFrame:
         return rows.assign(lm_task=pd.Series(dtype=object), lm_metric=pd.Series(dtype=object))
     parts = rows["metric"].str.split("/", n=2, expand=True)
     rows = rows.assign(lm_task=parts[1], lm_metric=parts[2] if parts.shape[1] > 2 else None)
-    rows = rows[rows["lm_metric"].notna() & ~rows["lm_metric"].fillna("").str.contains(_LM_EVAL_EXCLUDE)]
+    accuracy = rows["metric"].map(lambda m: higher_is_better(m) is True and lm_eval_base(m) is not None)
+    rows = rows[rows["lm_metric"].notna() & accuracy]
     chosen = {}
     for task, names in rows.groupby("lm_task")["lm_metric"]:
         present = set(names)
@@ -222,7 +220,8 @@ def lm_score(ok: pd.DataFrame) -> Score | None:
         if not rows.empty:
             unit = rows["unit"].dropna()
             unit = unit.iloc[0] if len(unit) else ""
-            return Score("lm", m, f"{m} (lower is better)", unit, m not in LOWER_IS_BETTER,
+            better = bool(higher_is_better(m))
+            return Score("lm", m, f"{m} ({'higher' if better else 'lower'} is better)", unit, better,
                          per_seed(rows, MODEL_KEYS), [])
     return None
 
@@ -240,7 +239,8 @@ def val_loss_score(ok: pd.DataFrame) -> Score | None:
     rows = metric_rows(ok, "val_loss")
     if rows.empty:
         return None
-    return Score("lm", "val_loss", "val_loss (lower is better)", "nats/token", False, per_seed(rows, MODEL_KEYS), [])
+    return Score("lm", "val_loss", "val_loss (lower is better)", get_metric("val_loss").unit, False,
+                 per_seed(rows, MODEL_KEYS), [])
 
 
 def all_scores(ok: pd.DataFrame) -> list[Score]:
@@ -397,10 +397,6 @@ def _fill_keys(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df
 
 
-def x_column(metric: str) -> str:
-    return "context_len" if metric == "decode_token_s" else "seq_len"
-
-
 def efficiency_summary(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean/std/n across seeds per model and length (`context_len` for decode, else `seq_len`).
 
@@ -409,7 +405,7 @@ def efficiency_summary(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = metric_rows(ok, metric)
     if rows.empty:
         return pd.DataFrame()
-    x = x_column(metric)
+    x = x_axis(metric)
     rows = rows.copy()
     if x == "context_len":
         rows["context_len"] = rows["context_len"].fillna(rows["seq_len"])
@@ -421,11 +417,10 @@ def efficiency_summary(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 #: one mixer layer (harness.tasks.mixer_efficiency): times and peak memory vs seq_len
-MIXER_LAYER_METRICS = ("mixer_fwd_bwd_s", "mixer_fwd_s", "mixer_decode_step_s", "mixer_fwd_bwd_peak_bytes")
+MIXER_LAYER_METRICS = tuple(M.names(prefix="mixer_", task="mixer_efficiency"))
 #: its op alone, one row per implementation (`subtask`: harness, sdpa, fla_naive, fla)
-OP_METRICS = ("op_fwd_bwd_s", "op_fwd_s", "op_fwd_bwd_peak_bytes")
-TIMED_METRICS = ("train_step_s", "prefill_s", "decode_token_s", "mixer_fwd_s", "mixer_fwd_bwd_s",
-                 "mixer_decode_step_s", "op_fwd_s", "op_fwd_bwd_s")
+OP_METRICS = tuple(M.names(prefix="op_"))
+TIMED_METRICS = tuple(M.names("time"))
 
 
 def timing_clocks(ok: pd.DataFrame) -> dict[str, int]:
@@ -447,7 +442,7 @@ def vs_transformer(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     s = efficiency_summary(ok, metric)
     if s.empty:
         return s
-    x = x_column(metric)
+    x = x_axis(metric)
     keys = CONTEXT_KEYS + [x]
     tf = s[s["variant"] == "attention"][keys + ["mean", "std", "n"]].rename(
         columns={"mean": "tf_mean", "std": "tf_std", "n": "tf_n"})

@@ -24,6 +24,7 @@ import resource
 import sys
 from typing import Any, Optional
 
+
 def _libc() -> Optional[ctypes.CDLL]:
     if not sys.platform.startswith("linux"):
         return None

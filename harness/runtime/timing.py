@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Optional, Sequence
 
+
 def quantile(sorted_xs: Sequence[float], q: float) -> float:
     """The q-quantile of already sorted values, linear interpolation (numpy's default)."""
     if not sorted_xs:

@@ -29,6 +29,7 @@ from harness.sweep.results import (
     TASK_ROW_KEYS,
     rows_to_frame,
 )
+from harness.tasks.base import catalogued_unit
 
 _MAX_ERROR_CHARS = 2000
 
@@ -144,6 +145,7 @@ def _check_task_rows(rows: Any) -> list[dict[str, Any]]:
         if missing:
             raise ValueError(f"row {i} lacks {missing}")
         row = dict(row)
+        row["unit"] = catalogued_unit(str(row["metric"]), row.get("unit"))
         status = row.get("status") or OK
         if status not in STATUSES:
             raise ValueError(f"row {i} has status {status!r}; allowed: {list(STATUSES)}")

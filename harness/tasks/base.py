@@ -95,10 +95,22 @@ def added_setting(default: Any, **kwargs: Any) -> Any:
     return Field(default, json_schema_extra={_ADDED: True}, **kwargs)
 
 
+def catalogued_unit(metric: str, unit: Optional[str] = None) -> str:
+    """The unit of `metric` from the catalogue; a `unit` given must agree with it. Raises for a
+    metric the catalogue does not have (register a plug-in task's metrics first)."""
+    from harness.sweep.metrics import get_metric
+
+    want = get_metric(metric).unit
+    if unit is not None and unit != want:
+        raise ValueError(f"metric {metric!r} has unit {want!r} in the catalogue (harness.sweep.metrics), "
+                         f"not {unit!r}")
+    return want
+
+
 def metric_row(
     metric: str,
     value: float,
-    unit: str,
+    unit: Optional[str] = None,
     *,
     subtask: Optional[str] = None,
     context_len: Optional[int] = None,
@@ -108,13 +120,14 @@ def metric_row(
     error: Optional[str] = None,
     **timing: Any,
 ) -> dict[str, Any]:
-    """A task's row, leaving out the optional keys that are not set. `timing` takes the
+    """A task's row, leaving out the optional keys that are not set. The unit is the metric
+    catalogue's (harness.sweep.metrics): pass it only to have it checked. `timing` takes the
     timing-provenance columns (`harness.runtime.timing.Timing.provenance`: clock, wall_time_s, ...)."""
     unknown = set(timing) - TIMING_KEYS
     if unknown:
         raise TypeError(f"metric_row: unknown keys {sorted(unknown)}; allowed besides the named ones: "
                         f"{sorted(TIMING_KEYS)}")
-    row: dict[str, Any] = {"metric": metric, "value": value, "unit": unit}
+    row: dict[str, Any] = {"metric": metric, "value": value, "unit": catalogued_unit(metric, unit)}
     for key, val in (("subtask", subtask), ("context_len", context_len), ("spread", spread),
                      ("n_repeats", n_repeats), ("status", status), ("error", error), *timing.items()):
         if val is not None:

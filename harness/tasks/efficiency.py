@@ -51,11 +51,12 @@ if TYPE_CHECKING:
 
 MEASURES = ("train", "prefill", "decode", "memory")
 
-#: (stage, metric, unit) of every measured metric, in the order they are produced
-STAGE_METRICS: dict[str, list[tuple[str, str]]] = {
-    "train": [("train_step_s", "s"), ("train_tokens_per_s", "tokens/s")],
-    "prefill": [("prefill_s", "s"), ("prefill_tokens_per_s", "tokens/s"), ("measured_cache_bytes", "bytes")],
-    "decode": [("decode_token_s", "s")],
+#: the metrics of each timed stage, in the order they are produced: time, throughput (units and
+#: meanings: harness.sweep.metrics)
+STAGE_METRICS: dict[str, list[str]] = {
+    "train": ["train_step_s", "train_tokens_per_s"],
+    "prefill": ["prefill_s", "prefill_tokens_per_s", "measured_cache_bytes"],
+    "decode": ["decode_token_s"],
 }
 #: the peak-memory metric of each stage
 MEMORY_METRIC = {"train": "peak_mem_bytes", "prefill": "prefill_peak_mem_bytes"}
@@ -160,9 +161,14 @@ def run_job(job: Any, spec: dict[str, Any], isolate: str, device: str,
             plan: list[tuple[str, str, str, Optional[int]]]) -> list[dict[str, Any]]:
     """Rows of `job(spec)` (a generator of rows and ("stage", name) markers), in an isolated
     worker when `isolate` says so ("auto": off CUDA). If the worker dies or fails, the rows it
-    reported are kept and every planned (stage, metric, unit, context_len) it did not report
+    reported are kept and every planned (stage, metric, context_len) it did not report
     gets status "oom" (out of memory, SIGKILL) or "failed", with the error."""
-    from harness.runtime.isolate import WorkerDied, WorkerError, run_isolated, worker_available
+    from harness.runtime.isolate import (
+        WorkerDied,
+        WorkerError,
+        run_isolated,
+        worker_available,
+    )
 
     isolated = isolate == "process" or (isolate == "auto" and not device.startswith("cuda"))
     if not (isolated and worker_available()):
@@ -218,27 +224,27 @@ def make_spec(cell: "Cell", p: Efficiency.Params, threads: Optional[int] = None)
     }
 
 
-def planned(spec: dict[str, Any]) -> list[tuple[str, str, str, Optional[int]]]:
-    """(stage, metric, unit, context_len) of every row the spec will produce."""
+def planned(spec: dict[str, Any]) -> list[tuple[str, str, Optional[int]]]:
+    """(stage, metric, context_len) of every row the spec will produce."""
     measure = spec["params"]["measure"]
-    out: list[tuple[str, str, str, Optional[int]]] = []
+    out: list[tuple[str, str, Optional[int]]] = []
     for stage in ("train", "prefill"):
         if stage in measure:
-            out += [(stage, m, u, None) for m, u in STAGE_METRICS[stage]]
+            out += [(stage, m, None) for m in STAGE_METRICS[stage]]
     if "decode" in measure:
-        out += [("decode", "decode_token_s", "s", c) for c in spec["contexts"]]
+        out += [("decode", STAGE_METRICS["decode"][0], c) for c in spec["contexts"]]
     if "memory" in measure:
-        out += [(stage, m, "bytes", None) for stage, m in MEMORY_METRIC.items()]
+        out += [(stage, m, None) for stage, m in MEMORY_METRIC.items()]
     return out
 
 
-def missing_rows(plan: list[tuple[str, str, str, Optional[int]]], got: list[Any], status: str,
+def missing_rows(plan: list[tuple[str, str, Optional[int]]], got: list[Any], status: str,
                  error: str) -> list[dict[str, Any]]:
-    """Rows with `status` for every planned (stage, metric, unit, context_len) not in `got`."""
+    """Rows with `status` for every planned (stage, metric, context_len) not in `got`."""
     have = {(r["metric"], r.get("context_len")) for r in got if isinstance(r, dict)}
     return [
-        metric_row(m, None, u, context_len=c, status=status, error=error)
-        for _, m, u, c in plan
+        metric_row(m, None, context_len=c, status=status, error=error)
+        for _, m, c in plan
         if (m, c) not in have
     ]
 
@@ -270,10 +276,10 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     import torch.nn.functional as F
 
     from harness.model.config import ModelConfig
+    from harness.model.lm import build_model
     from harness.runtime.devices import free_device_memory, is_oom
     from harness.runtime.memory import PeakMemory
     from harness.runtime.timing import device_sync, time_calls
-    from harness.model.lm import build_model
 
     p = spec["params"]
     torch.manual_seed(spec["seed"])
@@ -293,17 +299,17 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     clock = spec.get("clock", "wall")
     threads, on_cpu = spec.get("threads") or torch.get_num_threads(), device == "cpu"
 
-    def row(metric: str, value: Any, unit: str, **kw: Any) -> dict[str, Any]:
-        r = metric_row(metric, value, unit, **kw)
+    def row(metric: str, value: Any, **kw: Any) -> dict[str, Any]:
+        r = metric_row(metric, value, **kw)
         r["backend"] = backend
         return r
 
     def oom_rows(stage: str, msg: str, contexts: Optional[list[int]] = None,
                  memory: bool = False, timed: bool = False) -> list[dict[str, Any]]:
         if stage == "decode":
-            return [row("decode_token_s", None, "s", context_len=c, status="oom", error=msg) for c in contexts or []]
-        metrics = (STAGE_METRICS[stage] if timed else []) + ([(MEMORY_METRIC[stage], "bytes")] if memory else [])
-        return [row(m, None, u, status="oom", error=msg) for m, u in metrics]
+            return [row("decode_token_s", None, context_len=c, status="oom", error=msg) for c in contexts or []]
+        metrics = (STAGE_METRICS[stage] if timed else []) + ([MEMORY_METRIC[stage]] if memory else [])
+        return [row(m, None, status="oom", error=msg) for m in metrics]
 
     def train_step() -> None:
         model.zero_grad(set_to_none=True)
@@ -330,11 +336,11 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
                                clock=clock)
                 rate, rate_iqr = t.rate(B * L)
                 timing = t.provenance(threads, on_cpu)
-                out.append(row(f"{name}_step_s" if train else f"{name}_s", t.median, "s", spread=t.spread,
-                               n_repeats=t.n, **timing))
-                out.append(row(f"{name}_tokens_per_s", rate, "tokens/s", spread=rate_iqr, n_repeats=t.n, **timing))
+                time_metric, rate_metric, *_ = STAGE_METRICS[name]
+                out.append(row(time_metric, t.median, spread=t.spread, n_repeats=t.n, **timing))
+                out.append(row(rate_metric, rate, spread=rate_iqr, n_repeats=t.n, **timing))
                 if not train:
-                    out.append(row("measured_cache_bytes", state["cache"].nbytes(), "bytes"))
+                    out.append(row("measured_cache_bytes", state["cache"].nbytes()))
             elif pm is not None:
                 for _ in range(p["warmup"]):
                     fn()
@@ -346,7 +352,7 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
             error = f"{type(exc).__name__}: {exc}"[:2000]
         # outside the except block: its traceback no longer pins the failed call's tensors
         if pm is not None and pm.bytes is not None:
-            out.append(row(MEMORY_METRIC[name], pm.bytes, "bytes", n_repeats=1))
+            out.append(row(MEMORY_METRIC[name], pm.bytes, n_repeats=1))
         if error is not None:
             state["cache"] = None
             model.zero_grad(set_to_none=True)
@@ -394,6 +400,6 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
                 # longer contexts need more: report them all as out of memory
                 yield from oom_rows("decode", error, contexts=contexts[i:])
                 break
-            yield row("decode_token_s", t.median, "s", context_len=c, spread=t.spread, n_repeats=t.n,
+            yield row("decode_token_s", t.median, context_len=c, spread=t.spread, n_repeats=t.n,
                       **t.provenance(threads, on_cpu))
     state["cache"] = None

@@ -32,7 +32,13 @@ from pydantic import Field
 
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
-from harness.tasks.recall import TrainParams, build_for_training, diverged_rows, save_trained, train_config
+from harness.tasks.recall import (
+    TrainParams,
+    build_for_training,
+    diverged_rows,
+    save_trained,
+    train_config,
+)
 
 if TYPE_CHECKING:
     from harness.sweep.cell import Cell
@@ -73,8 +79,8 @@ class LM(Task):
     def run(self, cell: "Cell") -> list[dict[str, Any]]:
         import torch
 
-        from harness.model.checkpoint import save_cell_checkpoint
         from harness.data.text import eval_windows, random_windows
+        from harness.model.checkpoint import save_cell_checkpoint
         from harness.runtime.train import masked_loss, train
 
         p = self.params(cell)
@@ -87,7 +93,7 @@ class LM(Task):
         model, device, amp = build_for_training(cell)
         cfg = train_config(p, cell, amp)
         result = train(model, lambda step, g: random_windows(corpus.train, T, p.batch_size, g), cfg, device=device)
-        metrics = [("val_loss", "nats", None, T), ("val_ppl", "ratio", None, T), ("val_bpb", "bits/byte", None, T)]
+        metrics = [("val_loss", None, T), ("val_ppl", None, T), ("val_bpb", None, T)]
         if not result.ok:
             return diverged_rows(result, metrics)
 
@@ -102,12 +108,12 @@ class LM(Task):
                 count += n
         loss = total / count
         rows = [
-            metric_row("val_loss", loss, "nats", context_len=T),
-            metric_row("val_ppl", math.exp(min(loss, 700.0)), "ratio", context_len=T),
-            metric_row("val_bpb", corpus.bits_per_byte(loss), "bits/byte", context_len=T),
-            metric_row("final_loss", result.final_loss, "nats"),
-            metric_row("train_steps", float(result.steps), "steps"),
-            metric_row("train_s", result.wall_s, "s"),
+            metric_row("val_loss", loss, context_len=T),
+            metric_row("val_ppl", math.exp(min(loss, 700.0)), context_len=T),
+            metric_row("val_bpb", corpus.bits_per_byte(loss), context_len=T),
+            metric_row("final_loss", result.final_loss),
+            metric_row("train_steps", float(result.steps)),
+            metric_row("train_s", result.wall_s),
         ]
         save_trained(model, p, cell, {"val_loss": loss, "corpus": corpus.name})
         save_cell_checkpoint(model, cell, {"val_loss": loss, "corpus": corpus.name})

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from pydantic import Field
 
 from harness.integrations.hub import ONLINE_ENV, hf_offline, online
-from harness.sweep.cell import is_pending_input
 from harness.registry import register_task
+from harness.sweep.cell import is_pending_input
 from harness.tasks.base import Task, metric_row
 
 if TYPE_CHECKING:
@@ -80,8 +80,8 @@ def _local_config(checkpoint: str) -> Optional[dict[str, Any]]:
 
 
 def _model_dict_from_config(config: dict[str, Any]) -> dict[str, Any]:
-    from harness.model.config import ModelConfig
     from harness.integrations.convert import fla_config_to_model_config
+    from harness.model.config import ModelConfig
 
     if "harness_config" in config:
         return ModelConfig.from_dict(config["harness_config"]).to_dict()
@@ -89,8 +89,8 @@ def _model_dict_from_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _canonical_model(model: dict[str, Any]) -> dict[str, Any]:
-    from harness.sweep.cell import canonical
     from harness.sweep import resolve_model
+    from harness.sweep.cell import canonical
 
     return canonical(resolve_model(dict(model)))
 
@@ -193,7 +193,11 @@ class LmEval(Task):
     def _build_lm(self, cell: "Cell", p: "LmEval.Params"):
         import torch
 
-        from harness.integrations.lm_eval.adapter import ByteTokenizer, HarnessLM, load_model_and_tokenizer
+        from harness.integrations.lm_eval.adapter import (
+            ByteTokenizer,
+            HarnessLM,
+            load_model_and_tokenizer,
+        )
 
         dtype = cell.torch_dtype()
         kind = "untrained"
@@ -274,14 +278,6 @@ def task_manager(include: tuple[str, ...], tasks: tuple[str, ...], metadata_json
     return TaskManager(include_path=list(include), metadata=metadata)
 
 
-def _unit(metric: str) -> str:
-    if "perplexity" in metric:
-        return "ppl"
-    if metric == "bits_per_byte":
-        return "bits/byte"
-    return "score"
-
-
 def results_to_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """lm-eval's `results["results"]` -> our rows (see the module docstring)."""
     rows: list[dict[str, Any]] = []
@@ -306,5 +302,5 @@ def results_to_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             full = f"lm_eval/{task}/{metric}" + (f"/{filt}" if filt not in ("none", "") else "")
             se = stderr.get((name, filt))
             spread = float(se) if isinstance(se, (int, float)) and not isinstance(se, bool) and math.isfinite(float(se)) else None
-            rows.append(metric_row(full, float(value), _unit(metric), subtask=task, context_len=context_len, spread=spread))
+            rows.append(metric_row(full, float(value), subtask=task, context_len=context_len, spread=spread))
     return rows

@@ -45,20 +45,26 @@ from pydantic import Field, field_validator
 
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
-from harness.tasks.efficiency import (MeasureParams, check_measurement, resolve_clock, resolve_threads, run_job,
-                                      torch_threads, unique_stages)
+from harness.tasks.efficiency import (
+    MeasureParams,
+    check_measurement,
+    resolve_clock,
+    resolve_threads,
+    run_job,
+    torch_threads,
+    unique_stages,
+)
 
 if TYPE_CHECKING:
     from harness.sweep.cell import Cell
 
 STAGES = ("forward", "train", "decode", "memory")
 IMPLS = ("harness", "sdpa", "fla_naive", "fla")
-#: (metric, unit) per layer stage
-LAYER_METRICS = {"forward": ("mixer_fwd_s", "s"), "train": ("mixer_fwd_bwd_s", "s"),
-                 "decode": ("mixer_decode_step_s", "s"), "memory": ("mixer_fwd_bwd_peak_bytes", "bytes")}
-#: (metric, unit) per op stage (no decode: a step op is the layer's decode path)
-OP_METRICS = {"forward": ("op_fwd_s", "s"), "train": ("op_fwd_bwd_s", "s"),
-              "memory": ("op_fwd_bwd_peak_bytes", "bytes")}
+#: the metric of each layer stage (units and meanings: harness.sweep.metrics)
+LAYER_METRICS = {"forward": "mixer_fwd_s", "train": "mixer_fwd_bwd_s", "decode": "mixer_decode_step_s",
+                 "memory": "mixer_fwd_bwd_peak_bytes"}
+#: the metric of each op stage (no decode: a step op is the layer's decode path)
+OP_METRICS = {"forward": "op_fwd_s", "train": "op_fwd_bwd_s", "memory": "op_fwd_bwd_peak_bytes"}
 LAYOUTS = ("pure", "transformer")
 
 
@@ -105,12 +111,17 @@ class MixerEfficiency(Task):
                 "dtype": cell.dtype, "device": cell.device, "backend": cell.backend,
                 "params": p.model_dump(mode="json"), "threads": threads,
                 "clock": resolve_clock(p.clock, cell.device, threads)}
-        return run_job(mixer_job, spec, p.isolate, cell.device, planned(spec))
+        rows = []
+        if cell.model["layout"] == "pure":  # the paper's L* beside the measured crossover (costs nothing)
+            from harness.model.costs import crossover_length
+
+            rows.append(metric_row("analytic_crossover_len", crossover_length(cell.model_config())))
+        return rows + run_job(mixer_job, spec, p.isolate, cell.device, planned(spec))
 
 
-def planned(spec: dict[str, Any]) -> list[tuple[str, str, str, Optional[int]]]:
+def planned(spec: dict[str, Any]) -> list[tuple[str, str, Optional[int]]]:
     """The layer rows a spec will produce (for the failure rows of a worker that died)."""
-    return [(stage, m, u, None) for stage, (m, u) in LAYER_METRICS.items() if stage in spec["params"]["measure"]]
+    return [(stage, m, None) for stage, m in LAYER_METRICS.items() if stage in spec["params"]["measure"]]
 
 
 def mixer_job(spec: dict[str, Any]) -> Iterator[Any]:
@@ -157,13 +168,13 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     import torch
     import torch.nn.functional as F
 
+    from harness.integrations.fla_references import fla_reference, op_kwargs
     from harness.model.config import ModelConfig
+    from harness.model.lm import build_model
+    from harness.ops.dispatch import get_op
     from harness.runtime.devices import free_device_memory, is_oom
     from harness.runtime.memory import PeakMemory
     from harness.runtime.timing import device_sync, time_calls
-    from harness.model.lm import build_model
-    from harness.ops.dispatch import get_op
-    from harness.integrations.fla_references import fla_reference, op_kwargs
 
     p = spec["params"]
     torch.manual_seed(spec["seed"])
@@ -179,8 +190,8 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
     measure = p["measure"]
     x = torch.randn(B, L, cfg.d_model, device=device, dtype=dtype)
 
-    def row(metric: str, value: Any, unit: str, impl: Optional[str] = None, **kw: Any) -> dict[str, Any]:
-        r = metric_row(metric, value, unit, subtask=impl, **kw)
+    def row(metric: str, value: Any, impl: Optional[str] = None, **kw: Any) -> dict[str, Any]:
+        r = metric_row(metric, value, subtask=impl, **kw)
         r["backend"] = backend if metric.startswith("mixer_") or impl == "fla" else "torch"  # layer: the cell's
         return r
 
@@ -209,14 +220,13 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
                 later = [s for s, f in plan[i:] if f is not None and s in measure] + (["memory"] if memory_pending else [])
                 for s in dict.fromkeys(later):
                     if s in metrics:
-                        yield row(metrics[s][0], None, metrics[s][1], impl, status="oom", error=error)
+                        yield row(metrics[s], None, impl, status="oom", error=error)
                 return
             if stage in measure:
-                metric, unit = metrics[stage]
-                yield row(metric, t.median, unit, impl, spread=t.spread, n_repeats=t.n,
+                yield row(metrics[stage], t.median, impl, spread=t.spread, n_repeats=t.n,
                           **t.provenance(threads, on_cpu))
             if pm is not None and pm.bytes is not None:
-                yield row(metrics["memory"][0], pm.bytes, "bytes", impl, n_repeats=1)
+                yield row(metrics["memory"], pm.bytes, impl, n_repeats=1)
 
     # ---- the layer
     yield ("stage", "layer")

@@ -103,10 +103,10 @@ def _amp_and_dtype(cell: "Cell") -> tuple[str, "torch.dtype"]:
 
 
 def build_for_training(cell: "Cell"):
+    import torch
+
     from harness.model.lm import build_model
     from harness.runtime.devices import resolve_device
-
-    import torch
 
     device = resolve_device(cell.device)
     amp, dtype = _amp_and_dtype(cell)
@@ -136,12 +136,13 @@ def save_trained(model, p: TrainParams, cell: "Cell", extra: dict[str, Any]) -> 
                            "seq_len": cell.seq_len, **extra})
 
 
-def diverged_rows(result, metrics: list[tuple[str, str, Optional[str], Optional[int]]]) -> list[dict[str, Any]]:
-    """Every row of a cell whose training diverged: status diverged, the reason as error."""
-    rows = [metric_row(m, float("nan"), u, subtask=s, context_len=c, status="diverged", error=result.error)
-            for m, u, s, c in metrics]
-    rows.append(metric_row("final_loss", result.final_loss, "nats", status="diverged", error=result.error))
-    rows.append(metric_row("train_steps", float(result.steps), "steps", status="diverged", error=result.error))
+def diverged_rows(result, metrics: list[tuple[str, Optional[str], Optional[int]]]) -> list[dict[str, Any]]:
+    """Every row of a cell whose training diverged: status diverged, the reason as error.
+    `metrics`: (metric, subtask, context_len) of each evaluation row the cell would have had."""
+    rows = [metric_row(m, float("nan"), subtask=s, context_len=c, status="diverged", error=result.error)
+            for m, s, c in metrics]
+    rows.append(metric_row("final_loss", result.final_loss, status="diverged", error=result.error))
+    rows.append(metric_row("train_steps", float(result.steps), status="diverged", error=result.error))
     return rows
 
 
@@ -254,20 +255,20 @@ class _RecallTask(Task):
         train_data = {k: v for k, v in train_data.items() if k in ("inputs", "targets")}
         result = train(model, train_data, cfg, eval_fn=eval_fn, device=device)
 
-        metrics = [("recall_acc", "fraction", self.row_subtask(s), L) for s in names for L in lengths]
+        metrics = [("recall_acc", self.row_subtask(s), L) for s in names for L in lengths]
         if not result.ok:
             return diverged_rows(result, metrics)
         rows = []
         for s in names:
             for L in lengths:
                 acc = score_recall(model, tests[(s, L)], p.eval_batch_size, device)
-                rows.append(metric_row("recall_acc", float(acc.mean()), "fraction", subtask=self.row_subtask(s),
+                rows.append(metric_row("recall_acc", float(acc.mean()), subtask=self.row_subtask(s),
                                        context_len=L, n_repeats=int(acc.numel())))
                 for name, level in zip(("recall_chance", "recall_plateau"), self.reference_levels(p, vocab, L, s)):
-                    rows.append(metric_row(name, level, "fraction", subtask=self.row_subtask(s), context_len=L))
-        rows.append(metric_row("final_loss", result.final_loss, "nats"))
-        rows.append(metric_row("train_steps", float(result.steps), "steps"))
-        rows.append(metric_row("train_s", result.wall_s, "s"))
+                    rows.append(metric_row(name, level, subtask=self.row_subtask(s), context_len=L))
+        rows.append(metric_row("final_loss", result.final_loss))
+        rows.append(metric_row("train_steps", float(result.steps)))
+        rows.append(metric_row("train_s", result.wall_s))
         save_trained(model, p, cell, {"final_loss": result.final_loss, "train_steps": result.steps})
         return rows
 

@@ -26,8 +26,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from harness.integrations.hub import default_offline_env
 
     default_offline_env()  # before datasets / huggingface_hub are imported: they read it once
-    import harness.integrations.lm_eval.adapter  # noqa: F401  (registers --model harness)
     from lm_eval.__main__ import cli_evaluate
+
+    import harness.integrations.lm_eval.adapter  # noqa: F401  (registers --model harness)
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
