@@ -3,16 +3,27 @@
 A registry maps a short name to a class. Classes register with a decorator
 (`@register_variant("gla")`); third-party packages register through an entry-point group
 (`harness.variants` / `harness.tasks`), whose target is either the class itself or a module that
-registers on import. Built-in variants live in the top-level `variants` package and built-in tasks
-in `harness.tasks`; both are imported lazily on first lookup.
+registers on import. Built-in variants live in the `variants` folder and built-in tasks in
+`harness.tasks`; both are imported lazily on first lookup.
+
+What registers is checked: a variant must subclass `harness.model.mixer.Mixer`, a task
+`harness.tasks.base.Task` (the registry's `base`), else registering raises TypeError.
+
+Listing does not import: `names()` and `describe(name)` read the built-in modules' and the entry
+points' source (the decorator's name, the class's literal attributes such as `display_name` and
+`color`), so suite validation and reports know every variant without importing torch.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
+import importlib.util
 import pkgutil
+from functools import lru_cache
 from importlib.metadata import entry_points
-from typing import Callable, Generic, TypeVar
+from pathlib import Path
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -25,15 +36,28 @@ class UnknownNameError(KeyError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, group: str, builtin_packages: tuple[str, ...]):
+    def __init__(self, kind: str, group: str, builtin_packages: tuple[str, ...], base: str = "",
+                 decorator: str = ""):
         self.kind = kind
         self.group = group
         self.builtin_packages = builtin_packages
+        self.base = base  # "module:Class" every registered class must subclass ("" = anything)
+        self.decorator = decorator  # the decorator's name, for reading sources without importing
         self._items: dict[str, type[T]] = {}
         self._loaded = False
 
+    def _base_class(self) -> Optional[type]:
+        if not self.base:
+            return None
+        module, _, name = self.base.partition(":")
+        return getattr(importlib.import_module(module), name)
+
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def decorator(cls: type[T]) -> type[T]:
+            base = self._base_class()
+            if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+                raise TypeError(f"cannot register {_qualname(cls) if isinstance(cls, type) else cls!r} as {self.kind} "
+                                f"{name!r}: a {self.kind} must subclass {base.__module__}.{base.__qualname__}")
             existing = self._items.get(name)
             if existing is not None and existing is not cls and _qualname(existing) != _qualname(cls):
                 raise ValueError(
@@ -72,30 +96,122 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._items, n=3, cutoff=0.5)
+            names = self.names()
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {', '.join(names)}"
             ) from None
 
     def names(self) -> list[str]:
-        self.load()
-        return sorted(self._items)
+        """Every name, without importing anything: the built-ins' and the entry points' sources,
+        and whatever registered at run time."""
+        static = {n for _, n, _ in self._sources()}
+        return sorted(static | set(self._items))
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """The class's own literal attributes (display_name, color, generation, ...), read from its
+        source without importing it (from the class itself once it is imported); {} if unknown."""
+        cls = self._items.get(name)
+        if cls is not None:
+            return {k: v for k, v in vars(cls).items() if not k.startswith("_") and _literal(v)}
+        for path, n, cls_name in self._sources():
+            if n == name:
+                return dict(_class_literals(str(path), cls_name))
+        return {}
 
     def items(self) -> list[tuple[str, type[T]]]:
-        return [(n, self._items[n]) for n in self.names()]
+        self.load()
+        return [(n, self._items[n]) for n in sorted(self._items)]
 
     def __contains__(self, name: str) -> bool:
-        self.load()
-        return name in self._items
+        return name in self.names()
+
+    def _sources(self) -> list[tuple[Path, str, str]]:
+        """(file, registered name, class name) of the built-ins and the entry points."""
+        out: list[tuple[Path, str, str]] = []
+        for package in self.builtin_packages:
+            spec = importlib.util.find_spec(package)
+            for folder in (spec.submodule_search_locations or []) if spec else []:
+                for path in sorted(Path(folder).glob("[!_]*.py")):
+                    out += [(path, n, c) for n, c in _registrations(str(path), self.decorator)]
+        for ep in entry_points(group=self.group):
+            module, _, attr = ep.value.partition(":")
+            path = _module_file(module)
+            if path is not None and attr:
+                out.append((path, ep.name, attr.split(".")[-1]))
+            else:
+                out.append((Path(), ep.name, ""))
+        return out
 
 
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-VARIANTS: Registry = Registry("variant", "harness.variants", ("variants",))
-TASKS: Registry = Registry("task", "harness.tasks", ("harness.tasks",))
+def _literal(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _module_file(module: str) -> Optional[Path]:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+
+
+@lru_cache(maxsize=256)
+def _parse(path: str) -> Optional[ast.Module]:
+    try:
+        return ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+
+
+def _registrations(path: str, decorator: str) -> list[tuple[str, str]]:
+    """(name, class name) of each `@<decorator>("name")` class in the file."""
+    tree = _parse(path)
+    out = []
+    for node in tree.body if tree else []:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for dec in node.decorator_list:
+            if isinstance(dec, ast.Call) and dec.args and isinstance(dec.args[0], ast.Constant):
+                func = dec.func
+                fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if fname == decorator:
+                    out.append((str(dec.args[0].value), node.name))
+    return out
+
+
+def _class_literals(path: str, cls_name: str) -> dict[str, Any]:
+    """The literal class attributes (`display_name = "..."`) of class `cls_name` in the file."""
+    tree = _parse(path)
+    for node in tree.body if tree else []:
+        if isinstance(node, ast.ClassDef) and node.name == cls_name:
+            out = {}
+            for stmt in node.body:
+                target, value = None, None
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                    target, value = stmt.targets[0], stmt.value
+                elif isinstance(stmt, ast.AnnAssign):
+                    target, value = stmt.target, stmt.value
+                if isinstance(target, ast.Name) and value is not None:
+                    try:
+                        lit = ast.literal_eval(value)
+                    except (ValueError, SyntaxError):
+                        continue
+                    if _literal(lit):
+                        out[target.id] = lit
+            return out
+    return {}
+
+
+VARIANTS: Registry = Registry("variant", "harness.variants", ("variants",), base="harness.model.mixer:Mixer",
+                              decorator="register_variant")
+TASKS: Registry = Registry("task", "harness.tasks", ("harness.tasks",), base="harness.tasks.base:Task",
+                           decorator="register_task")
 
 register_variant = VARIANTS.register
 register_task = TASKS.register

@@ -68,7 +68,7 @@ def main() -> None:
         try:
             torch.manual_seed(0)
             ours = get_variant(name)(d, h).to(dev, dt)
-            ours.backend = "fla"
+            ours.set_backend("fla")
             theirs = getattr(fla.layers, cls_name)(hidden_size=d, layer_idx=0, **kwargs(d, h)).to(dev, dt)
 
             def step(module):

@@ -134,10 +134,10 @@ def module_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int
         mixer = VARIANTS.get(name)(32, 2).to(device, dtype)
         out = {}
         for mode in ("chunk", "recurrent"):
-            mixer.backend = "torch"
+            mixer.set_backend("torch")
             with torch.no_grad():
                 ref, ref_state = mixer(x, mode=mode)
-            mixer.backend = "fla"
+            mixer.set_backend("fla")
             with torch.no_grad():
                 got, got_state = mixer(x, mode=mode)
             out[f"o_{mode}"] = (ref.float() - got.float()).abs().max().item()

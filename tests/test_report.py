@@ -16,7 +16,7 @@ from harness.report import paper as P
 from harness.report import tables as T
 from harness.report.load import normalize, ok_rows
 from harness.report.fmt import fmt_mean_std, md_table
-from harness.report.style import VARIANT_COLORS, attn_fraction
+from harness.report.style import attn_fraction, set_report_variants, variant_color, variant_label
 
 LINEAR = ["gla", "hgrn2", "deltanet", "gated_deltanet"]
 LAYOUTS = ["pure", "6:1", "3:1", "1:1"]
@@ -255,8 +255,21 @@ def test_md_table_and_paper_numbers():
     assert P.lookup_by_ratio("ruler_avg_by_ratio", "3:1", "gated_deltanet") == 0.436
     assert P.best_ratio_rows("best_ratio_lm_340m")["hgrn2"]["avg"] == 0.456
     assert P.source("best_ratio_lm_1.3b") == "paper (1.3B)"
-    assert set(VARIANT_COLORS) >= {"hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet", "attention"}
-    assert len(set(VARIANT_COLORS.values())) == len(VARIANT_COLORS)
+    builtin = ["hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet", "attention"]
+    set_report_variants(builtin)
+    assert len({variant_color(v) for v in builtin}) == len(builtin)
+
+
+def test_colours_are_unique_in_a_report_and_labels_are_display_names():
+    """Plug-ins without a colour of their own get distinct ones (a name hash once gave two the
+    same), never a built-in's; legends say display_name; the Transformer is one label."""
+    many = [f"plugin_{i}" for i in range(30)]
+    set_report_variants(["gla", "attention", *many])
+    colours = [variant_color(v) for v in ["gla", "attention", *many]]
+    assert len(set(colours)) == len(colours)
+    assert variant_color("gla") == "#1f77b4" and variant_color("attention") == "#000000"  # declared on the class
+    assert variant_label("hgrn2") == "HGRN-2" and variant_label("attention") == "Transformer"
+    assert variant_label("plugin_3") == "plugin_3"
 
 
 # --------------------------------------------------------------------------- graceful degradation

@@ -3,23 +3,35 @@ RoPE, optional GQA, a growing KV cache, computed with torch's scaled_dot_product
 (which takes the flash / memory-efficient kernels on GPU)."""
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.model.mixer import Mixer
+from harness.model.mixer import KV, Mixer, StateEntry
 from harness.model.modules import fused_linear, rotary_pair, split_heads
 from harness.registry import register_variant
+
+#: Hugging Face Llama names -> fla's (the only renaming between the two)
+_LLAMA_RENAMES = (
+    (re.compile(r"^model\.embed_tokens\."), "model.embeddings."),
+    (re.compile(r"^(model\.layers\.\d+)\.input_layernorm\."), r"\1.attn_norm."),
+    (re.compile(r"^(model\.layers\.\d+)\.post_attention_layernorm\."), r"\1.mlp_norm."),
+    (re.compile(r"^(model\.layers\.\d+)\.self_attn\."), r"\1.attn."),
+)
 
 
 @register_variant("attention")
 class Attention(Mixer):
-    display_name = "Softmax attention"
+    display_name = "Transformer"  # as a model: every layer softmax attention (the paper's baseline)
+    color = "#000000"  # black, dashed where it is a reference line
     generation = None
     state_kind = "kv"
     gating = "none"
     flops_coeff = 2  # 2 * L * d_model per token (paper Table 7)
     fla_op = None
+    fla_model_types = ("transformer", "llama")  # fla's Transformer; a Hugging Face Llama
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  n_kv_heads: int | None = None, head_dim: int | None = None, qkv_bias: bool = False,
@@ -57,9 +69,9 @@ class Attention(Mixer):
             o = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
         return self.o_proj(o.transpose(1, 2).flatten(-2)), new
 
-    def state_shapes(self, batch, seq_len):
+    def state_spec(self, batch, seq_len):
         shape = (batch, self.n_kv_heads, seq_len, self.head_dim)
-        return {"k": shape, "v": shape}
+        return {"k": StateEntry(shape, KV), "v": StateEntry(shape, KV)}
 
     def state_elements_per_head(self) -> int:
         return 0
@@ -67,3 +79,41 @@ class Attention(Mixer):
     def flops_per_token(self, seq_len: int) -> int:
         # causal QK^T plus AV: H * L * d_head multiplies and as many adds per token
         return self.flops_coeff * seq_len * self.n_heads * self.head_dim
+
+    @classmethod
+    def fla_config_fields(cls, cfg):
+        """A whole Transformer: fla's `transformer` or a Hugging Face `llama`."""
+        if cfg.model_type == "llama":
+            if cfg.get("attention_bias") or cfg.get("mlp_bias"):
+                raise cfg.unsupported("attention_bias / mlp_bias are not implemented (our o_proj and MLP have no bias)")
+            rope = cfg.get("rope_parameters") or {}
+            scaling = cfg.get("rope_scaling") or {}
+            rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+            if rope_type != "default":
+                raise cfg.unsupported(f"rope scaling {rope_type!r} is not implemented")
+            heads = int(cfg.get("num_attention_heads"))
+            head_dim = int(cfg.get("head_dim") or cfg.d_model // heads)
+            fields = {"layout": "transformer", "n_heads": heads, "attn_heads": heads,
+                      "attn_kv_heads": int(cfg.get("num_key_value_heads") or heads),
+                      "rope_theta": float(rope.get("rope_theta") or cfg.get("rope_theta") or 10000.0),
+                      "norm_eps": float(cfg.get("rms_norm_eps", 1e-6))}
+            if head_dim * heads != cfg.d_model:
+                fields["attn_kwargs"] = {"head_dim": head_dim}
+            return fields
+        cfg.require("qk_norm", [False, None], False, "no qk-norm in our attention")
+        if cfg.get("window_size") is not None:
+            raise cfg.unsupported("sliding-window attention is not implemented")
+        heads = int(cfg.get("num_heads", 32))
+        fields = {"layout": "transformer", "n_heads": heads, "attn_heads": heads,
+                  "attn_kv_heads": int(cfg.get("num_kv_heads") or heads),
+                  "rope_theta": float(cfg.get("rope_theta") or 10000.0)}
+        if cfg.get("qkv_bias"):
+            fields["attn_kwargs"] = {"qkv_bias": True}
+        return fields
+
+    @classmethod
+    def fla_key(cls, key: str, model_type: str):
+        if model_type == "llama":
+            for pattern, repl in _LLAMA_RENAMES:
+                key = pattern.sub(repl, key)
+        return key

@@ -5,37 +5,34 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.model.mixer import Mixer
-from harness.model.modules import at_least_fp32, fused_linear, GatedRMSNorm, RMSNorm, ShortConv, l2norm_pair, split_heads
+from harness.model.mixer import MatrixStateMixer
+from harness.model.modules import GatedRMSNorm, RMSNorm, at_least_fp32, fused_linear, l2norm_pair, split_heads
 from harness.registry import register_variant
 
 
 @register_variant("deltanet")
-class DeltaNet(Mixer):
+class DeltaNet(MatrixStateMixer):
     display_name = "DeltaNet"
+    color = "#ff7f0e"  # orange (generation 3)
     generation = 3
     gating = "none (delta-rule erase along the key)"
     delta_rule = True
     flops_coeff = 8
     fla_op = "chunk_delta_rule"
+    fla_model_types = ("delta_net",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  expand_k: float = 1.0, expand_v: float = 1.0, use_short_conv: bool = True,
                  conv_size: int = 4, use_gate: bool = False, norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, layer_idx, mode)
-        self.key_dim, self.value_dim = int(d_model * expand_k), int(d_model * expand_v)
-        if self.key_dim % n_heads or self.value_dim % n_heads:
-            raise ValueError(f"deltanet: key_dim {self.key_dim} and value_dim {self.value_dim} must divide by n_heads={n_heads}")
-        self.head_k, self.head_v = self.key_dim // n_heads, self.value_dim // n_heads
-        self.use_short_conv, self.use_gate = use_short_conv, use_gate
+        self.set_dims(int(d_model * expand_k), int(d_model * expand_v))
+        self.use_gate = use_gate
         self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
         self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
         self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
         if use_short_conv:
-            self.q_conv1d = ShortConv(self.key_dim, conv_size)
-            self.k_conv1d = ShortConv(self.key_dim, conv_size)
-            self.v_conv1d = ShortConv(self.value_dim, conv_size)
+            self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)
         if use_gate:
             self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
             self.o_norm = GatedRMSNorm(self.head_v, norm_eps)
@@ -57,8 +54,14 @@ class DeltaNet(Mixer):
         o = self.o_norm(o, split_heads(gp[0], self.head_v)) if self.use_gate else self.o_norm(o)
         return self.o_proj(o.flatten(-2)), new
 
-    def state_shapes(self, batch, seq_len):
-        return {"S": (batch, self.n_heads, self.head_k, self.head_v), **self.conv_state_shapes(batch)}
-
-    def state_elements_per_head(self) -> int:
-        return self.head_k * self.head_v
+    @classmethod
+    def fla_config_fields(cls, cfg):
+        cfg.require("use_beta", [True], True, "our DeltaNet always learns beta")
+        cfg.require("qk_norm", ["l2"], "l2", "our DeltaNet L2-normalises q/k")
+        cfg.require("qk_activation", ["silu"], "silu", "our DeltaNet uses SiLU")
+        cfg.require("use_output_norm", [True], True, "our DeltaNet always normalises its output")
+        cfg.require("allow_neg_eigval", [False], False, "not implemented in our DeltaNet")
+        return {"n_heads": int(cfg.get("num_heads", 16)), "mixer_kwargs": {
+            "expand_k": float(cfg.get("expand_k", 1.0)), "expand_v": float(cfg.get("expand_v", 1.0)),
+            "use_gate": bool(cfg.get("use_gate", False)), "use_short_conv": bool(cfg.get("use_short_conv", True)),
+            "conv_size": int(cfg.get("conv_size", 4)), "norm_eps": cfg.norm_eps}}

@@ -9,31 +9,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.model.mixer import Mixer
-from harness.model.modules import at_least_fp32, fused_linear, GatedRMSNorm, RMSNorm, ShortConv, l2norm_pair, split_heads
+from harness.model.mixer import MatrixStateMixer
+from harness.model.modules import GatedRMSNorm, RMSNorm, at_least_fp32, fused_linear, l2norm_pair, split_heads
 from harness.registry import register_variant
 
 
 @register_variant("gated_deltanet")
-class GatedDeltaNet(Mixer):
+class GatedDeltaNet(MatrixStateMixer):
     display_name = "Gated DeltaNet"
+    color = "#d62728"  # red (generation 3)
     generation = 3
     gating = "data-dependent per-head scalar decay"
     delta_rule = True
     flops_coeff = 8
     fla_op = "chunk_gated_delta_rule"
+    fla_model_types = ("gated_deltanet",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  head_dim: int | None = None, expand_v: float = 2.0, use_short_conv: bool = True,
                  conv_size: int = 4, use_gate: bool = True, allow_neg_eigval: bool = False,
                  norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, layer_idx, mode)
-        self.head_k = head_dim or d_model // n_heads
-        self.head_v = int(self.head_k * expand_v)
-        if not math.isclose(self.head_k * expand_v, self.head_v):
-            raise ValueError(f"gated_deltanet: head_dim {self.head_k} * expand_v {expand_v} is not an integer")
-        self.key_dim, self.value_dim = n_heads * self.head_k, n_heads * self.head_v
-        self.use_short_conv, self.use_gate, self.allow_neg_eigval = use_short_conv, use_gate, allow_neg_eigval
+        head_k = head_dim or d_model // n_heads
+        if not math.isclose(head_k * expand_v, int(head_k * expand_v)):
+            raise ValueError(f"gated_deltanet: head_dim {head_k} * expand_v {expand_v} is not an integer")
+        self.set_dims(n_heads * head_k, n_heads * int(head_k * expand_v))
+        self.use_gate, self.allow_neg_eigval = use_gate, allow_neg_eigval
         self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
         self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
         self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
@@ -46,9 +47,7 @@ class GatedDeltaNet(Mixer):
             dt = torch.exp(torch.rand(n_heads) * (math.log(0.1) - math.log(0.001)) + math.log(0.001)).clamp(min=1e-4)
             self.dt_bias.data.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         if use_short_conv:
-            self.q_conv1d = ShortConv(self.key_dim, conv_size)
-            self.k_conv1d = ShortConv(self.key_dim, conv_size)
-            self.v_conv1d = ShortConv(self.value_dim, conv_size)
+            self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)
         if use_gate:
             self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
             self.o_norm = GatedRMSNorm(self.head_v, norm_eps)
@@ -73,8 +72,14 @@ class GatedDeltaNet(Mixer):
         o = self.o_norm(o, split_heads(gp[0], self.head_v)) if self.use_gate else self.o_norm(o)
         return self.o_proj(o.flatten(-2)), new
 
-    def state_shapes(self, batch, seq_len):
-        return {"S": (batch, self.n_heads, self.head_k, self.head_v), **self.conv_state_shapes(batch)}
-
-    def state_elements_per_head(self) -> int:
-        return self.head_k * self.head_v
+    @classmethod
+    def fla_config_fields(cls, cfg):
+        heads = int(cfg.get("num_heads", 6))
+        if cfg.get("num_v_heads") not in (None, heads):
+            raise cfg.unsupported(f"num_v_heads={cfg.get('num_v_heads')} (GVA) is not implemented")
+        cfg.require("output_gate_activation", ["swish", "silu"], "swish", "our GDN gate is swish")
+        return {"n_heads": heads, "mixer_kwargs": {
+            "head_dim": int(cfg.get("head_dim", 256)), "expand_v": float(cfg.get("expand_v", 2.0)),
+            "use_gate": bool(cfg.get("use_gate", True)), "use_short_conv": bool(cfg.get("use_short_conv", True)),
+            "conv_size": int(cfg.get("conv_size", 4)), "allow_neg_eigval": bool(cfg.get("allow_neg_eigval", False)),
+            "norm_eps": cfg.norm_eps}}

@@ -6,38 +6,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.model.mixer import Mixer
-from harness.model.modules import at_least_fp32, fused_linear, GatedRMSNorm, ShortConv, split_heads
+from harness.model.mixer import MatrixStateMixer
+from harness.model.modules import GatedRMSNorm, at_least_fp32, fused_linear, split_heads
 from harness.registry import register_variant
 
 
 @register_variant("gla")
-class GLA(Mixer):
+class GLA(MatrixStateMixer):
     display_name = "GLA"
+    color = "#1f77b4"  # blue (generation 2, data-dependent gating)
     generation = 2
     gating = "data-dependent per-channel decay"
     flops_coeff = 7
     fla_op = "chunk_gla"
+    fla_model_types = ("gla",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  expand_k: float = 0.5, expand_v: float = 1.0, use_short_conv: bool = False,
                  conv_size: int = 4, gate_logit_normalizer: float = 16, gate_low_rank_dim: int = 16,
                  clamp_min: float | None = None, norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, layer_idx, mode)
-        self.key_dim, self.value_dim = int(d_model * expand_k), int(d_model * expand_v)
-        if self.key_dim % n_heads or self.value_dim % n_heads:
-            raise ValueError(f"gla: key_dim {self.key_dim} and value_dim {self.value_dim} must divide by n_heads={n_heads}")
-        self.head_k, self.head_v = self.key_dim // n_heads, self.value_dim // n_heads
-        self.use_short_conv = use_short_conv
+        self.set_dims(int(d_model * expand_k), int(d_model * expand_v))
         self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
         self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
         self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
         self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
         self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
         if use_short_conv:
-            self.q_conv1d = ShortConv(self.key_dim, conv_size)
-            self.k_conv1d = ShortConv(self.key_dim, conv_size)
-            self.v_conv1d = ShortConv(self.value_dim, conv_size)
+            self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)
         self.gk_proj = nn.Sequential(nn.Linear(d_model, gate_low_rank_dim, bias=False),
                                      nn.Linear(gate_low_rank_dim, self.key_dim, bias=True))
         self.g_norm_swish_gate = GatedRMSNorm(self.head_v, norm_eps)
@@ -55,8 +51,16 @@ class GLA(Mixer):
         o = self.g_norm_swish_gate(o, split_heads(gv, self.head_v))
         return self.o_proj(o.flatten(-2)), new
 
-    def state_shapes(self, batch, seq_len):
-        return {"S": (batch, self.n_heads, self.head_k, self.head_v), **self.conv_state_shapes(batch)}
+    @classmethod
+    def fla_config_fields(cls, cfg):
+        fields = cfg.linear_attention_fields(default_heads=4, expand_k=0.5, expand_v=1.0)
+        fields["mixer_kwargs"].update(use_short_conv=bool(cfg.get("use_short_conv", False)),
+                                      conv_size=int(cfg.get("conv_size", 4)))
+        if cfg.get("clamp_min") is not None:
+            fields["mixer_kwargs"]["clamp_min"] = float(cfg.get("clamp_min"))
+        return fields
 
-    def state_elements_per_head(self) -> int:
-        return self.head_k * self.head_v
+    @classmethod
+    def fla_mixer_param(cls, name: str) -> str:
+        # fla's unfused (fuse_norm=False) name of the output norm, the same math
+        return "g_norm_swish_gate.weight" if name == "g_norm.weight" else name

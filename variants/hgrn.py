@@ -8,32 +8,34 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from harness.model.mixer import Mixer
-from harness.model.modules import at_least_fp32, fused_linear, GatedRMSNorm, ShortConv
+from harness.model.mixer import RECURRENT, Mixer, StateEntry
+from harness.model.modules import GatedRMSNorm, at_least_fp32, fused_linear
 from harness.registry import register_variant
 
 
 @register_variant("hgrn")
 class HGRN(Mixer):
     display_name = "HGRN"
+    color = "#8c564b"  # brown (generation 1)
     generation = 1
     state_kind = "vector"
     gating = "data-dependent per-channel forget gate"
     flops_coeff = 5
     fla_op = "fused_recurrent_hgrn"
+    fla_model_types = ("hgrn",)
+    fla_dropped_note = ("fla's HGRN forget-gate lower bounds (model.lower_bounds) were dropped: our HGRN has no "
+                        "model-level lower bound, so layers > 0 differ from the checkpoint")
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  expand_ratio: float = 1, use_short_conv: bool = False, conv_size: int = 4,
                  norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, layer_idx, mode)
         self.input_dim = int(d_model * expand_ratio)
-        self.use_short_conv = use_short_conv
         self.i_proj = nn.Linear(d_model, self.input_dim, bias=False)
         self.f_proj = nn.Linear(d_model, self.input_dim, bias=False)
         self.g_proj = nn.Linear(d_model, self.input_dim, bias=False)
         if use_short_conv:
-            self.i_conv1d = ShortConv(self.input_dim, conv_size, activation=None)
-            self.f_conv1d = ShortConv(self.input_dim, conv_size, activation=None)
+            self.declare_short_convs(conv_size, activation=None, i=self.input_dim, f=self.input_dim)
         self.g_norm = GatedRMSNorm(self.input_dim, norm_eps)
         self.o_proj = nn.Linear(self.input_dim, d_model, bias=False)
 
@@ -47,8 +49,8 @@ class HGRN(Mixer):
         o = self.g_norm(o if o.dtype == x.dtype else o.to(x.dtype), gp)
         return self.o_proj(o), new
 
-    def state_shapes(self, batch, seq_len):
-        return {"h": (batch, self.input_dim), **self.conv_state_shapes(batch)}
+    def state_spec(self, batch, seq_len):
+        return {"h": StateEntry((batch, self.input_dim), RECURRENT), **self.conv_state_spec(batch)}
 
     @property
     def n_heads_state(self) -> int:
@@ -56,3 +58,13 @@ class HGRN(Mixer):
 
     def state_elements_per_head(self) -> int:
         return self.input_dim
+
+    @classmethod
+    def fla_config_fields(cls, cfg):
+        return {"n_heads": 1, "mixer_kwargs": {  # one vector state: n_heads is unused by the mixer
+            "expand_ratio": cfg.get("expand_ratio", 1) or 1, "use_short_conv": bool(cfg.get("use_short_conv", False)),
+            "conv_size": int(cfg.get("conv_size", 4)), "norm_eps": cfg.norm_eps}}
+
+    @classmethod
+    def fla_key(cls, key: str, model_type: str):
+        return None if key.split(".")[-1] == "lower_bounds" else key  # see fla_dropped_note

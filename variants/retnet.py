@@ -5,36 +5,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.model.mixer import Mixer
-from harness.model.modules import fused_linear, GatedRMSNorm, ShortConv, rotary_pair, split_heads
+from harness.model.mixer import MatrixStateMixer
+from harness.model.modules import GatedRMSNorm, fused_linear, rotary_pair, split_heads
 from harness.registry import register_variant
 
 
 @register_variant("retnet")
-class RetNet(Mixer):
+class RetNet(MatrixStateMixer):
     display_name = "RetNet"
+    color = "#bcbd22"  # olive (generation 2, fixed decay)
     generation = 2
     gating = "fixed per-head scalar decay"
     flops_coeff = 5
     fla_op = "chunk_retention"
+    fla_model_types = ("retnet",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  expand_k: float = 1.0, expand_v: float = 2.0, use_short_conv: bool = False,
                  conv_size: int = 4, norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, layer_idx, mode)
-        self.key_dim, self.value_dim = int(d_model * expand_k), int(d_model * expand_v)
-        if self.key_dim % n_heads or self.value_dim % n_heads:
-            raise ValueError(f"retnet: key_dim {self.key_dim} and value_dim {self.value_dim} must divide by n_heads={n_heads}")
-        self.head_k, self.head_v = self.key_dim // n_heads, self.value_dim // n_heads
-        self.use_short_conv = use_short_conv
+        self.set_dims(int(d_model * expand_k), int(d_model * expand_v))
         self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
         self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
         self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
         self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
         if use_short_conv:
-            self.q_conv1d = ShortConv(self.key_dim, conv_size)
-            self.k_conv1d = ShortConv(self.key_dim, conv_size)
-            self.v_conv1d = ShortConv(self.value_dim, conv_size)
+            self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)
         self.g_norm_swish_gate = GatedRMSNorm(self.head_v, norm_eps)
         self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
         heads = torch.arange(n_heads, dtype=torch.float32, device=self.q_proj.weight.device)
@@ -51,8 +47,11 @@ class RetNet(Mixer):
         o = self.g_norm_swish_gate(o, split_heads(gv, self.head_v))
         return self.o_proj(o.flatten(-2)), new
 
-    def state_shapes(self, batch, seq_len):
-        return {"S": (batch, self.n_heads, self.head_k, self.head_v), **self.conv_state_shapes(batch)}
+    @classmethod
+    def fla_config_fields(cls, cfg):
+        # fla's RetNet block never passes use_short_conv to its layer: retention has no conv
+        return cfg.linear_attention_fields(default_heads=8, expand_k=1.0, expand_v=2.0)
 
-    def state_elements_per_head(self) -> int:
-        return self.head_k * self.head_v
+    @classmethod
+    def fla_mixer_param(cls, name: str) -> str:
+        return "g_norm_swish_gate.weight" if name == "g_norm.weight" else name

@@ -51,7 +51,8 @@ from harness.model.layout import layout_name, resolve_layout
 __all__ = [
     "ConversionError",
     "ConvertedInfo",
-    "FLA_MODEL_TYPES",
+    "fla_model_types",
+    "FlaConfig",
     "is_fla_checkpoint",
     "read_fla_config",
     "fla_config_to_model_config",
@@ -62,17 +63,12 @@ __all__ = [
     "checkpoint_model_dict",
 ]
 
-#: fla model_type -> our variant name
-FLA_MODEL_TYPES: dict[str, str] = {
-    "gated_deltanet": "gated_deltanet",
-    "gla": "gla",
-    "delta_net": "deltanet",
-    "retnet": "retnet",
-    "hgrn": "hgrn",
-    "hgrn2": "hgrn2",
-    "transformer": "attention",
-    "llama": "attention",  # a Hugging Face Llama (the usual Transformer baseline format)
-}
+def fla_model_types() -> dict[str, str]:
+    """fla `model_type` -> our variant name: what each registered variant declares it converts
+    (`Mixer.fla_model_types`), plug-ins included."""
+    from harness.registry import VARIANTS
+
+    return {mtype: name for name, cls in VARIANTS.items() for mtype in getattr(cls, "fla_model_types", ())}
 
 
 @dataclass
@@ -107,7 +103,7 @@ def is_fla_checkpoint(directory: Union[str, os.PathLike]) -> bool:
         cfg = json.loads(cfg_path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(cfg, dict) and "harness_config" not in cfg and cfg.get("model_type") in FLA_MODEL_TYPES
+    return isinstance(cfg, dict) and "harness_config" not in cfg and cfg.get("model_type") in fla_model_types()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,160 +166,74 @@ def _mlp_fields(config: Mapping[str, Any], d: int) -> dict[str, Any]:
     return out
 
 
-def _require(config: Mapping[str, Any], key: str, ok: Any, default: Any, why: str) -> None:
-    value = config.get(key, default)
-    allowed = ok if isinstance(ok, (list, tuple, set)) else [ok]
-    if value not in allowed:
-        raise ConversionError(f"{config.get('model_type')}: {key}={value!r} is not supported ({why})")
+class FlaConfig:
+    """An fla config.json as a variant's `fla_config_fields` reads it: values with defaults, the
+    options it requires, and the error for one it does not implement."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = config
+        self.model_type = str(config.get("model_type"))
+        self.d_model = int(config["hidden_size"])
+        self.norm_eps = float(config.get("norm_eps", 1e-6))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.config.get(key, default)
+
+    def unsupported(self, why: str) -> ConversionError:
+        return ConversionError(f"{self.model_type}: {why}")
+
+    def require(self, key: str, ok: Any, default: Any, why: str) -> None:
+        """Refuse the checkpoint unless option `key` (default `default`) is one of `ok`."""
+        value = self.config.get(key, default)
+        allowed = ok if isinstance(ok, (list, tuple, set)) else [ok]
+        if value not in allowed:
+            raise self.unsupported(f"{key}={value!r} is not supported ({why})")
+
+    def linear_attention_fields(self, default_heads: int, expand_k: float, expand_v: float) -> dict[str, Any]:
+        """n_heads and mixer_kwargs of fla's linear-attention layers with an output gate (GLA,
+        RetNet): expand_k / expand_v, no grouped keys, no feature map, a swish gate."""
+        heads = int(self.get("num_heads", default_heads))
+        if self.get("num_kv_heads") not in (None, heads):
+            raise self.unsupported(f"num_kv_heads={self.get('num_kv_heads')} (grouped keys) is not implemented")
+        self.require("feature_map", [None], None, "no q/k feature map in our variant")
+        self.require("use_output_gate", [True], True, "our variant always has the output gate")
+        self.require("hidden_act", ["swish", "silu"], "swish", "the output gate is swish")
+        return {"n_heads": heads, "mixer_kwargs": {"expand_k": float(self.get("expand_k", expand_k)),
+                                                   "expand_v": float(self.get("expand_v", expand_v)),
+                                                   "norm_eps": self.norm_eps}}
 
 
 def fla_config_to_model_config(config: Mapping[str, Any]) -> ModelConfig:
-    """An fla config.json (as a dict) -> the equivalent ModelConfig.
+    """An fla config.json (as a dict) -> the equivalent ModelConfig: the model-level fields here,
+    the variant's own from its `fla_config_fields` (harness.model.mixer.Mixer).
 
     Raises ConversionError for a model type or option our variants do not implement.
     """
+    from harness.registry import get_variant
+
     mtype = config.get("model_type")
-    if mtype not in FLA_MODEL_TYPES:
-        raise ConversionError(
-            f"model_type {mtype!r} is not convertible; supported: {', '.join(sorted(FLA_MODEL_TYPES))}"
-        )
-    variant = FLA_MODEL_TYPES[mtype]
+    types = fla_model_types()
+    if mtype not in types:
+        raise ConversionError(f"model_type {mtype!r} is not convertible; supported: {', '.join(sorted(types))}")
     if config.get("attnres_block_size") is not None:
         raise ConversionError(f"{mtype}: attnres_block_size (attention residuals) is not implemented")
+    cfg = FlaConfig(config)
     n_layers = int(config["num_hidden_layers"])
-    d = int(config["hidden_size"])
-    eps = float(config.get("norm_eps", 1e-6))
-    if config.get("elementwise_affine") is False:
-        pass  # norm weights are absent; convert_state_dict fills ones
     fields: dict[str, Any] = {
-        "variant": variant,
-        "n_layers": n_layers,
-        "d_model": d,
-        "vocab_size": int(config["vocab_size"]),
-        "norm_eps": eps,
+        "variant": types[mtype], "n_layers": n_layers, "d_model": cfg.d_model,
+        "vocab_size": int(config["vocab_size"]), "norm_eps": cfg.norm_eps,
         "tie_embeddings": bool(config.get("tie_word_embeddings", False)),
-        **_mlp_fields(config, d),
+        **_mlp_fields(config, cfg.d_model),  # elementwise_affine=False: no norm weights, ones are filled in
+        "layout": "pure",
     }
-    mk: dict[str, Any] = {}
-
-    if mtype == "llama":
-        if config.get("attention_bias") or config.get("mlp_bias"):
-            raise ConversionError("llama: attention_bias / mlp_bias are not implemented (our o_proj and MLP have no bias)")
-        rope = config.get("rope_parameters") or {}
-        scaling = config.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-        if rope_type != "default":
-            raise ConversionError(f"llama: rope scaling {rope_type!r} is not implemented")
-        heads = int(config["num_attention_heads"])
-        head_dim = int(config.get("head_dim") or d // heads)
-        fields.update(
-            layout="transformer", n_heads=heads, attn_heads=heads,
-            attn_kv_heads=int(config.get("num_key_value_heads") or heads),
-            rope_theta=float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0),
-            norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-        )
-        if head_dim * heads != d:
-            fields["attn_kwargs"] = {"head_dim": head_dim}
-        return ModelConfig(**fields)
-
-    if mtype == "transformer":
-        for key, why in (("qk_norm", "no qk-norm in our attention"),):
-            _require(config, key, [False, None], False, why)
-        if config.get("window_size") is not None:
-            raise ConversionError("transformer: sliding-window attention is not implemented")
-        heads = int(config.get("num_heads", 32))
-        fields.update(
-            layout="transformer", n_heads=heads, attn_heads=heads,
-            attn_kv_heads=int(config.get("num_kv_heads") or heads),
-            rope_theta=float(config.get("rope_theta") or 10000.0),
-        )
-        if config.get("qkv_bias"):
-            fields["attn_kwargs"] = {"qkv_bias": True}
-        return ModelConfig(**fields)
-
-    if mtype == "gated_deltanet":
-        heads = int(config.get("num_heads", 6))
-        if config.get("num_v_heads") not in (None, heads):
-            raise ConversionError(f"gated_deltanet: num_v_heads={config['num_v_heads']} (GVA) is not implemented")
-        _require(config, "output_gate_activation", ["swish", "silu"], "swish", "our GDN gate is swish")
-        mk = {
-            "head_dim": int(config.get("head_dim", 256)),
-            "expand_v": float(config.get("expand_v", 2.0)),
-            "use_gate": bool(config.get("use_gate", True)),
-            "use_short_conv": bool(config.get("use_short_conv", True)),
-            "conv_size": int(config.get("conv_size", 4)),
-            "allow_neg_eigval": bool(config.get("allow_neg_eigval", False)),
-            "norm_eps": eps,
-        }
-    elif mtype in ("gla", "retnet"):
-        heads = int(config.get("num_heads", 4 if mtype == "gla" else 8))
-        if config.get("num_kv_heads") not in (None, heads):
-            raise ConversionError(f"{mtype}: num_kv_heads={config['num_kv_heads']} (grouped keys) is not implemented")
-        _require(config, "feature_map", [None], None, "no q/k feature map in our variant")
-        _require(config, "use_output_gate", [True], True, "our variant always has the output gate")
-        _require(config, "hidden_act", ["swish", "silu"], "swish", "the output gate is swish")
-        mk = {
-            "expand_k": float(config.get("expand_k", 0.5 if mtype == "gla" else 1.0)),
-            "expand_v": float(config.get("expand_v", 1.0 if mtype == "gla" else 2.0)),
-            "norm_eps": eps,
-        }
-        if mtype == "gla":
-            mk.update(use_short_conv=bool(config.get("use_short_conv", False)), conv_size=int(config.get("conv_size", 4)))
-            if config.get("clamp_min") is not None:
-                mk["clamp_min"] = float(config["clamp_min"])
-        # fla's RetNet block never passes use_short_conv to its layer: retention has no conv
-    elif mtype == "delta_net":
-        heads = int(config.get("num_heads", 16))
-        _require(config, "use_beta", [True], True, "our DeltaNet always learns beta")
-        _require(config, "qk_norm", ["l2"], "l2", "our DeltaNet L2-normalises q/k")
-        _require(config, "qk_activation", ["silu"], "silu", "our DeltaNet uses SiLU")
-        _require(config, "use_output_norm", [True], True, "our DeltaNet always normalises its output")
-        _require(config, "allow_neg_eigval", [False], False, "not implemented in our DeltaNet")
-        mk = {
-            "expand_k": float(config.get("expand_k", 1.0)),
-            "expand_v": float(config.get("expand_v", 1.0)),
-            "use_gate": bool(config.get("use_gate", False)),
-            "use_short_conv": bool(config.get("use_short_conv", True)),
-            "conv_size": int(config.get("conv_size", 4)),
-            "norm_eps": eps,
-        }
-    elif mtype == "hgrn":
-        heads = 1  # HGRN has one vector state; n_heads is unused by the mixer
-        mk = {
-            "expand_ratio": config.get("expand_ratio", 1) or 1,
-            "use_short_conv": bool(config.get("use_short_conv", False)),
-            "conv_size": int(config.get("conv_size", 4)),
-            "norm_eps": eps,
-        }
-    elif mtype == "hgrn2":
-        ratio = config.get("expand_ratio", 128)
-        if ratio:
-            heads = d // int(ratio)
-        elif config.get("num_heads"):
-            heads = int(config["num_heads"])
-            ratio = d // heads
-        else:
-            raise ConversionError("hgrn2: one of expand_ratio / num_heads must be set")
-        mk = {
-            "expand_ratio": int(ratio),
-            "use_short_conv": bool(config.get("use_short_conv", False)),
-            "conv_size": int(config.get("conv_size", 4)),
-            # fla 0.6's HGRN2Attention applies g_norm through the fused rms_norm_linear, whose eps
-            # is its default 1e-5 whatever norm_eps says (g_norm.eps is never read)
-            "norm_eps": 1e-5,
-        }
-    else:  # pragma: no cover - FLA_MODEL_TYPES and the branches above agree
-        raise ConversionError(f"model_type {mtype!r} has no converter")
-
-    attn_layers, spec = _attn_specs(config, n_layers)
-    layout = "pure"
+    fields.update(get_variant(types[mtype]).fla_config_fields(cfg))
+    attn_layers, spec = _attn_specs(config, n_layers) if fields["layout"] != "transformer" else ([], None)
     if attn_layers:
-        layout = layout_name(resolve_layout("attn:" + ",".join(map(str, attn_layers)), n_layers))
         assert spec is not None
+        fields["layout"] = layout_name(resolve_layout("attn:" + ",".join(map(str, attn_layers)), n_layers))
         fields.update(attn_heads=spec["num_heads"], attn_kv_heads=spec["num_kv_heads"], rope_theta=spec["rope_theta"])
         if spec["qkv_bias"]:
             fields["attn_kwargs"] = {"qkv_bias": True}
-    fields.update(layout=layout, n_heads=heads, mixer_kwargs=mk)
     return ModelConfig(**fields)
 
 
@@ -367,23 +277,23 @@ def load_fla_state_dict(directory: Union[str, os.PathLike]) -> dict[str, torch.T
     raise ConversionError(f"{directory} has no weights (model.safetensors[.index.json] or pytorch_model.bin[.index.json])")
 
 
-_LLAMA_RENAMES = (
-    (re.compile(r"^model\.embed_tokens\."), "model.embeddings."),
-    (re.compile(r"^(model\.layers\.\d+)\.input_layernorm\."), r"\1.attn_norm."),
-    (re.compile(r"^(model\.layers\.\d+)\.post_attention_layernorm\."), r"\1.mlp_norm."),
-    (re.compile(r"^(model\.layers\.\d+)\.self_attn\."), r"\1.attn."),
-)
+def normalise_keys(state: Mapping[str, torch.Tensor], model_type: str,
+                   info: Optional[ConvertedInfo] = None) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors in fla's naming, through the variant's `fla_key` (a Hugging Face
+    Llama's names -> fla's; a tensor the variant drops is recorded in `info`: not exact)."""
+    from harness.registry import get_variant
 
-
-def normalise_keys(state: Mapping[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
-    """Hugging Face Llama names -> fla's (the only renaming between the two)."""
-    if model_type != "llama":
-        return dict(state)
+    cls = get_variant(fla_model_types()[model_type])
     out = {}
     for key, tensor in state.items():
-        for pattern, repl in _LLAMA_RENAMES:
-            key = pattern.sub(repl, key)
-        out[key] = tensor
+        new = cls.fla_key(key, model_type)
+        if new is None:
+            if info is not None:
+                info.exact = False
+                if cls.fla_dropped_note not in info.notes:
+                    info.notes.append(cls.fla_dropped_note or f"{key} was dropped")
+            continue
+        out[new] = tensor
     return out
 
 
@@ -397,11 +307,13 @@ def convert_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Rename an fla state dict to HybridLM's names (see the module docstring).
 
-    Unknown keys raise ConversionError; fla's HGRN `lower_bounds` are dropped (recorded in
-    `info`, which then says the conversion is not exact).
+    Unknown keys raise ConversionError. Parameter names inside a linear layer pass through the
+    variant's `fla_mixer_param`.
     """
     from harness.model.layout import ATTN
+    from harness.registry import get_variant
 
+    linear = get_variant(cfg.variant)
     kinds = resolve_layout(cfg.layout, cfg.n_layers)
     if cfg.variant == "attention":
         kinds = [ATTN] * cfg.n_layers
@@ -417,14 +329,6 @@ def convert_state_dict(
         if k in ("embeddings.weight", "norm.weight"):
             out[k] = tensor
             continue
-        if k == "lower_bounds":
-            if info is not None:
-                info.exact = False
-                info.notes.append(
-                    "fla's HGRN forget-gate lower bounds (model.lower_bounds) were dropped: our HGRN/HGRN-2 "
-                    "have no model-level lower bound, so layers > 0 differ from the checkpoint"
-                )
-            continue
         m = _LAYER_KEY.match(k)
         if not m:
             unknown.append(key)
@@ -433,8 +337,8 @@ def convert_state_dict(
         if part == "attn":
             if rest.startswith("rotary.") or rest.endswith("rotary_emb.inv_freq"):  # non-persistent in fla; older versions may have saved it
                 continue
-            if rest == "g_norm.weight" and kinds[i] != ATTN and cfg.variant in ("gla", "retnet"):
-                rest = "g_norm_swish_gate.weight"  # fla's unfused (fuse_norm=False) name, same math
+            if kinds[i] != ATTN:
+                rest = linear.fla_mixer_param(rest)
             out[f"layers.{i}.mixer.{rest}"] = tensor
         elif part == "mlp" and rest == "gate_proj.weight" and f"{'model.' if has_prefix else ''}layers.{i}.mlp.up_proj.weight" not in fla_state:
             # older fla fused gate and up into one projection: [2 * hidden, d] = [gate; up]
@@ -476,7 +380,7 @@ def load_fla_checkpoint(
         raise ConversionError(f"{directory} is a harness checkpoint; use harness.model.checkpoint.load_checkpoint")
     cfg = fla_config_to_model_config(config)
     info = ConvertedInfo(source=str(path_or_hub_id), model_type=config["model_type"])
-    state = convert_state_dict(normalise_keys(load_fla_state_dict(directory), config["model_type"]), cfg, info)
+    state = convert_state_dict(normalise_keys(load_fla_state_dict(directory), config["model_type"], info), cfg, info)
     if strict and not info.exact:
         raise ConversionError(f"{path_or_hub_id}: conversion is not exact: {'; '.join(info.notes)}")
     for note in info.notes:

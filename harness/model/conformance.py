@@ -73,14 +73,22 @@ def check_prefill_decode(name: str, atol: float = 1e-9) -> None:
 
 
 def check_state_bytes(name: str) -> None:
-    for dtype in (torch.float32, torch.float64):
+    """The declared state (keys, shapes, roles) is what the cache holds, in fp64, fp32 and bf16:
+    recurrent states at least fp32, conv tails and KV in the activation dtype."""
+    from harness.model.mixer import RECURRENT, STATE_ROLES
+
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
         mixer = make_mixer(name).to(dtype)
         with torch.no_grad():
             _, state = mixer(torch.randn(BATCH, SEQ, D_MODEL, dtype=dtype))
-        shapes = mixer.state_shapes(BATCH, SEQ)
-        assert set(shapes) == set(state), f"{name}: declared state keys {sorted(shapes)} != held {sorted(state)}"
+        spec = mixer.state_spec(BATCH, SEQ)
+        assert set(spec) == set(state), f"{name}: declared state keys {sorted(spec)} != held {sorted(state)}"
         for k, t in state.items():
-            assert tuple(t.shape) == tuple(shapes[k]), f"{name}: state {k!r} is {tuple(t.shape)}, declared {shapes[k]}"
+            shape, role = spec[k]
+            assert role in STATE_ROLES, f"{name}: state {k!r} has role {role!r}; expected one of {STATE_ROLES}"
+            assert tuple(t.shape) == tuple(shape), f"{name}: state {k!r} is {tuple(t.shape)}, declared {shape}"
+            want = torch.promote_types(dtype, torch.float32) if role == RECURRENT else dtype
+            assert t.dtype == want, f"{name} ({dtype}): state {k!r} ({role}) is {t.dtype}, expected {want}"
         held = sum(t.numel() * t.element_size() for t in state.values())
         declared = mixer.state_bytes(BATCH, SEQ, dtype)
         assert held == declared, f"{name} ({dtype}): cache holds {held} bytes, state_bytes() declares {declared}"

@@ -154,7 +154,7 @@ class HybridLM(nn.Module):
         device = self.embeddings.weight.device
         resolved = resolve_backend(backend, device)
         for block in self.layers:
-            block.mixer.backend = resolved
+            block.mixer.set_backend(resolved)
         self.backend = resolved
         return resolved
 

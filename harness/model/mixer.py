@@ -1,4 +1,4 @@
-"""The token-mixer contract every variant implements.
+"""The token-mixer contract every variant implements, and the state schema all of them share.
 
 A mixer maps hidden states [B, T, C] to [B, T, C]. It carries its streaming state in a plain dict
 of tensors (recurrent state, short-conv tails, or the KV cache), so prefill and decode are the same
@@ -6,33 +6,65 @@ call: `forward(x, state)` returns `(y, new_state)`. `mode` picks the parallel pa
 chunkwise algorithm in harness.ops, or the fla kernel when that backend is active) or the
 step-by-step reference ("recurrent").
 
+The state schema: `state_spec(batch, seq_len)` declares every entry of that dict with its shape
+and its role, and the role decides how it is stored:
+- "recurrent": a recurrent state (S [B, H, K, V], h [B, D]); kept in at least fp32 whatever the
+  model dtype, as fla does;
+- "conv": a short convolution's tail of the last W - 1 inputs; in the activation dtype;
+- "kv": softmax attention's keys or values; in the activation dtype.
+`state_bytes` and the conformance checks (fp32 and bf16) follow the roles, never the key names.
+
+Short convolutions are declared (`declare_short_convs`), not discovered: the declaration creates
+fla's `<name>_conv1d` modules (so checkpoints map one-to-one), and `short_convs` and the state
+spec use the declared list. `MatrixStateMixer` is the base of the matrix-state variants: it
+derives the state spec and the Table 7 FLOPs from the head sizes.
+
 Analytic costs are instance methods so they see the real dimensions; build the module on the
-`meta` device (see `meta_mixer`) to get them for paper-sized shapes without allocating weights.
+`meta` device to get them for paper-sized shapes without allocating weights.
+
+A variant also owns its edges: its report colour (`color`), its display name, and how it converts
+from fla checkpoints (`fla_model_types`, `fla_config_fields`, `fla_key`, `fla_mixer_param`; see
+harness.integrations.convert), so adding a variant is one file.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Optional
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from harness.integrations.convert import FlaConfig
+
 State = dict[str, torch.Tensor]
+
+RECURRENT, CONV, KV = "recurrent", "conv", "kv"
+STATE_ROLES = (RECURRENT, CONV, KV)
+
+
+class StateEntry(NamedTuple):
+    """One tensor of a mixer's state: its shape after `seq_len` tokens, and its role."""
+
+    shape: tuple[int, ...]
+    role: str
 
 
 class Mixer(nn.Module):
     # --- metadata (class attributes; `name` is set by the registry decorator) ---
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
+    #: the variant's colour in reports (hex); None: one is assigned, unique within a report
+    color: ClassVar[Optional[str]] = None
     generation: ClassVar[Optional[int]] = None  # 1/2/3 as in the paper; None for softmax attention
     state_kind: ClassVar[str] = "matrix"  # "vector" | "matrix" | "kv"
     gating: ClassVar[str] = "none"  # e.g. "data-dependent per-channel", "fixed scalar"
     delta_rule: ClassVar[bool] = False
     #: FLOPs per token per layer = flops_coeff * (number of state elements), paper Table 7
     flops_coeff: ClassVar[int] = 0
-    #: cache entries kept in at least fp32 whatever the model dtype (recurrent states, as fla does)
-    fp32_state_keys: ClassVar[tuple[str, ...]] = ("S", "h")
     #: which fla op the GPU backend uses, for documentation
     fla_op: ClassVar[Optional[str]] = None
+    #: fla checkpoint `model_type`s that convert to this variant (harness.integrations.convert)
+    fla_model_types: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk"):
         super().__init__()
@@ -42,6 +74,8 @@ class Mixer(nn.Module):
         self.n_heads = n_heads
         self.layer_idx = layer_idx
         self.mode = mode
+        self.backend = "torch"  # set_backend: "torch" (harness.ops) or "fla" (its kernels)
+        self.conv_names: tuple[str, ...] = ()
 
     # ---- to implement -------------------------------------------------------------------
     def forward(
@@ -51,8 +85,8 @@ class Mixer(nn.Module):
         (None at the start of a sequence); `offset` is the number of tokens already seen."""
         raise NotImplementedError
 
-    def state_shapes(self, batch: int, seq_len: int) -> dict[str, tuple[int, ...]]:
-        """Shapes of every tensor held in the cache after `seq_len` tokens."""
+    def state_spec(self, batch: int, seq_len: int) -> dict[str, StateEntry]:
+        """Every tensor held in the cache after `seq_len` tokens: shape and role."""
         raise NotImplementedError
 
     def state_elements_per_head(self) -> int:
@@ -60,16 +94,21 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
     # ---- derived ------------------------------------------------------------------------
+    def state_shapes(self, batch: int, seq_len: int) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(e.shape) for k, e in self.state_spec(batch, seq_len).items()}
+
     def state_bytes(self, batch: int = 1, seq_len: int = 0, dtype: torch.dtype = torch.float32) -> int:
         """Bytes the mixer's cache holds after `seq_len` tokens (recurrent state + conv tails + KV),
-        for activations of `dtype`; recurrent states are fp32 regardless."""
+        for activations of `dtype`; recurrent states are at least fp32 (their role says so)."""
         elem = torch.empty((), dtype=dtype).element_size()
         total = 0
-        for key, shape in self.state_shapes(batch, seq_len).items():
+        for key, (shape, role) in self.state_spec(batch, seq_len).items():
+            if role not in STATE_ROLES:
+                raise ValueError(f"{type(self).__name__}: state {key!r} has role {role!r}; expected one of {STATE_ROLES}")
             n = 1
             for s in shape:
                 n *= s
-            total += n * (max(4, elem) if key in self.fp32_state_keys else elem)
+            total += n * (max(4, elem) if role == RECURRENT else elem)
         return total
 
     def flops_per_token(self, seq_len: int) -> int:
@@ -77,10 +116,31 @@ class Mixer(nn.Module):
         (projections, gates and norms excluded; 1 FLOP = one multiply or one add)."""
         return self.flops_coeff * self.n_heads_state * self.state_elements_per_head()
 
+    @property
+    def n_heads_state(self) -> int:
+        return self.n_heads
+
+    # ---- short convolutions -------------------------------------------------------------
+    def declare_short_convs(self, kernel_size: int, activation: Optional[str] = "silu", **dims: int) -> None:
+        """Create one short causal conv per named input (`q=key_dim, k=key_dim, ...`), as fla's
+        `<name>_conv1d` modules; their tails are the state entries `conv_<name>`."""
+        from harness.model.modules import ShortConv
+
+        for name, dim in dims.items():
+            setattr(self, f"{name}_conv1d", ShortConv(dim, kernel_size, activation=activation))
+        self.conv_names = tuple(dims)
+
+    @property
+    def use_short_conv(self) -> bool:
+        return bool(self.conv_names)
+
+    def _conv(self, name: str) -> nn.Module:
+        return self._modules[f"{name}_conv1d"]  # type: ignore[return-value]
+
     def short_convs(self, state: State, new_state: State, **inputs: torch.Tensor) -> list[torch.Tensor]:
-        """Pass each named input through its `<name>_conv1d` short conv when the mixer has them
-        (`use_short_conv`), carrying the conv tails in `state` / `new_state` as `conv_<name>`."""
-        if not getattr(self, "use_short_conv", False):
+        """Pass each named input through its declared short conv (unchanged without convs),
+        carrying the conv tails in `state` / `new_state` as `conv_<name>`."""
+        if not self.conv_names:
             return list(inputs.values())
         if len(inputs) > 1 and not torch.is_grad_enabled():
             joint = self._joint_conv_step(state, new_state, inputs)
@@ -88,7 +148,7 @@ class Mixer(nn.Module):
                 return joint
         out = []
         for name, t in inputs.items():
-            t, new_state[f"conv_{name}"] = getattr(self, f"{name}_conv1d")(t, state.get(f"conv_{name}"))
+            t, new_state[f"conv_{name}"] = self._conv(name)(t, state.get(f"conv_{name}"))
             out.append(t)
         return out
 
@@ -102,7 +162,7 @@ class Mixer(nn.Module):
         if xs[0].shape[1] != 1:
             return None
         caches = [state.get(f"conv_{n}") for n in inputs]
-        mods = [getattr(self, f"{n}_conv1d") for n in inputs]
+        mods = [self._conv(n) for n in inputs]
         act = mods[0].activation
         if any(c is None or c.dtype != xs[0].dtype for c in caches) or any(
             m.activation != act or m.bias is not None or m.kernel_size != mods[0].kernel_size for m in mods
@@ -118,32 +178,49 @@ class Mixer(nn.Module):
             new_state[f"conv_{n}"] = tail
         return list(y.split(sizes, -1))
 
-    def conv_state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
-        """Cache shapes of the short convs (`<name>_conv1d` children), as `conv_<name>`."""
-        from harness.model.modules import ShortConv
+    def conv_state_spec(self, batch: int) -> dict[str, StateEntry]:
+        """The state entries of the declared short convs, `conv_<name>`."""
+        return {f"conv_{n}": StateEntry(self._conv(n).cache_shape(batch), CONV) for n in self.conv_names}
 
-        return {
-            f"conv_{n[: -len('_conv1d')]}": m.cache_shape(batch)
-            for n, m in self.named_children()
-            if isinstance(m, ShortConv) and n.endswith("_conv1d")
-        }
-
-    @property
-    def n_heads_state(self) -> int:
-        return self.n_heads
+    # ---- running ------------------------------------------------------------------------
+    def set_backend(self, backend: str) -> None:
+        """Run the recurrences on `backend` ("torch" or "fla", already resolved)."""
+        self.backend = backend
 
     def op(self, family: str, mode: Optional[str], seq_len: Optional[int] = None):
         """The recurrence implementation for this call (see harness.ops.dispatch); pass the call's
         `seq_len` so that a one-token recurrent call (a decode step) gets the lean step op."""
         from harness.ops.dispatch import get_op
 
-        return get_op(family, self.resolve_mode(mode), getattr(self, "backend", "torch"), seq_len)
+        return get_op(family, self.resolve_mode(mode), self.backend, seq_len)
 
     def resolve_mode(self, mode: Optional[str]) -> str:
         mode = mode or self.mode
         if mode not in ("chunk", "recurrent"):
             raise ValueError(f"unknown mode {mode!r}; expected 'chunk' or 'recurrent'")
         return mode
+
+    # ---- conversion from fla checkpoints (harness.integrations.convert) -----------------
+    @classmethod
+    def fla_config_fields(cls, cfg: "FlaConfig") -> dict[str, Any]:
+        """ModelConfig fields for an fla config.json of one of `fla_model_types`: `n_heads` and
+        `mixer_kwargs` for a linear variant. Raise `cfg.unsupported(...)` for an option this
+        variant does not implement (never convert wrongly)."""
+        raise NotImplementedError(f"variant {cls.name!r} does not convert fla checkpoints")
+
+    @classmethod
+    def fla_key(cls, key: str, model_type: str) -> Optional[str]:
+        """An fla checkpoint's tensor name in fla's naming (e.g. a Llama name -> fla's), or None
+        to drop the tensor (then `fla_dropped_note` says why the conversion is not exact)."""
+        return key
+
+    #: why a tensor `fla_key` drops makes the conversion approximate
+    fla_dropped_note: ClassVar[str] = ""
+
+    @classmethod
+    def fla_mixer_param(cls, name: str) -> str:
+        """Our name of a parameter inside one of this variant's layers, given fla's."""
+        return name
 
     @classmethod
     def metadata(cls) -> dict:
@@ -156,11 +233,26 @@ class Mixer(nn.Module):
             "delta_rule": cls.delta_rule,
             "flops_coeff": cls.flops_coeff,
             "fla_op": cls.fla_op,
+            "color": cls.color,
             "module": f"{cls.__module__}.{cls.__qualname__}",
         }
 
 
-def meta_mixer(cls: type[Mixer], d_model: int, n_heads: int, **kwargs) -> Mixer:
-    """Build a mixer without allocating weights, for analytic costs at any size."""
-    with torch.device("meta"):
-        return cls(d_model=d_model, n_heads=n_heads, **kwargs)
+class MatrixStateMixer(Mixer):
+    """A variant whose recurrent state is one matrix S [B, H, head_k, head_v] per layer (linear
+    attention with decay, the delta rule): the state spec and FLOPs follow from the head sizes."""
+
+    def set_dims(self, key_dim: int, value_dim: int) -> None:
+        """key_dim / value_dim over all heads (each must divide by n_heads)."""
+        if key_dim % self.n_heads or value_dim % self.n_heads:
+            raise ValueError(f"{self.name or type(self).__name__}: key_dim {key_dim} and value_dim {value_dim} "
+                             f"must divide by n_heads={self.n_heads}")
+        self.key_dim, self.value_dim = key_dim, value_dim
+        self.head_k, self.head_v = key_dim // self.n_heads, value_dim // self.n_heads
+
+    def state_spec(self, batch: int, seq_len: int) -> dict[str, StateEntry]:
+        return {"S": StateEntry((batch, self.n_heads, self.head_k, self.head_v), RECURRENT),
+                **self.conv_state_spec(batch)}
+
+    def state_elements_per_head(self) -> int:
+        return self.head_k * self.head_v

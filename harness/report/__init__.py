@@ -42,11 +42,11 @@ def build_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
 def build_report_from_frame(df: pd.DataFrame, out_dir: Path | str | None = None, source: str = "<DataFrame>",
                             _default_out: bool | None = None) -> Path:
     """Same as `build_report`, from an in-memory results table."""
-    from . import (
-        markdown,  # imports matplotlib; deferred so `import harness.report` stays light
-    )
+    from . import markdown  # imports matplotlib; deferred so `import harness.report` stays light
+    from .style import set_report_variants
 
     df = normalize(df if df is not None else pd.DataFrame())
+    set_report_variants(df["variant"].dropna().unique())
     fallback = Path(source).stem if source and not source.startswith("<") else "results"
     suite = suite_name(df, fallback=fallback)
     default = out_dir is None if _default_out is None else _default_out

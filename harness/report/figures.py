@@ -1,7 +1,7 @@
 """Report figures (matplotlib, Agg backend). Each figure is written as PNG and SVG.
 
 Every function takes summaries computed by `tables.py` (so figures and tables agree), draws one
-colour per variant (style.VARIANT_COLORS) and returns the `FigureRef`s it wrote.
+colour per variant (style.variant_color) and returns the `FigureRef`s it wrote.
 """
 from __future__ import annotations
 

@@ -1,41 +1,19 @@
-"""One place for how variants and layouts look: colours, labels, markers, ordering, units.
+"""One place for how variants and layouts look in a report: colours, labels, markers, ordering.
 
-Every figure and table in the report takes its colours and order from here, so a variant keeps
-the same colour throughout.
+A variant's colour and label are its own (`color`, `display_name` on its class, read from its
+source so the report never imports torch); `set_report_variants` gives variants without a colour
+one that no other variant of the report has. Every figure and table takes colours and order from
+here, so a variant keeps the same colour throughout.
 """
 from __future__ import annotations
 
 import math
 import re
-import zlib
+from typing import Iterable
 
 from harness.model.layout import parse_ratio
+from harness.registry import VARIANTS
 from harness.sweep.metrics import lookup
-
-#: Fixed colour per registry variant name (softmax attention / the Transformer is black).
-VARIANT_COLORS: dict[str, str] = {
-    "hgrn": "#8c564b",  # brown   (generation 1)
-    "retnet": "#bcbd22",  # olive   (generation 2, fixed decay)
-    "gla": "#1f77b4",  # blue    (generation 2, data-dependent gating)
-    "hgrn2": "#2ca02c",  # green   (generation 2, tied gating)
-    "deltanet": "#ff7f0e",  # orange  (generation 3)
-    "gated_deltanet": "#d62728",  # red     (generation 3)
-    "attention": "#000000",  # black   (softmax attention / Transformer)
-}
-#: Colours for variants not known here (plug-ins), picked by a stable hash of the name.
-_EXTRA_COLORS = ["#9467bd", "#e377c2", "#17becf", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5"]
-
-VARIANT_ORDER = ["hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet", "attention"]
-
-VARIANT_LABELS: dict[str, str] = {
-    "hgrn": "HGRN",
-    "retnet": "RetNet",
-    "gla": "GLA",
-    "hgrn2": "HGRN-2",
-    "deltanet": "DeltaNet",
-    "gated_deltanet": "Gated DeltaNet",
-    "attention": "Transformer",
-}
 
 LAYOUT_MARKERS: dict[str, str] = {
     "pure": "o",
@@ -47,23 +25,62 @@ LAYOUT_MARKERS: dict[str, str] = {
     "transformer": "*",
 }
 
+#: colours for variants that declare none (plug-ins), handed out in name order, never one a
+#: variant of the same report already has
+EXTRA_COLORS = ["#9467bd", "#e377c2", "#17becf", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5",
+                "#ff9896", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5", "#393b79", "#637939"]
+_palette: dict[str, str] = {}
+
+
+def _describe(variant: str) -> dict:
+    return VARIANTS.describe(str(variant))  # read from the variant's source: no torch import
+
+
+def set_report_variants(variants: Iterable[str]) -> None:
+    """Fix the colours of one report: each variant's declared `color` (harness.model.mixer.Mixer),
+    else the next free extra colour in name order, so no two variants of a report share one.
+    The registered variants are included, so a variant keeps its colour across reports."""
+    global _palette
+    names = sorted(set(VARIANTS.names()) | {str(v) for v in variants})
+    declared = {n: _describe(n).get("color") for n in names}
+    used = {str(c).lower() for c in declared.values() if c}
+    free = [c for c in EXTRA_COLORS if c.lower() not in used]
+    palette, i = {}, 0
+    for n in names:
+        if declared[n]:
+            palette[n] = str(declared[n])
+        else:
+            palette[n] = free[i] if i < len(free) else _generated(i - len(free))
+            i += 1
+    _palette = palette
+
+
+def _generated(i: int) -> str:
+    """The i-th colour beyond the palette: golden-ratio hues, distinct for any number of variants."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((0.13 + 0.618034 * i) % 1.0, 0.65, 0.85)
+    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+
+
 def variant_color(variant: str) -> str:
-    if variant in VARIANT_COLORS:
-        return VARIANT_COLORS[variant]
-    return _EXTRA_COLORS[zlib.crc32(str(variant).encode()) % len(_EXTRA_COLORS)]
+    if str(variant) not in _palette:
+        set_report_variants([*_palette, str(variant)])
+    return _palette[str(variant)]
 
 
 def variant_label(variant: str) -> str:
-    return VARIANT_LABELS.get(variant, str(variant))
+    """The variant's `display_name` ("Transformer" for softmax attention), else its name."""
+    return str(_describe(variant).get("display_name") or variant)
 
 
-def variant_sort_key(variant: str) -> tuple[int, str]:
+def variant_sort_key(variant: str) -> tuple[int, int, str]:
+    """By the paper's generations (1, 2, 3), then name; unknown variants after, the Transformer last."""
     v = str(variant)
     if v == "attention":
-        return (2, v)
-    if v in VARIANT_ORDER:
-        return (0, f"{VARIANT_ORDER.index(v):02d}")
-    return (1, v)
+        return (2, 0, v)
+    gen = _describe(v).get("generation")
+    return (0, gen, v) if isinstance(gen, int) else (1, 0, v)
 
 
 def sort_variants(variants) -> list[str]:

@@ -121,7 +121,7 @@ def load_model_and_tokenizer(
     else:
         raise ValueError(
             f"{pretrained}: not a harness checkpoint (config.json with 'harness_config') nor an fla checkpoint "
-            f"(config.json model_type in harness.integrations.convert.FLA_MODEL_TYPES); model_type={meta.get('model_type')!r}"
+            f"(a config.json model_type that a registered variant converts: harness.integrations.convert.fla_model_types()); model_type={meta.get('model_type')!r}"
         )
     tok_choice = tokenizer or ("byte" if kind == "harness" else "auto")
     if tok_choice == "byte":
