@@ -67,9 +67,16 @@ def _diff(a, b) -> dict:
 
 
 def op_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 72) -> dict:
-    from harness.ops import chunk_delta_rule, chunk_gla, chunk_hgrn, recurrent_delta_rule, recurrent_gla, recurrent_hgrn
-    from harness.runtime.devices import resolve_backend
+    from harness.ops import (
+        chunk_delta_rule,
+        chunk_gla,
+        chunk_hgrn,
+        recurrent_delta_rule,
+        recurrent_gla,
+        recurrent_hgrn,
+    )
     from harness.ops.dispatch import get_op
+    from harness.runtime.devices import resolve_backend
 
     resolve_backend("fla", device)
     t = _inputs(1, T, 2, 16, 16, device, dtype)
@@ -121,8 +128,8 @@ def op_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 7
 
 def module_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 40) -> dict:
     """Every linear variant: the same module and weights on backend fla vs torch (forward)."""
-    from harness.runtime.devices import resolve_backend
     from harness.registry import VARIANTS
+    from harness.runtime.devices import resolve_backend
 
     resolve_backend("fla", device)
     cases = {}

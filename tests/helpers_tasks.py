@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Literal, Optional
 
+from harness.metrics import Metric, register_metric
 from harness.registry import register_task
-from harness.sweep.metrics import Metric, register_metric
 from harness.tasks.base import Task, metric_row
 
 for _name, _unit in (("toy_value", "count"), ("toy_latency_s", "s"), ("toy_width", "count"), ("x", "s")):

@@ -37,7 +37,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.model.config import ModelConfig
 from harness.integrations.convert import (
     ConversionError,
     checkpoint_model_dict,
@@ -46,6 +45,7 @@ from harness.integrations.convert import (
     is_fla_checkpoint,
     load_fla_checkpoint,
 )
+from harness.model.config import ModelConfig
 from harness.model.lm import HybridLM
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,8 +12,19 @@ from harness.data import IGNORE
 from harness.data import cache as cache_mod
 from harness.data import mqar as mqar_mod
 from harness.data import niah as niah_mod
-from harness.data.mqar import MQARConfig, generate_mqar, gap_probabilities, mqar_dataset
-from harness.data.niah import ANSWER, IS, NEEDLE, QUERY, SEP, SUBTASKS, NIAHConfig, generate_niah, niah_dataset, niah_mixture
+from harness.data.mqar import MQARConfig, gap_probabilities, generate_mqar, mqar_dataset
+from harness.data.niah import (
+    ANSWER,
+    IS,
+    NEEDLE,
+    QUERY,
+    SEP,
+    SUBTASKS,
+    NIAHConfig,
+    generate_niah,
+    niah_dataset,
+    niah_mixture,
+)
 from harness.data.text import eval_windows, load_corpus, random_windows
 from harness.tasks.recall import TEST_SEED, drop_overlap
 

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from rich.console import Console
 
+from harness.metrics import Metric, register_metric
 from harness.registry import register_task
-from harness.sweep.metrics import Metric, register_metric
 from harness.tasks.base import Task, metric_row
 
 for _name in ("produced", "consumed"):
@@ -100,9 +100,9 @@ class DepConsumer(Task):
 
 # ---------------------------------------------------------------------------------------------
 
+from harness.sweep import Suite, SuiteError, expand_cells, load_suite  # noqa: E402
 from harness.sweep.driver import run_sweep  # noqa: E402
 from harness.sweep.store import load_results  # noqa: E402
-from harness.sweep import Suite, SuiteError, expand_cells, load_suite  # noqa: E402
 
 
 def suite_dict(**over) -> dict:

@@ -11,15 +11,21 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.sweep.cell import Cell
 from harness.model.config import ModelConfig
 from harness.model.costs import model_costs
-from harness.report.crossover import analytic_crossover, crossing, crossover_table, decode_ratio, measured_crossover
+from harness.model.lm import build_model
+from harness.report.crossover import (
+    analytic_crossover,
+    crossing,
+    crossover_table,
+    decode_ratio,
+    measured_crossover,
+)
 from harness.runtime.devices import is_oom
 from harness.runtime.isolate import WorkerDied, run_isolated
 from harness.runtime.memory import PeakMemory
 from harness.runtime.timing import summarize, time_calls
-from harness.model.lm import build_model
+from harness.sweep.cell import Cell
 from harness.tasks.efficiency import Efficiency, make_spec
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,9 +10,9 @@ import pytest
 from rich.console import Console
 
 import tests.helpers_tasks  # noqa: F401  (registers the "toy" task)
+from harness.sweep import expand_cells, load_suite
 from harness.sweep.driver import run_sweep
 from harness.sweep.store import load_results
-from harness.sweep import expand_cells, load_suite
 
 # a real task (analytic, through the lead's models) and the toy task, with one failing cell
 SUITE = """\

@@ -291,7 +291,11 @@ def test_a_failed_write_stops_the_sweep_with_a_message(tmp_path, monkeypatch):
 
 
 def test_missing_local_checkpoint_is_not_an_online_problem(tmp_path):
-    from harness.integrations.hub import ConversionError, local_checkpoint_problem, resolve_checkpoint_dir
+    from harness.integrations.hub import (
+        ConversionError,
+        local_checkpoint_problem,
+        resolve_checkpoint_dir,
+    )
 
     missing = tmp_path / "no-such-checkpoint"
     assert "does not exist" in local_checkpoint_problem(str(missing))

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from harness.integrations import fla_kernels as backend
-from harness.runtime.devices import resolve_backend
 from harness.registry import VARIANTS
+from harness.runtime.devices import resolve_backend
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 fla_installed = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""The metric catalogue (harness.sweep.metrics) is the one place metric facts live: the docs
+"""The metric catalogue (harness.metrics) is the one place metric facts live: the docs
 agree with it, lm-eval's directions agree with lm-eval's registry, and a task cannot write a
 metric it does not have."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sweep import metrics as M
+from harness import metrics as M
 from harness.sweep.execute import _check_task_rows
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"

@@ -4,8 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.ops import (chunk_delta_rule, chunk_gla, chunk_hgrn, recurrent_delta_rule, recurrent_gla,
-                         recurrent_hgrn, short_conv)
+from harness.ops import (
+    chunk_delta_rule,
+    chunk_gla,
+    chunk_hgrn,
+    recurrent_delta_rule,
+    recurrent_gla,
+    recurrent_hgrn,
+    short_conv,
+)
 
 torch.manual_seed(0)
 B, H, K, V = 2, 3, 8, 12

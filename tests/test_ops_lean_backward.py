@@ -7,9 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.ops import chunking
-from harness.ops import (chunk_delta_rule, chunk_gla, chunk_hgrn, recurrent_delta_rule, recurrent_gla,
-                         recurrent_hgrn)
+from harness.ops import (
+    chunk_delta_rule,
+    chunk_gla,
+    chunk_hgrn,
+    chunking,
+    recurrent_delta_rule,
+    recurrent_gla,
+    recurrent_hgrn,
+)
 
 d = torch.float64
 B, H, K, V = 2, 3, 8, 6

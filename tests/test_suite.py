@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 import tests.helpers_tasks  # noqa: F401  (registers the "toy" task)
-from harness.sweep.cell import Cell, canonical_json, hash_identity
 from harness.cli import app
 from harness.model.config import ModelConfig
 from harness.sweep import SuiteError, expand_cells, find_suite, load_suite
+from harness.sweep.cell import Cell, canonical_json, hash_identity
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,13 +6,19 @@ import math
 import pytest
 import torch
 
-from harness.sweep.cell import Cell
+from harness.data import IGNORE
 from harness.model.checkpoint import load_checkpoint, save_checkpoint
 from harness.model.config import ModelConfig
-from harness.data import IGNORE
 from harness.model.lm import build_model
 from harness.registry import TASKS
-from harness.runtime.train import TrainConfig, TrainResult, final_loss_of, lr_lambda, train
+from harness.runtime.train import (
+    TrainConfig,
+    TrainResult,
+    final_loss_of,
+    lr_lambda,
+    train,
+)
+from harness.sweep.cell import Cell
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import GatedRMSNorm, RMSNorm, at_least_fp32, fused_linear, l2norm_pair, split_heads
+from harness.model.modules import (
+    GatedRMSNorm,
+    RMSNorm,
+    at_least_fp32,
+    fused_linear,
+    l2norm_pair,
+    split_heads,
+)
 from harness.registry import register_variant
 
 

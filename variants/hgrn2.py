@@ -13,6 +13,7 @@ from harness.model.mixer import MatrixStateMixer
 from harness.model.modules import RMSNorm, at_least_fp32, fused_linear, split_heads
 from harness.registry import register_variant
 
+
 @register_variant("hgrn2")
 class HGRN2(MatrixStateMixer):
     display_name = "HGRN-2"

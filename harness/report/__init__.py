@@ -15,14 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .load import load_results, normalize, suite_name
+from harness.sweep.store import load_results
+
+from .load import normalize, suite_name
 
 __all__ = ["build_report", "build_report_from_frame", "load_results"]
-
-
-def _load(results_dir: Path | str) -> pd.DataFrame:
-    """The results table: `harness.sweep.store.load_results` when it exists, else `results.parquet`."""
-    return load_results(results_dir)
 
 
 def _safe_dirname(name: str) -> str:
@@ -35,14 +32,16 @@ def build_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
     `out_dir` defaults to `reports/<suite name>` (suite taken from the table). Returns the report path.
     Raises FileNotFoundError when there is no results table at `results_dir`.
     """
-    df = _load(results_dir)
+    df = load_results(results_dir)
     return build_report_from_frame(df, out_dir, source=str(results_dir), _default_out=out_dir is None)
 
 
 def build_report_from_frame(df: pd.DataFrame, out_dir: Path | str | None = None, source: str = "<DataFrame>",
                             _default_out: bool | None = None) -> Path:
     """Same as `build_report`, from an in-memory results table."""
-    from . import markdown  # imports matplotlib; deferred so `import harness.report` stays light
+    from . import (
+        markdown,  # imports matplotlib; deferred so `import harness.report` stays light
+    )
     from .style import set_report_variants
 
     df = normalize(df if df is not None else pd.DataFrame())

@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-from harness.sweep.metrics import time_metrics, x_axis
+from harness.metrics import time_metrics, x_axis
 
 #: columns that must agree between a model and its Transformer baseline
 CONTEXT_COLUMNS = ["d_model", "n_layers", "batch", "device", "dtype", "backend", "subtask"]

@@ -1,7 +1,6 @@
-"""Reading the results table and putting it into one predictable shape for the report."""
+"""Putting a results table into one predictable shape for the report. Reading it is the store's
+job (`harness.sweep.store.load_results`: one loader, which never writes, moves or deletes)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,37 +15,6 @@ _STR_COLUMNS = ["suite", "cell_id", "variant", "layout", "task", "metric", "unit
                 "backend", "device", "dtype", "torch_version", "harness_version", "git_sha", "subtask"]
 _NUM_COLUMNS = ["n_layers", "n_full_attn_layers", "d_model", "seq_len", "seed", "value", "wall_s",
                 "context_len", "spread", "n_repeats", "batch", "n_heads"]
-
-
-def load_results(path: Path | str) -> pd.DataFrame:
-    """Load the results table: prefer the store's loader, else read parquet directly."""
-    path = Path(path)
-    try:
-        from harness.sweep.store import load_results as store_load  # type: ignore
-    except Exception:  # the store may not exist yet, or fail to import
-        store_load = None
-    if store_load is not None:
-        try:
-            return store_load(path)
-        except ValueError as exc:  # e.g. a hand-made table with extra columns: read it as it is
-            import warnings
-
-            warnings.warn(f"harness.sweep.store could not load {path} ({exc}); reading the parquet directly")
-    return _read_parquet(path)
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    if path.is_file():
-        return pd.read_parquet(path)
-    if path.is_dir():
-        main = path / "results.parquet"
-        if main.exists():
-            return pd.read_parquet(main)
-        parts = sorted(path.glob("*.parquet"))
-        if parts:
-            return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-        raise FileNotFoundError(f"no results table in {path}: expected {main} (or *.parquet files)")
-    raise FileNotFoundError(f"results path {path} does not exist")
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:

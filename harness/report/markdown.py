@@ -7,8 +7,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from harness.metrics import x_axis
 from harness.model.layout import parse_ratio
-from harness.sweep.metrics import x_axis
 
 from . import claims as C
 from . import figures as F
@@ -367,8 +367,8 @@ class Report:
 
     def crossover(self) -> None:
         """Where linear layers overtake softmax: measured (harness.report.crossover) next to the paper's L*."""
+        from harness.metrics import time_metrics
         from harness.report.crossover import crossover_table, decode_ratio
-        from harness.sweep.metrics import time_metrics
 
         self.add("### 1.7 Crossover: where linear mixers overtake softmax attention")
         table = crossover_table(self.ok)

@@ -11,9 +11,9 @@ import math
 import re
 from typing import Iterable
 
+from harness.metrics import lookup
 from harness.model.layout import parse_ratio
 from harness.registry import VARIANTS
-from harness.sweep.metrics import lookup
 
 LAYOUT_MARKERS: dict[str, str] = {
     "pure": "o",
@@ -122,7 +122,7 @@ def layout_marker(layout: str) -> str:
 
 
 def metric_label(metric: str) -> str:
-    """The catalogue's label (harness.sweep.metrics); the name itself for an unknown metric."""
+    """The catalogue's label (harness.metrics); the name itself for an unknown metric."""
     info = lookup(metric)
     return info.label if info is not None else metric
 

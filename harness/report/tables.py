@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.sweep import metrics as M
-from harness.sweep.metrics import get_metric, higher_is_better, lm_eval_base, x_axis
+from harness import metrics as M
+from harness.metrics import get_metric, higher_is_better, lm_eval_base, x_axis
 
 from .style import layout_sort_key, sort_layouts, sort_variants, variant_sort_key
 

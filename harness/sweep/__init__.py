@@ -21,7 +21,6 @@ _EXPORTS = {
     "find_suite": "harness.sweep.reading",
     "suite_dirs": "harness.sweep.reading",
     "expand_cells": "harness.sweep.expand",
-    "resolve_model": "harness.sweep.expand",
     "Cell": "harness.sweep.cell",
     "run_sweep": "harness.sweep.driver",
     "load_results": "harness.sweep.store",

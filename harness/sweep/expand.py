@@ -6,11 +6,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from functools import lru_cache
-from typing import Any, Optional
+from typing import Optional
 
-from harness.model.config import ModelConfig
-from harness.model.layout import ATTN, LINEAR, layout_name, resolve_layout
+from harness.model.config import ModelConfig, resolve_model
 from harness.registry import TASKS
 from harness.sweep.cell import (
     REF_CELL,
@@ -31,50 +29,7 @@ from harness.sweep.references import (
 )
 from harness.sweep.schema import Suite, axis_options, base_params
 
-__all__ = ["expand_cells", "resolve_model"]
-
-def resolve_model(model: dict[str, Any]) -> dict[str, Any]:
-    """Fill in and canonicalise a model dict; raise ValueError if it cannot be built.
-
-    The layout is stored under its canonical name ("LLLA" at depth 4 becomes "3:1"). A model with
-    no linear layer is a Transformer whatever the variant, so its variant becomes "attention"
-    (and its mixer_kwargs, which only the linear variant reads, are dropped): the Transformer
-    baseline is then one cell, not one per variant. Variant "attention" likewise means every
-    layer is softmax attention (as HybridLM builds it), so its layout becomes "transformer".
-    """
-    model = {**ModelConfig().to_dict(), **model}
-    kinds = resolve_layout(model["layout"], model["n_layers"])
-    if model["variant"] == "attention":
-        kinds = [ATTN] * len(kinds)
-    if LINEAR not in kinds:
-        model["variant"] = "attention"
-        model["mixer_kwargs"] = {}
-    model["layout"] = layout_name(kinds)
-    _check_mixers(canonical_json({k: v for k, v in model.items() if k not in ("n_layers", "layout")}), tuple(set(kinds)))
-    return model
-
-
-@lru_cache(maxsize=1024)
-def _check_mixers(model_json: str, kinds: tuple[str, ...]) -> None:
-    """Build one mixer of each kind on the meta device: catches head counts that do not
-    divide, mixer_kwargs the variant rejects, and the like, without allocating anything."""
-    import json
-
-    try:
-        import torch
-
-        from harness.model.lm import build_mixer
-    except ImportError:  # model code unavailable: leave it to run time
-        return
-    cfg = ModelConfig.from_dict({**json.loads(model_json), "n_layers": 1, "layout": "pure"})
-    for kind in kinds:
-        try:
-            with torch.device("meta"):
-                build_mixer(cfg, kind, 0)
-        except Exception as exc:
-            what = "softmax attention" if kind == ATTN else f"variant {cfg.variant!r}"
-            raise ValueError(f"cannot build {what} with this config: {exc}") from None
-
+__all__ = ["expand_cells"]
 
 def _describe_combo(task: str, model: dict, run: dict, params: dict, keys: list[str]) -> str:
     vals = {"task": task, **{k: model[k] for k in ("variant", "layout", "n_layers", "d_model", "n_heads")}}

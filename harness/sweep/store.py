@@ -398,6 +398,3 @@ def _alive(pid: int) -> bool:
         return True
     return True
 
-
-def iter_cell_ids(results_dir: Path) -> Iterable[str]:
-    return (p.stem for p in _cell_files(results_dir))

@@ -98,11 +98,11 @@ def added_setting(default: Any, **kwargs: Any) -> Any:
 def catalogued_unit(metric: str, unit: Optional[str] = None) -> str:
     """The unit of `metric` from the catalogue; a `unit` given must agree with it. Raises for a
     metric the catalogue does not have (register a plug-in task's metrics first)."""
-    from harness.sweep.metrics import get_metric
+    from harness.metrics import get_metric
 
     want = get_metric(metric).unit
     if unit is not None and unit != want:
-        raise ValueError(f"metric {metric!r} has unit {want!r} in the catalogue (harness.sweep.metrics), "
+        raise ValueError(f"metric {metric!r} has unit {want!r} in the catalogue (harness.metrics), "
                          f"not {unit!r}")
     return want
 
@@ -121,7 +121,7 @@ def metric_row(
     **timing: Any,
 ) -> dict[str, Any]:
     """A task's row, leaving out the optional keys that are not set. The unit is the metric
-    catalogue's (harness.sweep.metrics): pass it only to have it checked. `timing` takes the
+    catalogue's (harness.metrics): pass it only to have it checked. `timing` takes the
     timing-provenance columns (`harness.runtime.timing.Timing.provenance`: clock, wall_time_s, ...)."""
     unknown = set(timing) - TIMING_KEYS
     if unknown:

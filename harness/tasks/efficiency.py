@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 MEASURES = ("train", "prefill", "decode", "memory")
 
 #: the metrics of each timed stage, in the order they are produced: time, throughput (units and
-#: meanings: harness.sweep.metrics)
+#: meanings: harness.metrics)
 STAGE_METRICS: dict[str, list[str]] = {
     "train": ["train_step_s", "train_tokens_per_s"],
     "prefill": ["prefill_s", "prefill_tokens_per_s", "measured_cache_bytes"],

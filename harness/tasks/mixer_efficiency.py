@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 STAGES = ("forward", "train", "decode", "memory")
 IMPLS = ("harness", "sdpa", "fla_naive", "fla")
-#: the metric of each layer stage (units and meanings: harness.sweep.metrics)
+#: the metric of each layer stage (units and meanings: harness.metrics)
 LAYER_METRICS = {"forward": "mixer_fwd_s", "train": "mixer_fwd_bwd_s", "decode": "mixer_decode_step_s",
                  "memory": "mixer_fwd_bwd_peak_bytes"}
 #: the metric of each op stage (no decode: a step op is the layer's decode path)

@@ -209,8 +209,8 @@ def get_metric(name: str) -> Metric:
     hit = lookup(name)
     if hit is None:
         raise UnknownMetricError(
-            f"metric {name!r} is not in the catalogue (harness.sweep.metrics); a task's metric needs an entry "
-            f"there (a plug-in task: harness.sweep.metrics.register_metric(Metric(...)))")
+            f"metric {name!r} is not in the catalogue (harness.metrics); a task's metric needs an entry "
+            f"there (a plug-in task: harness.metrics.register_metric(Metric(...)))")
     return hit
 
 
