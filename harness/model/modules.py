@@ -12,15 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.ops import short_conv
-
-_ACC = {torch.float32: torch.float32, torch.float64: torch.float64, torch.float16: torch.float32,
-        torch.bfloat16: torch.float32}
-
+from harness.ops.prelude import acc_dtype
 
 def _acc(x: torch.Tensor) -> torch.dtype:
     """At least fp32 for normalisation statistics (fp64 stays fp64, for exact tests)."""
-    acc = _ACC.get(x.dtype)  # a dict lookup: torch.promote_types goes through the dispatcher
-    return acc if acc is not None else torch.promote_types(x.dtype, torch.float32)
+    return acc_dtype(x.dtype)
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:

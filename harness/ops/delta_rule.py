@@ -15,27 +15,17 @@ from typing import Optional
 import torch
 
 from harness.ops.chunking import blockwise, resolve_block, split_chunks, wants_blocks
+from harness.ops.prelude import prepare_qkv
 
 
-def recurrent_delta_rule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    g: Optional[torch.Tensor] = None,
-    scale: Optional[float] = None,
-    initial_state: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def recurrent_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                         g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                         initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Step-by-step reference; also the decode path."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    dtype = v.dtype
-    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
-    scale = K**-0.5 if scale is None else scale
-    q, k, v, beta = q.to(acc) * scale, k.to(acc), v.to(acc), beta.to(acc)
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
+    q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
+    beta = beta.to(acc)
     outs = []
-    decays = (g.to(acc).exp() if g is not None else q.new_ones(B, T, H)).unbind(1)
+    decays = (g.to(acc).exp() if g is not None else q.new_ones(q.shape[:3])).unbind(1)
     # unbind once: per-step indexing would make autograd build a full-size gradient per step
     for q_t, k_t, v_t, b_t, a_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), beta.unbind(1), decays):
         S = S * a_t[..., None, None]
@@ -46,17 +36,10 @@ def recurrent_delta_rule(
     return torch.stack(outs, 1).to(dtype), S
 
 
-def chunk_delta_rule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    g: Optional[torch.Tensor] = None,
-    scale: Optional[float] = None,
-    initial_state: Optional[torch.Tensor] = None,
-    chunk_size: int = 64,
-    checkpoint_block: Optional[int] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                     g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                     initial_state: Optional[torch.Tensor] = None, chunk_size: int = 64,
+                     checkpoint_block: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form with the WY/UT representation (Yang et al. 2024, "Parallelizing
     linear transformers with the delta rule"; gated form from Gated DeltaNet).
 
@@ -77,22 +60,14 @@ def chunk_delta_rule(
     return _chunk_delta_rule(q, k, v, beta, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size)
 
 
-def _chunk_delta_rule(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    g: Optional[torch.Tensor],
-    scale: float,
-    initial_state: Optional[torch.Tensor],
-    chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                      g: Optional[torch.Tensor], scale: float, initial_state: Optional[torch.Tensor],
+                      chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, H, K = q.shape
     V = v.shape[-1]
-    dtype = v.dtype
-    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
     C = chunk_size
-    q, k, v, beta = q.to(acc) * scale, k.to(acc), v.to(acc), beta.to(acc)
+    q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
+    beta = beta.to(acc)
     g = q.new_zeros(B, T, H) if g is None else g.to(acc)
     q, k, v, beta, g = split_chunks(C, q, k, v, beta, g)
     N = q.shape[2]
@@ -109,7 +84,6 @@ def _chunk_delta_rule(
     q_in = q * G.exp()[..., None]
     k_out = k * (G[..., -1:] - G).exp()[..., None]
     state_decay = G[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
     outs = []
     # unbind once: indexing [:, :, n] inside the loop would make autograd build a full-size
     # zero gradient per chunk (quadratic in the number of chunks)

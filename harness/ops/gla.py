@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from harness.ops.chunking import blockwise, resolve_block, split_chunks, wants_blocks
+from harness.ops.prelude import prepare_qkv
 
 
 def _expand_gate(g: Optional[torch.Tensor], q: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
@@ -23,23 +24,12 @@ def _expand_gate(g: Optional[torch.Tensor], q: torch.Tensor, acc: torch.dtype) -
     return g.to(acc)
 
 
-def recurrent_gla(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: Optional[torch.Tensor] = None,
-    scale: Optional[float] = None,
-    initial_state: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def recurrent_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor] = None,
+                  scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step-by-step reference; also the decode path."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    dtype = v.dtype
-    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
-    scale = K**-0.5 if scale is None else scale
+    q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
     g = _expand_gate(g, q, acc)
-    q, k, v = q.to(acc) * scale, k.to(acc), v.to(acc)
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
     outs = []
     decays = g.exp()
     decays = decays[..., None, None] if decays.dim() == 3 else decays[..., None]
@@ -50,17 +40,10 @@ def recurrent_gla(
     return torch.stack(outs, 1).to(dtype), S
 
 
-def chunk_gla(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: Optional[torch.Tensor] = None,
-    scale: Optional[float] = None,
-    initial_state: Optional[torch.Tensor] = None,
-    chunk_size: int = 64,
-    sub_chunk_size: int = 8,
-    checkpoint_block: Optional[int] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor] = None,
+              scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None,
+              chunk_size: int = 64, sub_chunk_size: int = 8, checkpoint_block: Optional[int] = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form (GLA paper, Yang et al. 2024), exact and overflow-free.
 
     Every decay factor is exp of a non-positive number: inter-chunk terms use the chunk boundary
@@ -84,24 +67,16 @@ def chunk_gla(
                       sub_chunk_size=sub_chunk_size)
 
 
-def _chunk_gla(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: Optional[torch.Tensor],
-    scale: float,
-    initial_state: Optional[torch.Tensor],
-    chunk_size: int,
-    sub_chunk_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor], scale: float,
+               initial_state: Optional[torch.Tensor], chunk_size: int, sub_chunk_size: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, H, K = q.shape
     V = v.shape[-1]
-    dtype = v.dtype
-    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
+    q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
     g = _expand_gate(g, q, acc)
     per_channel = g.dim() == 4
     C = chunk_size
-    q, k, v, g = split_chunks(C, q.to(acc) * scale, k.to(acc), v.to(acc), g)
+    q, k, v, g = split_chunks(C, q, k, v, g)
     N = q.shape[2]
     G = g.cumsum(3)  # in-chunk cumulative log decay
     if per_channel:
@@ -119,7 +94,6 @@ def _chunk_gla(
         state_decay = G_last.exp()[..., None]  # [B, H, N, 1, 1]
     # the only sequential part: chunk-start states, S_{n+1} = decay_n * S_n + K_n^T V_n
     delta = k_out.transpose(-1, -2) @ v  # [B, H, N, K, V]
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(acc)
     starts = []
     for decay_n, delta_n in zip(state_decay.unbind(2), delta.unbind(2)):  # unbind: see chunk_delta_rule
         starts.append(S)

@@ -28,13 +28,9 @@ def recurrent_hgrn(
     return torch.stack(outs, 1).to(dtype), h
 
 
-def chunk_hgrn(
-    x: torch.Tensor,
-    g: torch.Tensor,
-    initial_state: Optional[torch.Tensor] = None,
-    chunk_size: int = 64,
-    checkpoint_block: Optional[int] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def chunk_hgrn(x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor] = None,
+               chunk_size: int = 64, checkpoint_block: Optional[int] = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise form: inside each chunk of `chunk_size` tokens, a doubling (Hillis-Steele) scan
     of the pairs (a_t, x_t) with a_t = exp(g_t) composes h_t = a_t h_{t-1} + x_t for every t in
     log2(chunk_size) elementwise steps; chunk-start states are carried across chunks one step

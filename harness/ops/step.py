@@ -14,17 +14,7 @@ from typing import Optional
 
 import torch
 
-_ACC = {torch.float32: torch.float32, torch.float64: torch.float64, torch.float16: torch.float32,
-        torch.bfloat16: torch.float32}
-
-
-def _promote(dtype: torch.dtype) -> torch.dtype:
-    acc = _ACC.get(dtype)  # a dict lookup: torch.promote_types goes through the dispatcher
-    return acc if acc is not None else torch.promote_types(dtype, torch.float32)
-
-
-def _acc(t: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
-    return t if t.dtype == acc else t.to(acc)
+from harness.ops.prelude import acc_dtype, to_acc
 
 
 def _check_one(t: torch.Tensor) -> None:
@@ -32,65 +22,54 @@ def _check_one(t: torch.Tensor) -> None:
         raise ValueError(f"step ops take one token (T = 1), got T = {t.shape[1]}; use the recurrent or chunk op")
 
 
-def gla_step(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    g: Optional[torch.Tensor] = None,
-    scale: Optional[float] = None,
-    initial_state: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def gla_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor] = None,
+             scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """S = Diag(exp(g)) S + k v^T, o = S^T (scale * q), for one token; g scalar per head
     [B, 1, H], per key channel [B, 1, H, K], or None."""
     _check_one(q)
     dtype = v.dtype
-    acc = _promote(dtype)
+    acc = acc_dtype(dtype)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    k_col = _acc(k, acc).permute(0, 2, 3, 1)  # [B, H, K, 1]
-    v_row = _acc(v, acc).transpose(1, 2)  # [B, H, 1, V]
+    k_col = to_acc(k, acc).permute(0, 2, 3, 1)  # [B, H, K, 1]
+    v_row = to_acc(v, acc).transpose(1, 2)  # [B, H, 1, V]
     if initial_state is None:
         S = k_col * v_row
     else:
-        S = _acc(initial_state, acc)
+        S = to_acc(initial_state, acc)
         if g is not None:
-            g = _acc(g, acc)
+            g = to_acc(g, acc)
             a = g.permute(0, 2, 3, 1) if g.dim() == 4 else g.transpose(1, 2).unsqueeze(-1)  # [B, H, K|1, 1]
             S = S * a.exp()
         S = torch.addcmul(S, k_col, v_row)
-    o = (_acc(q, acc).transpose(1, 2) @ S).mul_(scale).transpose(1, 2)  # [B, 1, H, V]
-    return _acc(o, dtype), S
+    o = (to_acc(q, acc).transpose(1, 2) @ S).mul_(scale).transpose(1, 2)  # [B, 1, H, V]
+    return to_acc(o, dtype), S
 
 
-def delta_rule_step(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    g: Optional[torch.Tensor] = None,
-    scale: Optional[float] = None,
-    initial_state: Optional[torch.Tensor] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+                    g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                    initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """S = exp(g) S, S = S + beta k (v - S^T k)^T, o = S^T (scale * q), for one token (as 3-D
     batched matmuls over B * H: fewer dispatcher calls than 4-D matmul)."""
     _check_one(q)
     B, _, H, K = q.shape
     V = v.shape[-1]
     dtype = v.dtype
-    acc = _promote(dtype)
+    acc = acc_dtype(dtype)
     scale = K**-0.5 if scale is None else scale
-    k_row = _acc(k, acc).reshape(B * H, 1, K)
-    v_row = _acc(v, acc).reshape(B * H, 1, V)
-    b = _acc(beta, acc).reshape(B * H, 1, 1)
+    k_row = to_acc(k, acc).reshape(B * H, 1, K)
+    v_row = to_acc(v, acc).reshape(B * H, 1, V)
+    b = to_acc(beta, acc).reshape(B * H, 1, 1)
     if initial_state is None:
         S = k_row.transpose(1, 2) * (v_row * b)
     else:
-        S = _acc(initial_state, acc).reshape(B * H, K, V)
+        S = to_acc(initial_state, acc).reshape(B * H, K, V)
         if g is not None:
-            S = S * _acc(g, acc).reshape(B * H, 1, 1).exp()
+            S = S * to_acc(g, acc).reshape(B * H, 1, 1).exp()
         u = (v_row - torch.bmm(k_row, S)) * b
         S = torch.baddbmm(S, k_row.transpose(1, 2), u)
-    o = torch.bmm(_acc(q, acc).reshape(B * H, 1, K), S).mul_(scale)
-    return _acc(o.view(B, 1, H, V), dtype), S.view(B, H, K, V)
+    o = torch.bmm(to_acc(q, acc).reshape(B * H, 1, K), S).mul_(scale)
+    return to_acc(o.view(B, 1, H, V), dtype), S.view(B, H, K, V)
 
 
 def hgrn_step(
@@ -99,10 +78,10 @@ def hgrn_step(
     """h = exp(g) * h + x, o = h, for one token; x, g [B, 1, D], state [B, D]."""
     _check_one(x)
     dtype = x.dtype
-    acc = _promote(dtype)
-    x_t = _acc(x[:, 0], acc)
-    h = x_t if initial_state is None else torch.addcmul(x_t, _acc(g[:, 0], acc).exp(), _acc(initial_state, acc))
-    return _acc(h.unsqueeze(1), dtype), h
+    acc = acc_dtype(dtype)
+    x_t = to_acc(x[:, 0], acc)
+    h = x_t if initial_state is None else torch.addcmul(x_t, to_acc(g[:, 0], acc).exp(), to_acc(initial_state, acc))
+    return to_acc(h.unsqueeze(1), dtype), h
 
 
 __all__ = ["gla_step", "delta_rule_step", "hgrn_step"]
