@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from harness._lazy import lazy_exports
 
 __all__ = ["load_results", "__version__"]
 
@@ -22,9 +22,4 @@ def _version() -> str:
 __version__ = _version()
 
 
-def __getattr__(name: str) -> Any:
-    if name == "load_results":
-        from harness.sweep.store import load_results
-
-        return load_results
-    raise AttributeError(f"module 'harness' has no attribute {name!r}")
+__getattr__ = lazy_exports("harness", {"load_results": "harness.sweep.store"})

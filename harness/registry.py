@@ -192,12 +192,18 @@ def _class_literals(path: str, cls_name: str) -> dict[str, Any]:
         if isinstance(node, ast.ClassDef) and node.name == cls_name:
             out = {}
             for stmt in node.body:
-                target, value = None, None
+                pairs: list[tuple[Any, Any]] = []
                 if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
                     target, value = stmt.targets[0], stmt.value
-                elif isinstance(stmt, ast.AnnAssign):
-                    target, value = stmt.target, stmt.value
-                if isinstance(target, ast.Name) and value is not None:
+                    if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):  # a, b = 1, 2
+                        pairs = list(zip(target.elts, value.elts))
+                    else:
+                        pairs = [(target, value)]
+                elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+                    pairs = [(stmt.target, stmt.value)]
+                for target, value in pairs:
+                    if not isinstance(target, ast.Name):
+                        continue
                     try:
                         lit = ast.literal_eval(value)
                     except (ValueError, SyntaxError):

@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from harness.runtime.timing import device_sync, time_calls
 from harness.registry import get_variant
+from harness.runtime.timing import device_sync, time_calls
 
 # our variant -> (fla layer class name, kwargs that give the same parameterisation as our defaults)
 FLA_LAYERS = {

@@ -14,13 +14,7 @@ import torch
 from harness.model.config import ModelConfig
 from harness.model.costs import model_costs
 from harness.model.lm import build_model
-from harness.report.crossover import (
-    analytic_crossover,
-    crossing,
-    crossover_table,
-    decode_ratio,
-    measured_crossover,
-)
+from harness.report.crossover import analytic_crossover, crossing, crossover_table, decode_ratio, measured_crossover
 from harness.runtime.devices import is_oom
 from harness.runtime.isolate import WorkerDied, run_isolated
 from harness.runtime.memory import PeakMemory

@@ -15,13 +15,7 @@ from harness.integrations.fla_references import fla_available, fla_reference, op
 from harness.model.config import ModelConfig
 from harness.model.lm import build_model
 from harness.ops.dispatch import get_op
-from harness.tasks.mixer_efficiency import (
-    LAYER_METRICS,
-    OP_METRICS,
-    MixerEfficiency,
-    _capture_op_call,
-    mixer_job,
-)
+from harness.tasks.mixer_efficiency import LAYER_METRICS, OP_METRICS, MixerEfficiency, _capture_op_call, mixer_job
 
 ROOT = Path(__file__).resolve().parent.parent
 LINEAR = ["hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet"]

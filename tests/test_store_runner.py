@@ -22,13 +22,7 @@ from harness.cli import app
 from harness.sweep import expand_cells, find_suite, load_suite
 from harness.sweep.driver import run_sweep
 from harness.sweep.results import COLUMN_NAMES, DTYPES
-from harness.sweep.store import (
-    RESULTS_FILE,
-    cell_path,
-    cells_dir,
-    load_results,
-    write_cell,
-)
+from harness.sweep.store import RESULTS_FILE, cell_path, cells_dir, load_results, write_cell
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,13 +11,7 @@ from harness.model.checkpoint import load_checkpoint, save_checkpoint
 from harness.model.config import ModelConfig
 from harness.model.lm import build_model
 from harness.registry import TASKS
-from harness.runtime.train import (
-    TrainConfig,
-    TrainResult,
-    final_loss_of,
-    lr_lambda,
-    train,
-)
+from harness.runtime.train import TrainConfig, TrainResult, final_loss_of, lr_lambda, train
 from harness.sweep.cell import Cell
 
 

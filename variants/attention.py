@@ -24,13 +24,9 @@ _LLAMA_RENAMES = (
 
 @register_variant("attention")
 class Attention(Mixer):
-    display_name = "Transformer"  # as a model: every layer softmax attention (the paper's baseline)
-    color = "#000000"  # black, dashed where it is a reference line
-    generation = None
-    state_kind = "kv"
-    gating = "none"
+    # as a model every layer is softmax attention: the paper's Transformer baseline, drawn in black
+    display_name, color, generation, state_kind, gating = "Transformer", "#000000", None, "kv", "none"
     flops_coeff = 2  # 2 * L * d_model per token (paper Table 7)
-    fla_op = None
     fla_model_types = ("transformer", "llama")  # fla's Transformer; a Hugging Face Llama
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",

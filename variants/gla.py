@@ -13,24 +13,17 @@ from harness.registry import register_variant
 
 @register_variant("gla")
 class GLA(MatrixStateMixer):
-    display_name = "GLA"
-    color = "#1f77b4"  # blue (generation 2, data-dependent gating)
-    generation = 2
+    display_name, color, generation = "GLA", "#1f77b4", 2  # blue: generation 2, data-dependent gating
     gating = "data-dependent per-channel decay"
-    flops_coeff = 7
-    fla_op = "chunk_gla"
-    fla_model_types = ("gla",)
+    flops_coeff, fla_op, fla_model_types = 7, "chunk_gla", ("gla",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  expand_k: float = 0.5, expand_v: float = 1.0, use_short_conv: bool = False,
                  conv_size: int = 4, gate_logit_normalizer: float = 16, gate_low_rank_dim: int = 16,
                  clamp_min: float | None = None, norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, layer_idx, mode)
-        self.set_dims(int(d_model * expand_k), int(d_model * expand_v))
+        self.add_qkv(int(d_model * expand_k), int(d_model * expand_v))
         self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
-        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
         self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
         if use_short_conv:
             self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)

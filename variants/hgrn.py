@@ -15,14 +15,9 @@ from harness.registry import register_variant
 
 @register_variant("hgrn")
 class HGRN(Mixer):
-    display_name = "HGRN"
-    color = "#8c564b"  # brown (generation 1)
-    generation = 1
-    state_kind = "vector"
+    display_name, color, generation, state_kind = "HGRN", "#8c564b", 1, "vector"  # brown: generation 1
     gating = "data-dependent per-channel forget gate"
-    flops_coeff = 5
-    fla_op = "fused_recurrent_hgrn"
-    fla_model_types = ("hgrn",)
+    flops_coeff, fla_op, fla_model_types = 5, "fused_recurrent_hgrn", ("hgrn",)
     fla_dropped_note = ("fla's HGRN forget-gate lower bounds (model.lower_bounds) were dropped: our HGRN has no "
                         "model-level lower bound, so layers > 0 differ from the checkpoint")
 

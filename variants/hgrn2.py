@@ -16,13 +16,9 @@ from harness.registry import register_variant
 
 @register_variant("hgrn2")
 class HGRN2(MatrixStateMixer):
-    display_name = "HGRN-2"
-    color = "#2ca02c"  # green (generation 2, tied gating)
-    generation = 2
+    display_name, color, generation = "HGRN-2", "#2ca02c", 2  # green: generation 2, tied gating
     gating = "data-dependent per-channel decay, tied to the key"
-    flops_coeff = 7
-    fla_op = "chunk_gla"
-    fla_model_types = ("hgrn2",)
+    flops_coeff, fla_op, fla_model_types = 7, "chunk_gla", ("hgrn2",)
     fla_dropped_note = ("fla's HGRN-2 forget-gate lower bounds (model.lower_bounds) were dropped: our HGRN-2 has no "
                         "model-level lower bound, so layers > 0 differ from the checkpoint")
 

@@ -12,22 +12,15 @@ from harness.registry import register_variant
 
 @register_variant("retnet")
 class RetNet(MatrixStateMixer):
-    display_name = "RetNet"
-    color = "#bcbd22"  # olive (generation 2, fixed decay)
-    generation = 2
+    display_name, color, generation = "RetNet", "#bcbd22", 2  # olive: generation 2, fixed decay
     gating = "fixed per-head scalar decay"
-    flops_coeff = 5
-    fla_op = "chunk_retention"
-    fla_model_types = ("retnet",)
+    flops_coeff, fla_op, fla_model_types = 5, "chunk_retention", ("retnet",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  expand_k: float = 1.0, expand_v: float = 2.0, use_short_conv: bool = False,
                  conv_size: int = 4, norm_eps: float = 1e-5):
         super().__init__(d_model, n_heads, layer_idx, mode)
-        self.set_dims(int(d_model * expand_k), int(d_model * expand_v))
-        self.q_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(d_model, self.key_dim, bias=False)
-        self.v_proj = nn.Linear(d_model, self.value_dim, bias=False)
+        self.add_qkv(int(d_model * expand_k), int(d_model * expand_v))
         self.g_proj = nn.Linear(d_model, self.value_dim, bias=False)
         if use_short_conv:
             self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)

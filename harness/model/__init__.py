@@ -9,26 +9,16 @@ torch (suite validation uses them).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from harness._lazy import lazy_exports
 
 _EXPORTS = {
-    "ModelConfig": "harness.model.config",
-    "resolve_layout": "harness.model.layout",
-    "Mixer": "harness.model.mixer",
-    "HybridLM": "harness.model.lm",
-    "Cache": "harness.model.lm",
-    "build_model": "harness.model.lm",
-    "model_costs": "harness.model.costs",
-    "save_checkpoint": "harness.model.checkpoint",
-    "load_checkpoint": "harness.model.checkpoint",
+    **dict.fromkeys(["ModelConfig", "resolve_model"], "harness.model.config"),
+    **dict.fromkeys(["HybridLM", "Cache", "build_model"], "harness.model.lm"),
+    **dict.fromkeys(["save_checkpoint", "load_checkpoint"], "harness.model.checkpoint"),
+    "resolve_layout": "harness.model.layout", "Mixer": "harness.model.mixer", "model_costs": "harness.model.costs",
     "check_variant": "harness.model.conformance",
 }
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'harness.model' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports('harness.model', _EXPORTS)

@@ -242,6 +242,13 @@ class MatrixStateMixer(Mixer):
     """A variant whose recurrent state is one matrix S [B, H, head_k, head_v] per layer (linear
     attention with decay, the delta rule): the state spec and FLOPs follow from the head sizes."""
 
+    def add_qkv(self, key_dim: int, value_dim: int) -> None:
+        """`set_dims`, then fla's q_proj, k_proj [d_model -> key_dim] and v_proj [-> value_dim]."""
+        self.set_dims(key_dim, value_dim)
+        self.q_proj = nn.Linear(self.d_model, key_dim, bias=False)
+        self.k_proj = nn.Linear(self.d_model, key_dim, bias=False)
+        self.v_proj = nn.Linear(self.d_model, value_dim, bias=False)
+
     def set_dims(self, key_dim: int, value_dim: int) -> None:
         """key_dim / value_dim over all heads (each must divide by n_heads)."""
         if key_dim % self.n_heads or value_dim % self.n_heads:
@@ -256,3 +263,36 @@ class MatrixStateMixer(Mixer):
 
     def state_elements_per_head(self) -> int:
         return self.head_k * self.head_v
+
+    def add_gated_output(self, norm_eps: float, gated: bool) -> None:
+        """fla's output stage of the delta-rule layers: a per-head RMSNorm, swish-gated by
+        g_proj(x) when `gated`, then o_proj."""
+        from harness.model.modules import GatedRMSNorm, RMSNorm
+
+        self.use_gate = gated
+        if gated:
+            self.g_proj = nn.Linear(self.d_model, self.value_dim, bias=False)
+            self.o_norm = GatedRMSNorm(self.head_v, norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v, norm_eps)
+        self.o_proj = nn.Linear(self.value_dim, self.d_model, bias=False)
+
+    def gated_output(self, o: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
+        """o [B, T, H, head_v] -> [B, T, d_model] through the stage `add_gated_output` built."""
+        from harness.model.modules import split_heads
+
+        o = self.o_norm(o, split_heads(gate, self.head_v)) if self.use_gate else self.o_norm(o)
+        return self.o_proj(o.flatten(-2))
+
+    def delta_rule_inputs(self, state: State, new: State, q: torch.Tensor, k: torch.Tensor,
+                          v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """fla's delta-rule input stage: short convs with SiLU (SiLU alone without convs), then
+        heads, q and k L2-normalised: [B, T, H, head_k] twice and [B, T, H, head_v]."""
+        from harness.model.modules import l2norm_pair, split_heads
+
+        q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
+        if not self.use_short_conv:  # fla applies the activation in the conv; without one, here
+            q, k, v = (torch.nn.functional.silu(t) for t in (q, k, v))
+        q, k = l2norm_pair(split_heads(q, self.head_k), split_heads(k, self.head_k))
+        return q, k, split_heads(v, self.head_v)
+

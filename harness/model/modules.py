@@ -14,6 +14,7 @@ from torch import nn
 from harness.ops import short_conv
 from harness.ops.prelude import acc_dtype
 
+
 def _acc(x: torch.Tensor) -> torch.dtype:
     """At least fp32 for normalisation statistics (fp64 stays fp64, for exact tests)."""
     return acc_dtype(x.dtype)

@@ -11,25 +11,14 @@ The public names are importable from here: `from harness.sweep import load_suite
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from harness._lazy import lazy_exports
 
 _EXPORTS = {
-    "Suite": "harness.sweep.schema",
-    "SuiteError": "harness.sweep.messages",
-    "load_suite": "harness.sweep.reading",
-    "find_suite": "harness.sweep.reading",
-    "suite_dirs": "harness.sweep.reading",
-    "expand_cells": "harness.sweep.expand",
-    "Cell": "harness.sweep.cell",
-    "run_sweep": "harness.sweep.driver",
-    "load_results": "harness.sweep.store",
+    **dict.fromkeys(["load_suite", "find_suite", "suite_dirs"], "harness.sweep.reading"),
+    "Suite": "harness.sweep.schema", "SuiteError": "harness.sweep.messages", "expand_cells": "harness.sweep.expand",
+    "Cell": "harness.sweep.cell", "run_sweep": "harness.sweep.driver", "load_results": "harness.sweep.store",
 }
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'harness.sweep' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports('harness.sweep', _EXPORTS)

@@ -22,13 +22,7 @@ from harness.registry import TASKS
 from harness.runtime.devices import exception_status, free_device_memory
 from harness.runtime.isolate import add_import_paths
 from harness.sweep.cell import Cell
-from harness.sweep.results import (
-    OK,
-    REQUIRED_TASK_ROW_KEYS,
-    STATUSES,
-    TASK_ROW_KEYS,
-    rows_to_frame,
-)
+from harness.sweep.results import OK, REQUIRED_TASK_ROW_KEYS, STATUSES, TASK_ROW_KEYS, rows_to_frame
 from harness.tasks.base import catalogued_unit
 
 _MAX_ERROR_CHARS = 2000

@@ -17,12 +17,7 @@ from typing import Any, Iterator, Optional, Protocol
 from harness.registry import TASKS
 from harness.runtime.devices import exception_status
 from harness.sweep.cell import Cell
-from harness.sweep.execute import (
-    RunContext,
-    crash_rows,
-    describe_exception,
-    execute_cell,
-)
+from harness.sweep.execute import RunContext, crash_rows, describe_exception, execute_cell
 
 EXECUTORS = ("serial", "pool", "ray")
 

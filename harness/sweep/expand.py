@@ -10,23 +10,9 @@ from typing import Optional
 
 from harness.model.config import ModelConfig, resolve_model
 from harness.registry import TASKS
-from harness.sweep.cell import (
-    REF_CELL,
-    REF_FROM,
-    RUN_DEFAULTS,
-    Cell,
-    canonical_json,
-    pending_input,
-)
+from harness.sweep.cell import REF_CELL, REF_FROM, RUN_DEFAULTS, Cell, canonical_json, pending_input
 from harness.sweep.messages import SuiteError
-from harness.sweep.references import (
-    Produced,
-    entry_axes,
-    entry_order,
-    match_producer,
-    ref_text,
-    refs_in,
-)
+from harness.sweep.references import Produced, entry_axes, entry_order, match_producer, ref_text, refs_in
 from harness.sweep.schema import Suite, axis_options, base_params
 
 __all__ = ["expand_cells"]
@@ -144,31 +130,20 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
     n_invalid = sum(map(len, invalid.values()))
     problems: list[str] = []
     if invalid and not suite.skip_invalid:
-        lines = []
-        for msg, combos in invalid.items():
-            more = f" (and {len(combos) - 1} more like it)" if len(combos) > 1 else ""
-            lines.append(f"  - {combos[0]}{more}:\n      {msg}")
         problems.append(
             f"{where}: {n_invalid} impossible combination{'s' if n_invalid > 1 else ''} of axis values:\n"
-            + "\n".join(lines)
-            + "\n  Fix the axes, or set `skip_invalid: true` to drop such combinations."
+            + _listing(invalid) + "\n  Fix the axes, or set `skip_invalid: true` to drop such combinations."
         )
     if unresolved:
         n = sum(map(len, unresolved.values()))
-        lines = []
-        for msg, combos in unresolved.items():
-            more = f" (and {len(combos) - 1} more like it)" if len(combos) > 1 else ""
-            lines.append(f"  - {combos[0]}{more}:\n      {msg}")
         problems.append(
             f"{where}: {n} cell{'s' if n > 1 else ''} whose reference to another task's checkpoint "
-            f"matches no cell or several:\n" + "\n".join(lines)
+            f"matches no cell or several:\n" + _listing(unresolved)
         )
     if invalid and suite.skip_invalid and not any(per_entry.values()):
-        lines = [f"  - {combos[0]}" + (f" (and {len(combos) - 1} more like it)" if len(combos) > 1 else "")
-                 + f":\n      {msg}" for msg, combos in invalid.items()]
         problems.append(
             f"{where}: every combination of axis values is impossible ({n_invalid}), so `skip_invalid: true` "
-            f"leaves no cell to run:\n" + "\n".join(lines) + "\n  Fix the axes so that some combination is possible."
+            f"leaves no cell to run:\n" + _listing(invalid) + "\n  Fix the axes so that some combination is possible."
         )
     if problems:
         raise SuiteError("\n".join(problems))
@@ -186,6 +161,15 @@ def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
             f"(e.g. Transformer cells do not depend on the variant)"
         )
     return list(cells.values())
+
+
+def _listing(problems: dict[str, list[str]]) -> str:
+    """One entry per problem: the first combination that has it (and how many more), then why."""
+    lines = []
+    for msg, combos in problems.items():
+        more = f" (and {len(combos) - 1} more like it)" if len(combos) > 1 else ""
+        lines.append(f"  - {combos[0]}{more}:\n      {msg}")
+    return "\n".join(lines)
 
 
 def _cuda_available() -> bool:

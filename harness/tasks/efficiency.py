@@ -39,9 +39,9 @@ The crossover lengths where linear layers overtake softmax are computed from the
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
@@ -86,11 +86,14 @@ class MeasureParams(Task.Params):
     clock: Literal["auto", "wall", "cpu"] = "auto"
 
 
-def unique_stages(v: list[str], stages: tuple[str, ...]) -> list[str]:
-    """A `measure` list: at least one stage, each once, in the given order."""
-    if not v:
-        raise ValueError("measure needs at least one of " + ", ".join(stages))
-    return list(dict.fromkeys(v))
+def stage_list(stages: tuple[str, ...]) -> Any:
+    """The type of a `measure` list over `stages`: at least one stage, each once, in the given order."""
+    def unique(v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("measure needs at least one of " + ", ".join(stages))
+        return list(dict.fromkeys(v))
+
+    return Annotated[list[Literal[stages]], AfterValidator(unique)]  # type: ignore[valid-type]
 
 
 def check_measurement(p: MeasureParams, device: str, batch: int, longest: int) -> None:
@@ -109,7 +112,7 @@ def check_measurement(p: MeasureParams, device: str, batch: int, longest: int) -
 class Efficiency(Task):
     class Params(MeasureParams):
         #: what to measure: any of train, prefill, decode, memory
-        measure: list[Literal["train", "prefill", "decode", "memory"]] = list(MEASURES)
+        measure: stage_list(MEASURES) = list(MEASURES)  # type: ignore[valid-type]
         #: decode context lengths; None: `decode_fractions` of seq_len
         decode_contexts: Optional[list[int]] = None
         #: fractions of seq_len used when decode_contexts is None
@@ -119,11 +122,6 @@ class Efficiency(Task):
         #: decode through torch.compile (HybridLM.decode_fn): per-token cost without eager
         #: per-op overhead; compiling costs ~15-30 s per cell on the CPU (untimed)
         compile_decode: bool = False
-
-        @field_validator("measure")
-        @classmethod
-        def _nonempty_unique(cls, v: list[str]) -> list[str]:
-            return unique_stages(v, MEASURES)
 
         @field_validator("decode_contexts")
         @classmethod

@@ -39,9 +39,9 @@ default, synchronised wall time on CUDA, an isolated worker on CPU.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
@@ -51,8 +51,8 @@ from harness.tasks.efficiency import (
     resolve_clock,
     resolve_threads,
     run_job,
+    stage_list,
     torch_threads,
-    unique_stages,
 )
 
 if TYPE_CHECKING:
@@ -68,28 +68,23 @@ OP_METRICS = {"forward": "op_fwd_s", "train": "op_fwd_bwd_s", "memory": "op_fwd_
 LAYOUTS = ("pure", "transformer")
 
 
+def _each_once(v: list[str]) -> list[str]:
+    return list(dict.fromkeys(v))
+
+
 @register_task("mixer_efficiency")
 class MixerEfficiency(Task):
     class Params(MeasureParams):
         #: what to measure: any of forward, train (forward + backward), decode, memory
-        measure: list[Literal["forward", "train", "decode", "memory"]] = list(STAGES)
+        measure: stage_list(STAGES) = list(STAGES)  # type: ignore[valid-type]
         #: op-level implementations timed beside the layer (those not available are skipped)
-        impls: list[Literal["harness", "sdpa", "fla_naive", "fla"]] = list(IMPLS)
+        impls: Annotated[list[Literal[IMPLS]], AfterValidator(_each_once)] = list(IMPLS)  # type: ignore[valid-type]
         #: the layer's and our op's path: chunk (parallel) or recurrent (step by step; rows
         #: tagged subtask "recurrent", baselines not repeated)
         mode: Literal["chunk", "recurrent"] = "chunk"
         #: fla references that loop token by token are measured up to this length
         naive_stepwise_max_len: int = Field(2048, ge=1)
 
-        @field_validator("measure")
-        @classmethod
-        def _nonempty_unique(cls, v: list[str]) -> list[str]:
-            return unique_stages(v, STAGES)
-
-        @field_validator("impls")
-        @classmethod
-        def _unique(cls, v: list[str]) -> list[str]:
-            return list(dict.fromkeys(v))
 
     @classmethod
     def model_from_params(cls, params: dict[str, Any]) -> Optional[dict[str, Any]]:
