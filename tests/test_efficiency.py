@@ -106,7 +106,7 @@ def test_loaded_flag(wall, cpu, threads, loaded):
 
 
 def test_clock_and_threads_defaults():
-    from harness.tasks.efficiency import resolve_clock
+    from harness.tasks.measuring import resolve_clock
 
     spec = make_spec(_cell(), Efficiency.Params(), threads=8)
     assert spec["threads"] == 1 and spec["clock"] == "cpu"  # CPU: one thread, CPU time

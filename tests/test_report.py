@@ -12,7 +12,9 @@ import pytest
 
 from harness.report import build_report, build_report_from_frame
 from harness.report import claims as C
+from harness.report import cost_tables as CT
 from harness.report import paper as P
+from harness.report import stats as S
 from harness.report import tables as T
 from harness.report.fmt import fmt_mean_std, md_table
 from harness.report.load import normalize, ok_rows
@@ -358,10 +360,10 @@ def test_claims_on_constructed_data():
 
 
 def test_rank_statistics():
-    assert C.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert C.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert C.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
-    assert C.spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert S.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert S.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert S.kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert S.spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
 
 
 def test_report_package_does_not_import_torch(tmp_path):
@@ -417,7 +419,7 @@ def test_models_at_the_plateau_are_not_learned_and_left_out(tmp_path):
     hb = T.best_ratio_per_variant(high).set_index("variant")
     assert not hb.loc["gla", "learned"] and hb.loc["gla", "layout"] is None
     # Pareto points: learned models only
-    pts = T.pareto_points(ok, score, 4096)
+    pts = CT.pareto_points(ok, score, 4096)
     assert len(pts) == int(s["learned"].sum()) and pts["mean"].gt(0.55).all()
     # the ranking claim compares learned models only: every pure model is unlearned here
     assert C.claim_ranking(ok).verdict == C.NO_DATA
@@ -445,15 +447,15 @@ def test_recall_saturation_needs_a_learned_3_to_1():
 
 def test_timing_note_names_the_clock_and_counts_loaded_rows(tmp_path):
     df = make_table(seeds=(0,), kinds=("efficiency",))
-    timed = df["metric"].isin(T.TIMED_METRICS)
+    timed = df["metric"].isin(CT.TIMED_METRICS)
     assert timed.sum() >= 4
-    assert T.timing_clocks(df) == {"wall": int(timed.sum()), "loaded": 0}  # a table from before the column
+    assert CT.timing_clocks(df) == {"wall": int(timed.sum()), "loaded": 0}  # a table from before the column
     df["clock"] = pd.Series(pd.NA, index=df.index, dtype="string")
     df.loc[timed, "clock"] = "cpu"
     df["loaded"] = pd.Series(pd.NA, index=df.index, dtype="boolean")
     df.loc[timed, "loaded"] = False
     df.loc[df.index[timed][:3], "loaded"] = True
-    assert T.timing_clocks(df) == {"cpu": int(timed.sum()), "loaded": 3}
+    assert CT.timing_clocks(df) == {"cpu": int(timed.sum()), "loaded": 3}
     text = build_report_from_frame(df, tmp_path).read_text()
     assert re.search(r"Timed rows are CPU time of the measuring process \(one thread unless `threads` says "
                      r"otherwise\) for \d+ row\(s\);", text)

@@ -48,20 +48,9 @@ from harness.integrations.hub import ConversionError, resolve_checkpoint_dir
 from harness.model.config import ModelConfig
 from harness.model.layout import layout_name, resolve_layout
 
-__all__ = [
-    "ConversionError",
-    "ConvertedInfo",
-    "fla_model_types",
-    "FlaConfig",
-    "is_fla_checkpoint",
-    "read_fla_config",
-    "fla_config_to_model_config",
-    "convert_state_dict",
-    "normalise_keys",
-    "load_fla_state_dict",
-    "load_fla_checkpoint",
-    "checkpoint_model_dict",
-]
+__all__ = ["ConversionError", "ConvertedInfo", "fla_model_types", "FlaConfig", "is_fla_checkpoint", "read_fla_config",
+           "fla_config_to_model_config", "convert_state_dict", "normalise_keys", "load_fla_state_dict",
+           "load_fla_checkpoint", "checkpoint_model_dict"]
 
 def fla_model_types() -> dict[str, str]:
     """fla `model_type` -> our variant name: what each registered variant declares it converts

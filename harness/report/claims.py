@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import cost_tables as CT
 from . import tables as T
 from .fmt import fmt_delta, fmt_value, md_table
+from .stats import kendall_tau_b, spearman
 from .style import attn_fraction, is_hybrid, sort_layouts, sort_variants
 
 HOLDS, FAILS, PARTLY, NO_DATA = "holds", "fails", "partly", "no data"
@@ -43,32 +45,6 @@ def combine(verdicts: list[str]) -> str:
     return PARTLY
 
 
-# --------------------------------------------------------------------------- rank statistics
-
-def spearman(a, b) -> float:
-    """Spearman's ρ: Pearson correlation of average ranks (ties share a rank)."""
-    ra = pd.Series(a, dtype=float).rank().values
-    rb = pd.Series(b, dtype=float).rank().values
-    if len(ra) < 2 or np.std(ra) == 0 or np.std(rb) == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def kendall_tau_b(a, b) -> float:
-    """Kendall's τ-b (tie-corrected)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    n = len(a)
-    if n < 2:
-        return float("nan")
-    i, j = np.triu_indices(n, 1)
-    da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-    s = float((da * db).sum())
-    n0 = len(i)
-    ta, tb = float((da == 0).sum()), float((db == 0).sum())
-    denom = np.sqrt((n0 - ta) * (n0 - tb))
-    return float(s / denom) if denom > 0 else float("nan")
-
-
 def _dm(d) -> str:
     return "?" if d is None or (isinstance(d, float) and np.isnan(d)) else str(int(d))
 
@@ -95,7 +71,7 @@ def _where(points: pd.DataFrame) -> str:
 def _ratio_table(ok: pd.DataFrame, metrics: list[str]) -> tuple[str | None, pd.DataFrame]:
     """The first metric with hybrid-vs-Transformer pairs; ratio averaged per (d_model, variant, layout, seq_len)."""
     for m in metrics:
-        vt = T.vs_transformer(ok, m)
+        vt = CT.vs_transformer(ok, m)
         if vt.empty:
             continue
         vt = vt[vt["layout"].map(is_hybrid) & (vt["tf_mean"] > 0) & (vt["mean"] > 0)]

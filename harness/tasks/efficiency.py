@@ -38,13 +38,21 @@ The crossover lengths where linear layers overtake softmax are computed from the
 """
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING, Annotated, Any, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import field_validator
 
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
+from harness.tasks.measuring import (
+    MeasureParams,
+    check_measurement,
+    resolve_clock,
+    resolve_threads,
+    run_job,
+    stage_list,
+    torch_threads,
+)
 
 if TYPE_CHECKING:
     from harness.sweep.cell import Cell
@@ -60,52 +68,6 @@ STAGE_METRICS: dict[str, list[str]] = {
 }
 #: the peak-memory metric of each stage
 MEMORY_METRIC = {"train": "peak_mem_bytes", "prefill": "prefill_peak_mem_bytes"}
-
-
-class MeasureParams(Task.Params):
-    """Settings every timed measurement shares (efficiency, mixer_efficiency)."""
-
-    #: untimed calls before the timed ones
-    warmup: int = Field(1, ge=0)
-    #: timed calls; the row is their median, spread their IQR
-    repeats: int = Field(5, ge=1)
-    #: untimed decode steps before the timed ones
-    decode_warmup: int = Field(2, ge=0)
-    #: timed decode steps (per-token latency = their median)
-    decode_steps: int = Field(16, ge=1)
-    #: on CPU, cells with batch x (longest length measured) above this are rejected up
-    #: front (suites with `skip_invalid: true` drop them)
-    max_tokens_cpu: int = Field(32768, ge=1)
-    #: run in an isolated worker process: auto = on CPU only
-    isolate: Literal["auto", "process", "none"] = "auto"
-    #: torch intra-op threads for the measurement; None: 1 on CPU (stable CPU time, no
-    #: stalls of oversubscribed OpenMP threads), the process's setting on CUDA
-    threads: Optional[int] = Field(None, ge=1)
-    #: the clock timed rows report: auto = CPU time on CPU with one thread, else wall time
-    #: (both are always recorded, in cpu_time_s and wall_time_s)
-    clock: Literal["auto", "wall", "cpu"] = "auto"
-
-
-def stage_list(stages: tuple[str, ...]) -> Any:
-    """The type of a `measure` list over `stages`: at least one stage, each once, in the given order."""
-    def unique(v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("measure needs at least one of " + ", ".join(stages))
-        return list(dict.fromkeys(v))
-
-    return Annotated[list[Literal[stages]], AfterValidator(unique)]  # type: ignore[valid-type]
-
-
-def check_measurement(p: MeasureParams, device: str, batch: int, longest: int) -> None:
-    """The checks every timed measurement makes while the suite is validated."""
-    if p.clock == "cpu" and device != "cpu":
-        raise ValueError(f"clock: cpu measures the host's CPU time, which says nothing about {device} "
-                         f"kernels; use clock: auto or wall on {device}")
-    if device == "cpu" and batch * longest > p.max_tokens_cpu:
-        raise ValueError(
-            f"{batch} x {longest} = {batch * longest} tokens is above max_tokens_cpu={p.max_tokens_cpu} "
-            f"for a CPU measurement; raise params.max_tokens_cpu to run it"
-        )
 
 
 @register_task("efficiency")
@@ -155,32 +117,6 @@ class Efficiency(Task):
         return rows + run_job(measure_job, spec, p.isolate, cell.device, planned(spec))
 
 
-def run_job(job: Any, spec: dict[str, Any], isolate: str, device: str,
-            plan: list[tuple[str, str, str, Optional[int]]]) -> list[dict[str, Any]]:
-    """Rows of `job(spec)` (a generator of rows and ("stage", name) markers), in an isolated
-    worker when `isolate` says so ("auto": off CUDA). If the worker dies or fails, the rows it
-    reported are kept and every planned (stage, metric, context_len) it did not report
-    gets status "oom" (out of memory, SIGKILL) or "failed", with the error."""
-    from harness.runtime.isolate import (
-        WorkerDied,
-        WorkerError,
-        run_isolated,
-        worker_available,
-    )
-
-    isolated = isolate == "process" or (isolate == "auto" and not device.startswith("cuda"))
-    if not (isolated and worker_available()):
-        return [r for r in job(spec) if isinstance(r, dict)]
-    got: list[Any] = []
-    try:
-        run_isolated(job, spec, on_item=got.append)
-    except (WorkerDied, WorkerError, MemoryError) as exc:
-        oom = isinstance(exc, MemoryError) or getattr(exc, "oom", False)
-        rows = [r for r in got if isinstance(r, dict)]
-        return rows + missing_rows(plan, got, "oom" if oom else "failed", str(exc))
-    return [r for r in got if isinstance(r, dict)]
-
-
 # ---------------------------------------------------------------------------------------------
 # The measurement (a plain function of a picklable spec, so it can run in a worker process)
 
@@ -189,20 +125,6 @@ def decode_contexts(p: Efficiency.Params, seq_len: int) -> list[int]:
     if p.decode_contexts is not None:
         return sorted(set(p.decode_contexts))
     return sorted({max(1, round(f * seq_len)) for f in p.decode_fractions})
-
-
-def resolve_threads(p: Efficiency.Params, device: str, current: Optional[int]) -> Optional[int]:
-    """The measurement's torch thread count: the param, else 1 on CPU, else the process's."""
-    if p.threads is not None:
-        return p.threads
-    return 1 if device == "cpu" else current
-
-
-def resolve_clock(clock: str, device: str, threads: Optional[int]) -> str:
-    """`auto`: CPU time on CPU with one thread (stable under load), else synchronised wall time."""
-    if clock != "auto":
-        return clock
-    return "cpu" if device == "cpu" and (threads or 1) == 1 else "wall"
 
 
 def make_spec(cell: "Cell", p: Efficiency.Params, threads: Optional[int] = None) -> dict[str, Any]:
@@ -236,15 +158,7 @@ def planned(spec: dict[str, Any]) -> list[tuple[str, str, Optional[int]]]:
     return out
 
 
-def missing_rows(plan: list[tuple[str, str, Optional[int]]], got: list[Any], status: str,
-                 error: str) -> list[dict[str, Any]]:
-    """Rows with `status` for every planned (stage, metric, context_len) not in `got`."""
-    have = {(r["metric"], r.get("context_len")) for r in got if isinstance(r, dict)}
-    return [
-        metric_row(m, None, context_len=c, status=status, error=error)
-        for _, m, c in plan
-        if (m, c) not in have
-    ]
+
 
 
 def measure_job(spec: dict[str, Any]) -> Iterator[Any]:
@@ -252,21 +166,6 @@ def measure_job(spec: dict[str, Any]) -> Iterator[Any]:
     `spec["threads"]` torch threads, restoring the process's setting at the end."""
     with torch_threads(spec.get("threads")):
         yield from _measure(spec)
-
-
-@contextlib.contextmanager
-def torch_threads(n: Optional[int]) -> Iterator[None]:
-    """Run the body with `n` torch intra-op threads (None: as set), then restore the setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def _measure(spec: dict[str, Any]) -> Iterator[Any]:

@@ -32,7 +32,7 @@ from pydantic import Field
 
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
-from harness.tasks.recall import TrainParams, build_for_training, diverged_rows, save_trained, train_config
+from harness.tasks.training import TrainParams, build_for_training, diverged_rows, save_trained, train_config
 
 if TYPE_CHECKING:
     from harness.sweep.cell import Cell

@@ -45,7 +45,7 @@ from pydantic import AfterValidator, Field
 
 from harness.registry import register_task
 from harness.tasks.base import Task, metric_row
-from harness.tasks.efficiency import (
+from harness.tasks.measuring import (
     MeasureParams,
     check_measurement,
     resolve_clock,
