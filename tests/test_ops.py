@@ -14,8 +14,7 @@ from harness.ops import (
     short_conv,
 )
 
-torch.manual_seed(0)
-B, H, K, V = 2, 3, 8, 12
+B, H, K, V = 2, 3, 8, 12  # each test is seeded (tests/conftest.py)
 
 
 def _grads(fn, inputs):

@@ -168,6 +168,7 @@ def test_killed_sweep_resumes_with_every_cell_once(tmp_path):
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_default_command_runs_quickstart_then_the_report(tmp_path, monkeypatch):
     import harness.report
 
