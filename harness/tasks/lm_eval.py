@@ -15,7 +15,7 @@ The model is, in order of precedence:
   chance-level scores; a plumbing check, or a baseline).
 
 `tasks` are lm-eval task (or group / tag) names. The repository's own task YAMLs
-(harness/lm_eval_tasks, over JSONL files shipped in the package) are always on the include path;
+(harness/integrations/lm_eval/tasks, over JSONL files shipped in the package) are always on the include path;
 `include_path` adds more directories. The cell's `seq_len` is the model's context length for
 lm-eval (`max_length`: longer inputs are truncated from the left, rolling perplexity uses windows
 of this size).
