@@ -1,10 +1,58 @@
-"""Lazy re-exports: a package lists `name -> module`, and the name is imported on first use, so
+"""Import helpers: lazy re-exports, and the packages that live outside harness/ in a checkout.
+
+Lazy re-exports: a package lists `name -> module`, and the name is imported on first use, so
 importing the package stays cheap (no torch for harness.model.config users, no pandas for
-`import harness`)."""
+`import harness`).
+
+`harness.variants` and `harness.suites` are the repository's top-level `variants/` and `suites/`
+folders, mapped into the harness namespace when installed (pyproject.toml). From a bare checkout
+(not installed, e.g. `python -m harness.cli` in the repository), `import_package` maps them the
+same way, so both layouts import the same names.
+"""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Optional
+
+#: packages that are top-level folders of the repository: package -> folder name
+CHECKOUT_FOLDERS = {"harness.variants": "variants", "harness.suites": "suites"}
+
+
+def package_dir(name: str) -> Optional[Path]:
+    """The folder of package `name` without importing it (a checkout's folder for
+    harness.variants / harness.suites when they are not installed), or None."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    folder = CHECKOUT_FOLDERS.get(name)
+    if folder is not None:
+        path = Path(__file__).resolve().parent.parent / folder
+        if (path / "__init__.py").is_file():
+            return path
+    return None
+
+
+def import_package(name: str) -> ModuleType:
+    """import `name`; for harness.variants / harness.suites in a bare checkout, from the folder."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        folder = package_dir(name) if name in CHECKOUT_FOLDERS else None
+        if folder is None:
+            raise
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:

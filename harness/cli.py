@@ -1,143 +1,42 @@
-"""The `harness` command line: sweep, report, variants.
+"""The `harness` command line: sweep, report, variants, suites, cache (commands only; how errors,
+warnings and signals reach the user is harness.console).
 
-Every failure ends in a short message that names the problem and what to do, never a raw
-traceback (`--debug` or HARNESS_DEBUG=1 shows it). Exit codes (docs/suites.md): 0 all cells ok;
-1 some cell not ok; 2 invalid suite, arguments or results directory, or another error that
-stopped the command; 128 + signal when interrupted (130 Ctrl-C, 143 SIGTERM).
+Exit codes (docs/suites.md): 0 all cells ok; 1 some cell not ok; 2 invalid suite, arguments or
+results directory, or another error that stopped the command; 128 + signal when interrupted
+(130 Ctrl-C, 143 SIGTERM).
 """
 from __future__ import annotations
 
-import functools
 import json
-import os
-import signal
-import sys
-import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, TypeVar
+from typing import Optional
 
-import click
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hybrid linear-attention harness.",
-                  pretty_exceptions_enable=False)
+from harness.console import _DEBUG_HELP, err_console, fail, guarded, path_option
 
-DEBUG_ENV = "HARNESS_DEBUG"
-_DEBUG_HELP = f"Show the full traceback of an unexpected error (also: {DEBUG_ENV}=1)."
-F = TypeVar("F", bound=Callable[..., Any])
+app = typer.Typer(no_args_is_help=True, help="Hybrid linear-attention harness.", pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
+cache_app = typer.Typer(no_args_is_help=True, help="The cache of generated data (docs/suites.md, 'The data cache').",
+                        rich_markup_mode=None)
+app.add_typer(cache_app, name="cache")
 
-
-def _debug_env() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _err_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
+DEFAULT_SUITE = "quickstart"
 
 
-def _error_text(exc: BaseException) -> str:
-    """An exception that escaped a command, as one or two lines saying what to do."""
-    from harness.sweep.store import ResultsError, os_error_text
+def _version(value: bool) -> None:
+    if value:
+        from harness import __version__
 
-    if isinstance(exc, ResultsError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        where = f" {exc.filename}" if exc.filename else ""
-        return f"cannot use{where}: {os_error_text(exc)}"
-    return f"{type(exc).__name__}: {exc}"
+        typer.echo(f"hybrid-attention-harness {__version__}")
+        raise typer.Exit()
 
 
-def guarded(fn: F) -> F:
-    """Run a command so that whatever escapes it ends in a short message and exit code 2
-    (the traceback only with --debug / HARNESS_DEBUG=1); Ctrl-C and SIGTERM exit 130 / 143.
-    Warnings print as one line each."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(kwargs.get("debug")) or _debug_env()
-        with _short_warnings(debug), _sigterm_as_interrupt() as received:
-            try:
-                return fn(*args, **kwargs)
-            except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
-                raise  # their own message and exit code
-            except KeyboardInterrupt:
-                code = 128 + (received[0] if received else signal.SIGINT)
-                _err_console().print(f"[yellow]interrupted[/] ({signal.Signals(code - 128).name}); nothing more "
-                                     f"was done", highlight=False)
-                raise typer.Exit(code)
-            except Exception as exc:
-                from harness.sweep.store import ResultsError
-
-                err = _err_console()
-                if debug:
-                    traceback.print_exc()
-                err.print(f"[red]error[/]: {_error_text(exc)}", markup=True, highlight=False)
-                if not debug and not isinstance(exc, ResultsError):
-                    err.print(f"(unexpected: rerun with --debug or {DEBUG_ENV}=1 for the traceback)", highlight=False)
-                raise typer.Exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-class _short_warnings:
-    """Warnings as `warning: <message>` on stderr (no source line), unless debugging."""
-
-    def __init__(self, debug: bool):
-        self.debug = debug
-
-    def __enter__(self) -> None:
-        self._old = warnings.showwarning
-        if not self.debug:
-            def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-                print(f"warning: {message}", file=sys.stderr)
-
-            warnings.showwarning = show
-
-    def __exit__(self, *exc: Any) -> None:
-        warnings.showwarning = self._old
-
-
-class _sigterm_as_interrupt:
-    """SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does; the signal received
-    is appended to the list `with` returns. (run_sweep installs its own handler while it runs.)"""
-
-    def __enter__(self) -> list[int]:
-        self.received: list[int] = []
-        self._old = None
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. called from a test's thread)
-            pass
-        return self.received
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if not self.received:
-            self.received.append(signum)
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    """End the command with `error: <message>` on stderr and exit `code` (2: bad input)."""
-    _err_console().print(f"[red]error[/]: {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _path_option(value: Optional[str], option: str, default: str = "") -> Optional[Path]:
-    """A path option given as text: "" (an unset shell variable) is an error, not the current
-    directory, which is what Path("") would silently mean."""
-    if value is None:
-        return None
-    if not value.strip():
-        fix = f"; omit it for the default ({default})" if default else ""
-        _fail(f"{option} is empty: give a path{fix}")
-    return Path(value).expanduser()
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """Hybrid linear-attention harness."""
 
 
 @app.command()
@@ -151,28 +50,50 @@ def variants(as_json: bool = typer.Option(False, "--json", help="Print the regis
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    cols = ("name", "display_name", "generation", "state_kind", "gating", "delta_rule", "flops_coeff")
-    table = Table(title="Registered variants")
-    for col in cols:
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*("-" if r[c] is None else str(r[c]) for c in cols))
-    Console().print(table)
+    _table("Registered variants", ("name", "display_name", "generation", "state_kind", "gating", "delta_rule",
+                                   "flops_coeff"), rows)
 
 
-DEFAULT_SUITE = "quickstart"
+@app.command()
+@guarded
+def suites(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+           debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
+    """List the suites `harness sweep NAME` finds: yours in ./suites first, then those shipped."""
+    from harness.sweep import SuiteError, expand_cells, load_suite
+    from harness.sweep.reading import list_suites
+
+    rows = []
+    for name, path, shipped in list_suites():
+        try:
+            suite = load_suite(path)
+            cells, description = str(len(expand_cells(suite, []))), " ".join(suite.description.split())
+        except SuiteError as exc:  # e.g. checkpoints not in the offline cache: say the first reason
+            lines = [ln.strip() for ln in str(exc).splitlines()]
+            reasons = [ln for ln, raw in zip(lines, str(exc).splitlines()) if raw.startswith("      ")] or lines[1:2]
+            cells, description = "not ready", " ".join(reasons[:1]) or lines[0]
+        rows.append({"name": name, "cells": cells, "where": "shipped" if shipped else str(path.parent),
+                     "description": description, "path": str(path)})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    _table("Suites (harness sweep NAME)", ("name", "cells", "where", "description"), rows)
 
 
 @app.command()
 @guarded
 def sweep(
     suite: Optional[str] = typer.Argument(
-        None, help="Suite file, or a name in suites/ (e.g. quickstart). Default: suites/quickstart.yaml."
+        None, help="Suite file, or a suite name (`harness suites` lists them). Default: quickstart."
     ),
     out: Optional[str] = typer.Option(None, "--out", help="Results directory. Default: results/<suite-name>."),
+    sets: Optional[list[str]] = typer.Option(
+        None, "--set", metavar="KEY=VALUE",
+        help="Override a suite setting (repeatable; YAML value; part of the cells' identity), e.g. "
+             "--set model.d_model=128, --set params.steps=100, --set axes.seq_len=[512,1024]."),
+    device: Optional[str] = typer.Option(None, "--device", help="Run every cell on this device (cpu, cuda, cuda:1, "
+                                                                 "mps); as --set axes.device=DEVICE."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16, float16 or float64; as --set "
+                                                               "axes.dtype=DTYPE."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the suite and list its cells; run nothing."),
     workers: Optional[int] = typer.Option(
         None, "--workers", min=1, help="Worker processes (pool) or local Ray CPUs. >1 implies --executor pool."
@@ -184,28 +105,32 @@ def sweep(
         None, "--address", help="Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray instance."
     ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Also re-run cells stored as failed/oom/diverged."),
+    shard: Optional[str] = typer.Option(
+        None, "--shard", metavar="I/N", help="Run only share I (0-based) of N of the suite's cells, e.g. one per "
+                                             "machine on a shared file system (each cell runs once: claims)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not build the report after the sweep."),
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
-    """Run a suite's cells (skipping finished ones) into a results table, then build the report."""
+    """Run a suite's cells (skipping finished ones) into a results table, then build its report
+    beside the table (<results>/report/report.md)."""
     from harness.sweep import SuiteError, expand_cells, find_suite, load_suite
     from harness.sweep.driver import run_sweep
     from harness.sweep.executors import EXECUTORS
     from harness.sweep.progress import print_summary
     from harness.sweep.store import ResultsError
 
-    err = _err_console()
-    out_dir = _path_option(out, "--out", "results/<suite-name>")
+    err = err_console()
+    out_dir = path_option(out, "--out", "results/<suite-name>")
     if executor is None:
         executor = "ray" if address else "pool" if (workers or 1) > 1 else "serial"
     if executor not in EXECUTORS:
-        _fail(f"unknown --executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        fail(f"unknown --executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if address and executor != "ray":
-        _fail("--address is for --executor ray")
+        fail("--address is for --executor ray")
+    shard_of = _parse_shard(shard)
     notes: list[str] = []
     try:
-        path = find_suite(suite or DEFAULT_SUITE)
-        spec = load_suite(path)
+        spec = load_suite(find_suite(suite or DEFAULT_SUITE), sets or (), device, dtype)
         cells = expand_cells(spec, notes)
     except SuiteError as exc:
         err.print(str(exc), markup=False, highlight=False)
@@ -214,15 +139,20 @@ def sweep(
         err.print(note, markup=False, highlight=False)
     results_dir = out_dir or Path("results") / spec.name
     if results_dir.exists() and not results_dir.is_dir():
-        _fail(f"--out {results_dir} is a file, not a directory; choose a directory (it is created if missing)")
+        fail(f"--out {results_dir} is a file, not a directory; choose a directory (it is created if missing)")
+    unavailable = _unavailable_devices(cells) if not address else []  # a cluster's devices are not ours
     if dry_run:
         _print_cells(spec.name, cells, results_dir)
+        for problem in unavailable:
+            err.print(f"warning: {problem} (a run would be refused)", highlight=False)
         return
+    if unavailable:
+        fail("; ".join(unavailable) + ". Nothing was run")
     try:
         summary = run_sweep(spec.name, cells, results_dir, executor=executor, workers=workers, address=address,
-                            retry_failed=retry_failed, console=err)
+                            retry_failed=retry_failed, console=err, shard=shard_of)
     except (ResultsError, RuntimeError) as exc:  # unusable results directory, or the executor could
-        _fail(str(exc))  # not start (Ray missing or unreachable): nothing was run
+        fail(str(exc))  # not start (Ray missing or unreachable): nothing was run
     print_summary(summary, err)
     if summary.interrupted or summary.error:
         raise typer.Exit(summary.exit_code)
@@ -234,21 +164,62 @@ def sweep(
 @guarded
 def report(
     results: str = typer.Argument(..., help="A results directory (results/<suite>) or a results .parquet file."),
-    out: Optional[str] = typer.Option(None, "--out", help="Report directory. Default: reports/<suite-name>."),
+    out: Optional[str] = typer.Option(None, "--out", help="Report directory. Default: beside the table, "
+                                                          "<results directory>/report."),
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
     """Build the Markdown report from a stored results table (re-runs nothing, changes no result)."""
-    err = _err_console()
-    results_path = _path_option(results, "the results path")
-    out_dir = _path_option(out, "--out", "reports/<suite-name>")
+    err = err_console()
+    results_path = path_option(results, "the results path")
+    out_dir = path_option(out, "--out", "<results directory>/report")
     assert results_path is not None
     if not results_path.exists() and (Path("results") / results_path.name).exists():
         results_path = Path("results") / results_path.name  # `harness report quickstart`
     if not results_path.exists():
-        _fail(f"no results at {results_path}")
+        fail(f"no results at {results_path}")
     code = _build_report(results_path, out_dir, err)
     if code:
         raise typer.Exit(code)
+
+
+@cache_app.command("info")
+@guarded
+def cache_info(debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
+    """Where the generated-data cache is ($HARNESS_CACHE_DIR), its files and size."""
+    from harness.data.cache import ENV_VAR
+    from harness.data.cache import cache_info as info
+
+    where, n, size = info()
+    typer.echo(f"{where}: {n} file(s), {size / 2**20:.1f} MiB (set {ENV_VAR} to move it; `harness cache clear` "
+               f"empties it)")
+
+
+@cache_app.command("clear")
+@guarded
+def cache_clear(debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
+    """Delete the cached generated data (only the cache's own files); it is regenerated when needed."""
+    from harness.data.cache import cache_dir, clear_cache
+
+    n, size = clear_cache()
+    typer.echo(f"removed {n} file(s), {size / 2**20:.1f} MiB from {cache_dir()}")
+
+
+def _parse_shard(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if text is None:
+        return None
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        fail(f"--shard {text!r}: expected I/N, e.g. --shard 0/4")
+    if count < 1 or not 0 <= index < count:
+        fail(f"--shard {text!r}: I must be in 0..N-1 (e.g. 0/4 to 3/4)")
+    return index, count
+
+
+def _unavailable_devices(cells) -> list[str]:
+    from harness.runtime.devices import device_problem
+
+    return [p for p in (device_problem(d) for d in sorted({c.device for c in cells})) if p]
 
 
 def _build_report(results: Path, out: Optional[Path], console) -> int:
@@ -266,11 +237,9 @@ def _build_report(results: Path, out: Optional[Path], console) -> int:
         with warnings.catch_warnings():  # build_report reads it again and warns then
             warnings.simplefilter("ignore")
             n_rows = len(load_results(results))
-    except (FileNotFoundError, ResultsError) as exc:
+    except (FileNotFoundError, ResultsError, ValueError) as exc:
         console.print(f"[red]error[/]: no report: {exc}", highlight=False)
         return 2
-    except ValueError:  # a hand-made table with extra columns: the report reads it as it is
-        n_rows = -1
     if n_rows == 0:
         console.print(f"[red]error[/]: no report: the table at {results} has no rows (no cell has run)", highlight=False)
         return 2
@@ -282,6 +251,18 @@ def _build_report(results: Path, out: Optional[Path], console) -> int:
         return 1
     console.print(f"report: {path}", highlight=False)
     return 0
+
+
+def _table(title: str, cols: tuple[str, ...], rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*("-" if r[c] is None else str(r[c]) for c in cols))
+    Console().print(table)
 
 
 def _print_cells(name: str, cells, results_dir: Path) -> None:

@@ -3,8 +3,10 @@
 A registry maps a short name to a class. Classes register with a decorator
 (`@register_variant("gla")`); third-party packages register through an entry-point group
 (`harness.variants` / `harness.tasks`), whose target is either the class itself or a module that
-registers on import. Built-in variants live in the `variants` folder and built-in tasks in
-`harness.tasks`; both are imported lazily on first lookup.
+registers on import. Built-in variants live in the repository's `variants/` folder, installed as
+`harness.variants` (never a top-level `variants` package, which a folder of that name in the
+working directory would shadow), and built-in tasks in `harness.tasks`; both are imported lazily
+on first lookup.
 
 What registers is checked: a variant must subclass `harness.model.mixer.Mixer`, a task
 `harness.tasks.base.Task` (the registry's `base`), else registering raises TypeError.
@@ -24,6 +26,8 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar
+
+from harness._lazy import import_package, package_dir
 
 T = TypeVar("T")
 
@@ -76,7 +80,7 @@ class Registry(Generic[T]):
             return
         self._loaded = True
         for package in self.builtin_packages:
-            pkg = importlib.import_module(package)
+            pkg = import_package(package)
             for info in pkgutil.iter_modules(pkg.__path__):
                 if not info.name.startswith("_"):
                     importlib.import_module(f"{package}.{info.name}")
@@ -131,10 +135,9 @@ class Registry(Generic[T]):
         """(file, registered name, class name) of the built-ins and the entry points."""
         out: list[tuple[Path, str, str]] = []
         for package in self.builtin_packages:
-            spec = importlib.util.find_spec(package)
-            for folder in (spec.submodule_search_locations or []) if spec else []:
-                for path in sorted(Path(folder).glob("[!_]*.py")):
-                    out += [(path, n, c) for n, c in _registrations(str(path), self.decorator)]
+            folder = package_dir(package)
+            for path in sorted(folder.glob("[!_]*.py")) if folder else []:
+                out += [(path, n, c) for n, c in _registrations(str(path), self.decorator)]
         for ep in entry_points(group=self.group):
             module, _, attr = ep.value.partition(":")
             path = _module_file(module)
@@ -214,7 +217,7 @@ def _class_literals(path: str, cls_name: str) -> dict[str, Any]:
     return {}
 
 
-VARIANTS: Registry = Registry("variant", "harness.variants", ("variants",), base="harness.model.mixer:Mixer",
+VARIANTS: Registry = Registry("variant", "harness.variants", ("harness.variants",), base="harness.model.mixer:Mixer",
                               decorator="register_variant")
 TASKS: Registry = Registry("task", "harness.tasks", ("harness.tasks",), base="harness.tasks.base:Task",
                            decorator="register_task")

@@ -143,7 +143,7 @@ do_install() {
     fi
     # the harness itself, no dependencies, built from a copy (the tree is left untouched)
     rm -rf "$WORK/src" && mkdir -p "$WORK/src"
-    tar -C "$ROOT" --exclude=__pycache__ -cf - pyproject.toml README.md harness variants | tar -C "$WORK/src" -xf -
+    tar -C "$ROOT" --exclude=__pycache__ -cf - pyproject.toml README.md harness variants suites | tar -C "$WORK/src" -xf -
     "$PY" -m pip install --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
         --disable-pip-version-check --upgrade --target "$SITE" "$WORK/src"
     cd "$WORK"  # so that `import harness` below is the installed one, not the tree's

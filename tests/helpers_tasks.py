@@ -27,15 +27,22 @@ class Toy(Task):
         bad_seeds: list[int] = []
         #: fail unless this file exists (to test --retry-failed)
         fail_unless_exists: Optional[str] = None
+        #: append "<cell_id> <pid>" to this file when the cell starts (to count runs)
+        log: Optional[str] = None
 
     def run(self, cell):
         p = self.params(cell)
+        bad = not p.bad_seeds or cell.seed in p.bad_seeds
+        behavior = p.behavior if bad else "ok"
+        if behavior == "exit":
+            os._exit(3)  # at once: a worker dying without a word (segfault, OOM killer) mid-sweep
+        if p.log:
+            with open(p.log, "a") as f:
+                f.write(f"{cell.cell_id} {os.getpid()}\n")
         if p.sleep_s:
             time.sleep(p.sleep_s)
         if p.fail_unless_exists and not Path(p.fail_unless_exists).exists():
             raise RuntimeError(f"marker {p.fail_unless_exists} missing")
-        bad = not p.bad_seeds or cell.seed in p.bad_seeds
-        behavior = p.behavior if bad else "ok"
         if behavior == "raise":
             raise ValueError(f"toy failure at seq_len={cell.seq_len}")
         if behavior == "oom":

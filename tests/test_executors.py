@@ -73,6 +73,28 @@ def test_ray_matches_serial(tmp_path, serial_table):
 
 
 @pytest.mark.timeout(90)
+def test_a_dying_worker_fails_only_its_own_cell(tmp_path):
+    """Two workers: seed 1 kills its worker while seed 0 runs beside it. The broken pool makes
+    both look dead; each runs again alone, and only seed 1 gets the failed row."""
+    path = tmp_path / "die2.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: die2
+        task_modules: [tests.helpers_tasks]
+        task: toy
+        params: {behavior: exit, bad_seeds: [1], sleep_s: 1.0}
+        model: {n_layers: 2, d_model: 32, n_heads: 2}
+        axes: {variant: gla, seed: [0, 1, 2, 3]}
+        """))
+    suite = load_suite(path)
+    summary = run_sweep(suite.name, expand_cells(suite), tmp_path / "res", executor="pool", workers=2,
+                        console=Console(file=io.StringIO()), progress=False)
+    df = load_results(tmp_path / "res")
+    status = df.groupby("seed")["status"].first()
+    assert status[1] == "failed" and {status[0], status[2], status[3]} == {"ok"}, status
+    assert "running this cell alone" in df.loc[df["seed"] == 1, "error"].iloc[0]
+    assert len(summary.not_ok) == 1
+
+
 def test_pool_survives_a_dying_worker(tmp_path):
     path = tmp_path / "die.yaml"
     path.write_text(textwrap.dedent("""\

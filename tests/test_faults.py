@@ -418,3 +418,23 @@ def test_sigterm_interrupts_like_ctrl_c(tmp_path):
     assert 2 <= n < 20
     table = pd.read_parquet(res / RESULTS_FILE)  # consolidated on the way out
     assert table["cell_id"].nunique() == n and set(table["status"]) == {"ok"}
+
+
+def test_provenance_never_takes_the_checkouts_git_index_lock(monkeypatch):
+    """`git status` may take .git/index.lock to refresh the index, colliding with the user's own
+    git commands while a sweep starts: the sweep's sha lookup runs git with --no-optional-locks."""
+    import harness.sweep.execute as execute
+
+    calls = []
+    real = subprocess.run
+
+    def spy(args, *a, **k):
+        calls.append(list(args))
+        return real(args, *a, **k)
+
+    monkeypatch.setattr(execute.subprocess, "run", spy)
+    execute.git_sha.cache_clear()
+    execute.git_sha()
+    execute.git_sha.cache_clear()
+    status = [c for c in calls if "status" in c]
+    assert status and all("--no-optional-locks" in c for c in status)

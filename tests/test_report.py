@@ -183,13 +183,17 @@ def test_report_written_with_all_figures(full):
     assert "± " in text and "(n=2)" in text
 
 
-def test_default_out_dir_is_reports_suite(tmp_path, monkeypatch):
+def test_default_out_dir_is_beside_the_table(tmp_path, monkeypatch):
+    """Reports land beside their table (results/ is untracked), so building one never changes a
+    tracked file: not the committed examples under reports/."""
     df = make_table(seeds=(0,), kinds=("lm",))
     res = _write(df, tmp_path / "res")
     monkeypatch.chdir(tmp_path)
     path = build_report(res)
-    assert path == Path("reports") / "synthetic" / "report.md"
-    assert (tmp_path / path).exists()
+    assert path == res / "report" / "report.md" and path.exists()
+    assert "Regenerate with `harness report " + str(res) + "`." in path.read_text()
+    assert build_report(res / "results.parquet") == res / "report" / "report.md"
+    assert not (tmp_path / "reports").exists()
 
 
 def test_missing_results_raise_clear_error(tmp_path):

@@ -160,7 +160,8 @@ def test_param_axis_fills_task_defaults(tmp_path):
         """)
     cells = expand_cells(load_suite(path))
     assert [c.params["behavior"] for c in cells] == ["ok", "nan"]
-    assert cells[0].params == {"sleep_s": 0.0, "behavior": "ok", "bad_seeds": [], "fail_unless_exists": None}
+    assert cells[0].params == {"sleep_s": 0.0, "behavior": "ok", "bad_seeds": [], "fail_unless_exists": None,
+                               "log": None}
     assert cells[0].task_modules == ("tests.helpers_tasks",)
 
 

@@ -1,7 +1,7 @@
 """Build the Markdown report (with PNG + SVG figures) from a stored results table, never re-running.
 
     from harness.report import build_report
-    build_report("results/quickstart")            # -> reports/quickstart/report.md
+    build_report("results/quickstart")            # -> results/quickstart/report/report.md
     build_report("results/x/results.parquet", "out/")
 
 The report's parts: the paper's tables re-made from our rows with the paper's own numbers beside
@@ -26,22 +26,31 @@ def _safe_dirname(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "results"
 
 
+def default_report_dir(results: Path | str) -> Path:
+    """Where a report lands by default: beside its table, `<results directory>/report` (for a
+    .parquet file, `report/` in its folder). Results folders are not tracked (results/ is
+    git-ignored), so building a report never changes a tracked file."""
+    results = Path(results)
+    return (results if results.is_dir() else results.parent) / "report"
+
+
 def build_report(results_dir: Path | str, out_dir: Path | str | None = None) -> Path:
     """Rebuild `<out_dir>/report.md` and `<out_dir>/figures/*.{png,svg}` from a results dir or parquet file.
 
-    `out_dir` defaults to `reports/<suite name>` (suite taken from the table). Returns the report path.
-    Raises FileNotFoundError when there is no results table at `results_dir`.
+    `out_dir` defaults to `default_report_dir(results_dir)`. Returns the report path. Raises
+    FileNotFoundError when there is no results table at `results_dir`.
     """
     df = load_results(results_dir)
-    return build_report_from_frame(df, out_dir, source=str(results_dir), _default_out=out_dir is None)
+    default = default_report_dir(results_dir)
+    return build_report_from_frame(df, out_dir or default, source=str(results_dir),
+                                   _default_out=out_dir is None or Path(out_dir) == default)
 
 
 def build_report_from_frame(df: pd.DataFrame, out_dir: Path | str | None = None, source: str = "<DataFrame>",
                             _default_out: bool | None = None) -> Path:
-    """Same as `build_report`, from an in-memory results table."""
-    from . import (
-        markdown,  # imports matplotlib; deferred so `import harness.report` stays light
-    )
+    """Same as `build_report`, from an in-memory results table (`out_dir` default:
+    results/<suite name>/report)."""
+    from . import markdown  # imports matplotlib; deferred so `import harness.report` stays light
     from .style import set_report_variants
 
     df = normalize(df if df is not None else pd.DataFrame())
@@ -49,7 +58,7 @@ def build_report_from_frame(df: pd.DataFrame, out_dir: Path | str | None = None,
     fallback = Path(source).stem if source and not source.startswith("<") else "results"
     suite = suite_name(df, fallback=fallback)
     default = out_dir is None if _default_out is None else _default_out
-    out = Path(out_dir) if out_dir is not None else Path("reports") / _safe_dirname(suite)
+    out = Path(out_dir) if out_dir is not None else Path("results") / _safe_dirname(suite) / "report"
     out.mkdir(parents=True, exist_ok=True)
     regen = f"harness report {source}" + ("" if default else f" --out {out}")
     text, _ = markdown.render(df, out / "figures", source, regen)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 BACKENDS = ("auto", "torch", "fla")
 
@@ -27,6 +27,30 @@ def resolve_device(device: str) -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def device_problem(device: str) -> Optional[str]:
+    """Why `device` cannot run here, in one sentence with what to do; None when it can."""
+    if device in ("cpu", "auto"):
+        return None
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = ("built without CUDA" if torch.version.cuda is None
+                   else f"built for CUDA {torch.version.cuda}, but no GPU is visible")
+            return (f"device {device!r} is not available on this machine (torch {torch.__version__} is {why}); "
+                    f"run on a machine with a GPU, or choose --device cpu")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            return (f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s), "
+                    f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return None
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "device 'mps' (Apple GPU) is not available on this machine; choose --device cpu"
+    return None
 
 
 def is_oom(exc: BaseException) -> bool:

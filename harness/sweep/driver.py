@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional
 import pandas as pd
 
 from harness.sweep.cell import Cell
+from harness.sweep.claims import Claims, shard_of
 from harness.sweep.dependencies import (
     blocked_reason,
     checkpoint_path,
@@ -24,11 +25,12 @@ from harness.sweep.dependencies import (
 )
 from harness.sweep.execute import dependency_rows, make_context
 from harness.sweep.executors import make_executor
-from harness.sweep.progress import Progress
+from harness.sweep.progress import ELSEWHERE, Progress
 from harness.sweep.results import OK
 from harness.sweep.store import (
     RESULTS_FILE,
     ResultsError,
+    cell_path,
     cell_statuses,
     check_can_write,
     check_writable_results,
@@ -58,6 +60,8 @@ class SweepSummary:
     error: Optional[str] = None
     #: what the sweep repaired in the results directory before it started (store.repair)
     repaired: list[str] = field(default_factory=list)
+    #: cells left to another sweep into the same folder (claimed by it, or stored meanwhile)
+    elsewhere: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -99,10 +103,13 @@ def run_sweep(
     retry_failed: bool = False,
     console: Any = None,
     progress: bool = True,
+    shard: Optional[tuple[int, int]] = None,
 ) -> SweepSummary:
     """Run the `cells` not yet in `results_dir`, writing each cell's rows as soon as it finishes,
     then rebuild results.parquet. Interrupting (Ctrl-C, or SIGTERM in the main thread) keeps every
-    finished cell.
+    finished cell. Each cell is claimed before it runs (harness.sweep.claims), so sweeps sharing
+    the folder never compute a cell twice; `shard=(i, n)` runs only the i-th of n shares of the
+    suite (a producer with its consumers), for splitting one sweep over machines.
 
     Raises ResultsError, before anything runs, when `results_dir` cannot be used: its
     results.parquet was not written by this harness, or it cannot be written and there are cells
@@ -117,6 +124,8 @@ def run_sweep(
         console.print(f"[yellow]repaired[/]: {line}", highlight=False)
     clean_stale_tmp(results_dir)
     todo, skipped, skipped_bad = select_cells(cells, results_dir, retry_failed)
+    if shard is not None:
+        todo = in_shard(todo, cells, *shard)
     summary = SweepSummary(suite_name, results_dir, len(cells), skipped, repaired=repaired)
     if skipped:
         console.print(f"{skipped} of {len(cells)} cells already in {results_dir}; skipping them"
@@ -129,10 +138,25 @@ def run_sweep(
     if todo:
         check_can_write(results_dir)  # before any cell computes for nothing
     ctx = make_context()
-    bar = Progress(console, suite_name, len(todo), enabled=progress and bool(todo))
+    bar = Progress(console, suite_name, todo, enabled=progress, workers=_parallel(executor, workers))
     statuses = cell_statuses(results_dir)
+    stored_at_start = set(statuses)
     errors: dict[str, str] = {}
     by_id = {c.cell_id: c for c in cells}
+    claims = Claims(results_dir)
+
+    def admit(cell: Cell) -> bool:
+        """Claim the cell; refuse it when another sweep holds it or has stored it meanwhile."""
+        if not claims.claim(cell.cell_id):
+            return False
+        if cell.cell_id not in stored_at_start and cell_path(results_dir, cell.cell_id).exists():
+            claims.release(cell.cell_id)  # finished by another sweep since we looked
+            return False
+        return True
+
+    def elsewhere(cell: Cell) -> None:
+        summary.elsewhere.append(cell.cell_id)
+        bar.advance(ELSEWHERE, cell)
 
     def record(cell: Cell, rows: list[dict[str, Any]]) -> None:
         try:
@@ -146,15 +170,19 @@ def run_sweep(
         if status != OK:
             errors[cell.cell_id] = next((str(r["error"]) for r in rows if r.get("error")), "")
         summary.ran[status] += 1
-        bar.advance(status, cell)
+        claims.release(cell.cell_id)
+        bar.advance(status, cell, _cell_seconds(rows))
 
-    with _signals_as_interrupt(summary):
+    with _signals_as_interrupt(summary), claims:
         try:
             if todo:
                 with make_executor(executor, ctx, workers, address) as ex, bar:
                     for wave in in_waves(with_checkpoint_dirs(cells, todo, results_dir)):
                         ready = []
                         for cell in wave:
+                            if any(d.cell_id in summary.elsewhere for d in cell.dependencies()):
+                                elsewhere(cell)  # its producer runs in another sweep: so does it
+                                continue
                             why = blocked_reason(cell, statuses, errors, by_id, results_dir)
                             if why:
                                 record(cell, dependency_rows(cell, ctx, why))
@@ -163,8 +191,11 @@ def run_sweep(
                                 ready.append(cell.with_inputs({d.param: str(checkpoint_path(results_dir, d.cell_id))
                                                                for d in deps}) if deps else cell)
                         if ready:
-                            for cell, rows in ex.run(ready):
-                                record(cell, rows)
+                            for cell, rows in ex.run(ready, admit):
+                                if rows is None:
+                                    elsewhere(cell)
+                                else:
+                                    record(cell, rows)
         except KeyboardInterrupt:
             summary.interrupted = True
             summary.signal = summary.signal or signal.SIGINT
@@ -174,6 +205,39 @@ def run_sweep(
             summary.table = _consolidate(results_dir, summary)
     summary.not_ok = _not_ok_cells(cells, summary.table)
     return summary
+
+
+def in_shard(todo: list[Cell], cells: list[Cell], index: int, count: int) -> list[Cell]:
+    """The cells of `todo` in shard `index` of `count`: a cell goes with the root producer of
+    its inputs (so a consumer runs where its producer's checkpoint is), else with itself."""
+    by_id = {c.cell_id: c for c in cells}
+
+    def root(cell: Cell) -> str:
+        seen = set()
+        while cell.dependencies() and cell.cell_id not in seen:
+            seen.add(cell.cell_id)
+            producer = by_id.get(cell.dependencies()[0].cell_id)
+            if producer is None:
+                break
+            cell = producer
+        return cell.cell_id
+
+    return [c for c in todo if shard_of(root(c), count) == index]
+
+
+def _parallel(executor: str, workers: Optional[int]) -> int:
+    """How many cells run at once (for the ETA)."""
+    if executor == "serial":
+        return 1
+    from harness.sweep.executors import usable_cores
+
+    return workers or usable_cores()
+
+
+def _cell_seconds(rows: list[dict[str, Any]]) -> Optional[float]:
+    """The wall time a finished cell took (its rows' wall_s), None when unknown (a crash row)."""
+    times = [r.get("wall_s") for r in rows if isinstance(r.get("wall_s"), (int, float))]
+    return max(times) if times else None
 
 
 class _WriteFailed(Exception):

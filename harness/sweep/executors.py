@@ -12,7 +12,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 from harness.registry import TASKS
 from harness.runtime.devices import exception_status
@@ -20,6 +20,10 @@ from harness.sweep.cell import Cell
 from harness.sweep.execute import RunContext, crash_rows, describe_exception, execute_cell
 
 EXECUTORS = ("serial", "pool", "ray")
+Rows = Optional[list[dict[str, Any]]]  # None: not run here (another sweep runs the cell)
+Admit = Callable[[Cell], bool]
+_DIED = ("worker process died while running this cell alone (killed, crashed, or out of memory); rerun with "
+         "--retry-failed")
 
 
 class Executor(Protocol):
@@ -29,8 +33,9 @@ class Executor(Protocol):
 
     def __exit__(self, *exc: Any) -> None: ...
 
-    def run(self, cells: list[Cell]) -> Iterator[tuple[Cell, list[dict[str, Any]]]]:
-        """Yield (cell, rows) as cells finish, in any order."""
+    def run(self, cells: list[Cell], admit: Optional[Admit] = None) -> Iterator[tuple[Cell, Rows]]:
+        """Yield (cell, rows) as cells finish, in any order. `admit(cell)`, asked just before a
+        cell starts, may refuse it (another sweep runs it): then (cell, None) is yielded."""
         ...
 
 
@@ -46,9 +51,9 @@ class SerialExecutor:
     def __exit__(self, *exc: Any) -> None:
         pass
 
-    def run(self, cells: list[Cell]) -> Iterator[tuple[Cell, list[dict[str, Any]]]]:
+    def run(self, cells: list[Cell], admit: Optional[Admit] = None) -> Iterator[tuple[Cell, Rows]]:
         for cell in cells:
-            yield cell, execute_cell(cell, self.ctx)
+            yield cell, execute_cell(cell, self.ctx) if admit is None or admit(cell) else None
 
 
 def _pool_worker_init(parent_pid: int) -> None:
@@ -97,32 +102,55 @@ class PoolExecutor:
             initargs=(os.getpid(),),
         )
 
-    def run(self, cells: list[Cell]) -> Iterator[tuple[Cell, list[dict[str, Any]]]]:
+    def run(self, cells: list[Cell], admit: Optional[Admit] = None) -> Iterator[tuple[Cell, Rows]]:
         # At most `workers` cells are submitted at a time, so when a worker dies we know which
-        # cells were in flight: those are recorded as failed, the rest go to a fresh pool.
+        # cells were in flight. A dead worker breaks the whole pool and every cell in flight
+        # looks dead, so those cells are suspects: each runs again alone in a fresh pool, and
+        # only one that kills its worker alone gets the failed row. Its neighbours are not blamed.
         pending = deque(cells)
+        suspects: deque[Cell] = deque()  # in flight when a worker died: each runs again alone
         running: dict[Future, Cell] = {}
         pool = self._new_pool()
         finished = False
         try:
-            while pending or running:
-                while pending and len(running) < self.workers:
-                    cell = pending.popleft()
-                    running[pool.submit(execute_cell, cell, self.ctx)] = cell
+            while pending or running or suspects:
+                if suspects:
+                    if not running:
+                        cell = suspects.popleft()
+                        running[pool.submit(execute_cell, cell, self.ctx)] = cell
+                else:
+                    while pending and len(running) < self.workers:
+                        cell = pending.popleft()
+                        if admit is not None and not admit(cell):
+                            yield cell, None
+                            continue
+                        running[pool.submit(execute_cell, cell, self.ctx)] = cell
+                    if not running:
+                        continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
-                broken = False
+                dead: list[Cell] = []
                 for fut in done:
                     cell = running.pop(fut)
-                    rows, died = self._result(fut, cell)
-                    broken |= died
-                    yield cell, rows
-                if broken:
+                    rows = self._result(fut, cell)
+                    if rows is None:
+                        dead.append(cell)
+                    else:
+                        yield cell, rows
+                if dead:  # the pool is broken: every cell still in flight died with it
                     wait(running)
                     for fut, cell in list(running.items()):
-                        yield cell, self._result(fut, cell)[0]
+                        rows = self._result(fut, cell)
+                        if rows is None:
+                            dead.append(cell)
+                        else:
+                            yield cell, rows
                     running.clear()
                     pool.shutdown(wait=False, cancel_futures=True)
                     pool = self._new_pool()
+                    if len(dead) == 1:  # it ran alone (or was the only one in flight): it killed its worker
+                        yield dead[0], crash_rows(dead[0], self.ctx, _DIED)
+                    else:
+                        suspects.extend(dead)
             finished = True
         finally:
             # interrupted: do not wait for cells in flight. Ctrl-C reaches the workers too, a
@@ -131,15 +159,14 @@ class PoolExecutor:
                 _terminate_workers(pool)
             pool.shutdown(wait=finished, cancel_futures=True)
 
-    def _result(self, fut: Future, cell: Cell) -> tuple[list[dict[str, Any]], bool]:
+    def _result(self, fut: Future, cell: Cell) -> Optional[list[dict[str, Any]]]:
+        """The cell's rows; None when its worker died (the pool broke)."""
         try:
-            return fut.result(), False
+            return fut.result()
         except BrokenProcessPool:
-            msg = ("worker process died while this cell was in flight (killed, crashed, or out of "
-                   "memory); rerun with --retry-failed")
-            return crash_rows(cell, self.ctx, msg), True
+            return None
         except Exception as exc:  # e.g. the cell could not be pickled
-            return crash_rows(cell, self.ctx, describe_exception(exc), exception_status(exc)), False
+            return crash_rows(cell, self.ctx, describe_exception(exc), exception_status(exc))
 
 
 def _terminate_workers(pool: ProcessPoolExecutor) -> None:
@@ -191,11 +218,14 @@ class RayExecutor:
         if self._started:
             self._ray.shutdown()
 
-    def run(self, cells: list[Cell]) -> Iterator[tuple[Cell, list[dict[str, Any]]]]:
+    def run(self, cells: list[Cell], admit: Optional[Admit] = None) -> Iterator[tuple[Cell, Rows]]:
         ray = self._ray
         remote = ray.remote(execute_cell)
         refs: dict[Any, Cell] = {}
         for cell in cells:
+            if admit is not None and not admit(cell):  # all submitted at once: admitted up front
+                yield cell, None
+                continue
             res = TASKS.get(cell.task)().resources(cell)
             cpus = res.get("num_cpus", 1)
             ctx = RunContext(self.ctx.harness_version, self.ctx.git_sha, self.ctx.sys_path, max(1, int(cpus)))

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, Optional
 
 from harness.sweep.cell import Cell
 from harness.sweep.results import OK, STATUSES
@@ -12,49 +13,115 @@ if TYPE_CHECKING:
     from harness.sweep.driver import SweepSummary
 
 
+#: the progress status of a cell another sweep into the same folder runs (harness.sweep.claims)
+ELSEWHERE = "elsewhere"
+
+
+class CostModel:
+    """The ETA of the cells still to run: each task's `expected_seconds` prior, rescaled by what
+    that task's finished cells actually took (so cheap analytic cells done first no longer make
+    the rest look quick), divided among the parallel workers."""
+
+    def __init__(self, cells: list[Cell], workers: int = 1):
+        from harness.registry import TASKS
+
+        self.workers = max(1, workers)
+        self.expected: dict[str, float] = {}
+        for c in cells:
+            try:
+                self.expected[c.cell_id] = max(1e-3, float(TASKS.get(c.task)().expected_seconds(c)))
+            except Exception:  # a task whose estimate fails must not stop the sweep
+                self.expected[c.cell_id] = 1.0
+        self.task_of = {c.cell_id: c.task for c in cells}
+        self.spent: dict[str, list[float]] = {}  # task -> [actual seconds, expected seconds]
+
+    def observe(self, cell: Cell, seconds: Optional[float]) -> None:
+        if seconds is None or not seconds >= 0:
+            return
+        s = self.spent.setdefault(cell.task, [0.0, 0.0])
+        s[0] += seconds
+        s[1] += self.expected.get(cell.cell_id, 1.0)
+
+    def _rate(self, task: str) -> float:
+        s = self.spent.get(task)
+        if s and s[1] > 0:
+            return s[0] / s[1]
+        total = [sum(v[i] for v in self.spent.values()) for i in (0, 1)]
+        return total[0] / total[1] if total[1] > 0 else 1.0
+
+    def eta(self, remaining: list[str]) -> Optional[float]:
+        """Seconds left for the cells `remaining` (None before any cell finished)."""
+        if not self.spent:
+            return None
+        work = sum(self.expected.get(cid, 1.0) * self._rate(self.task_of.get(cid, "")) for cid in remaining)
+        return work / min(self.workers, max(1, len(remaining)))
+
+
+def _clock(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 class Progress:
-    """A rich progress bar: cells done / failed / remaining, elapsed and ETA."""
+    """The sweep's progress: cells done / failed / left, elapsed and a calibrated ETA (CostModel).
+    On a terminal a live bar; otherwise (CI, nohup, a SLURM log) one plain line per finished
+    cell, so a log shows progress as it happens."""
 
-    def __init__(self, console: Any, name: str, total: int, enabled: bool = True):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+    def __init__(self, console: Any, name: str, cells: list[Cell], enabled: bool = True, workers: int = 1):
+        from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
 
-        self.enabled = enabled
-        self.total = total
-        self.ok = self.failed = 0
-        self.progress = Progress(
+        self.console = console
+        self.enabled = enabled and bool(cells)
+        self.live = self.enabled and bool(getattr(console, "is_terminal", False))
+        self.total = len(cells)
+        self.left = [c.cell_id for c in cells]
+        self.ok = self.failed = self.elsewhere = 0
+        self.costs = CostModel(cells, workers)
+        self.started = time.monotonic()
+        self.bar = Bar(
             SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, disable=not enabled,
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
+            console=console, disable=not self.live,
         )
-        self.task_id = self.progress.add_task(name, total=total, stats=self._stats())
+        self.task_id = self.bar.add_task(name, total=self.total, stats=self._stats(), eta=_clock(None))
 
     def _stats(self) -> str:
-        left = self.total - self.ok - self.failed
-        return f"[green]{self.ok} ok[/] [red]{self.failed} failed[/] {left} left"
+        other = f" {self.elsewhere} elsewhere" if self.elsewhere else ""
+        return f"[green]{self.ok} ok[/] [red]{self.failed} failed[/]{other} {len(self.left)} left"
 
-    def advance(self, status: str, cell: Cell) -> None:
+    def advance(self, status: str, cell: Cell, seconds: Optional[float] = None) -> None:
         if status == OK:
             self.ok += 1
+        elif status == ELSEWHERE:
+            self.elsewhere += 1
         else:
             self.failed += 1
-            if self.enabled:
-                self.progress.console.print(f"[red]{status}[/]: {cell.label()} ({cell.cell_id})")
-        self.progress.update(self.task_id, advance=1, stats=self._stats())
+        if cell.cell_id in self.left:
+            self.left.remove(cell.cell_id)
+        self.costs.observe(cell, seconds)
+        eta = _clock(self.costs.eta(self.left)) if self.left else _clock(0)
+        if self.live:
+            if status not in (OK, ELSEWHERE):
+                self.bar.console.print(f"[red]{status}[/]: {cell.label()} ({cell.cell_id})")
+            self.bar.update(self.task_id, advance=1, stats=self._stats(), eta=eta)
+        elif self.enabled:
+            done = self.ok + self.failed + self.elsewhere
+            took = f" ({seconds:.1f} s)" if seconds is not None else ""
+            other = f", {self.elsewhere} elsewhere" if self.elsewhere else ""
+            self.console.print(
+                f"[{done}/{self.total}] {status} {cell.label()}{took} | {self.ok} ok, {self.failed} failed{other}, "
+                f"{len(self.left)} left | elapsed {_clock(time.monotonic() - self.started)} | ETA {eta}",
+                markup=False, highlight=False, soft_wrap=True)
 
     def __enter__(self) -> "Progress":
-        self.progress.start()
+        self.bar.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        self.bar.stop()
 
 
 def print_summary(summary: "SweepSummary", console: Any) -> None:
@@ -67,9 +134,15 @@ def print_summary(summary: "SweepSummary", console: Any) -> None:
     for status in STATUSES:
         if summary.ran.get(status):
             t.add_row(f"  {status}", str(summary.ran[status]))
+    if summary.elsewhere:
+        t.add_row("left to another sweep", str(len(summary.elsewhere)))
     t.add_row("not ok in the table", str(len(summary.not_ok)))
     t.add_row("results", str(summary.results_dir / RESULTS_FILE))
     console.print(t)
+    if summary.elsewhere:
+        console.print(f"{len(summary.elsewhere)} cell(s) were claimed by another sweep into {summary.results_dir} "
+                      f"(or stored by it meanwhile): they are in the table once that sweep stores them; rerun "
+                      f"this command then to include any it did not finish", highlight=False)
     if summary.not_ok:
         ft = Table(title=f"{len(summary.not_ok)} cell(s) not ok")
         for col in ("cell_id", "cell", "status", "error"):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Sequence, Union
 
 import yaml
 
+from harness._lazy import package_dir
 from harness.sweep.messages import SuiteError, hint
 from harness.sweep.schema import Suite
 
-__all__ = ["read_yaml", "load_suite", "find_suite", "suite_dirs"]
+__all__ = ["read_yaml", "load_suite", "find_suite", "suite_dirs", "list_suites"]
 
 # YAML: safe, no sexagesimal ints (YAML 1.1 reads an unquoted 3:1 as the number 181), and a
 # repeated key is an error instead of silently keeping the last one.
@@ -59,20 +60,42 @@ def read_yaml(path: Path) -> Any:
         raise SuiteError(f"{path}: not valid YAML:\n{exc}") from None
 
 
+def parse_yaml_value(text: str) -> Any:
+    """One value as a suite would read it (a command-line override's VALUE). Raises ValueError."""
+    try:
+        return yaml.load(text, Loader=_SuiteLoader)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc).replace("\n", " ")) from None
 
-def load_suite(path: Union[str, Path]) -> Suite:
-    """Read and validate a suite file; raise SuiteError with every problem found."""
+
+def load_suite(path: Union[str, Path], sets: Sequence[str] = (), device: Optional[str] = None,
+               dtype: Optional[str] = None) -> Suite:
+    """Read and validate a suite file, with command-line overrides (harness.sweep.overrides)
+    applied first; raise SuiteError with every problem found."""
+    from harness.sweep.overrides import apply_overrides
     from harness.sweep.validate import validate
 
     path = Path(path)
-    return validate(read_yaml(path), path)
+    return validate(apply_overrides(read_yaml(path), sets, device, dtype), path)
 
 
 def suite_dirs() -> list[Path]:
-    """Where bare suite names are looked up: ./suites, then the checkout's suites/."""
+    """Where bare suite names are looked up: ./suites (your own, which win), then the suites that
+    ship with the harness (the installed package `harness.suites`; a checkout's suites/)."""
     here = Path.cwd() / "suites"
-    repo = Path(__file__).resolve().parents[2] / "suites"
-    return [here] + ([repo] if repo.resolve() != here.resolve() else [])
+    shipped = package_dir("harness.suites")
+    return [here] + ([shipped] if shipped is not None and shipped.resolve() != here.resolve() else [])
+
+
+def list_suites() -> list[tuple[str, Path, bool]]:
+    """(name, file, shipped) of every suite findable by name: ./suites first, then the shipped ones
+    that no local suite of the same name shadows."""
+    out: dict[str, tuple[str, Path, bool]] = {}
+    shipped = package_dir("harness.suites")
+    for d in suite_dirs():
+        for f in sorted(d.glob("*.y*ml")) if d.is_dir() else []:
+            out.setdefault(f.stem, (f.stem, f, shipped is not None and d.resolve() == shipped.resolve()))
+    return list(out.values())
 
 
 def find_suite(name_or_path: Union[str, Path]) -> Path:

@@ -22,6 +22,9 @@ class Analytic(Task):
     def resources(self, cell: "Cell") -> dict[str, float]:
         return {"num_cpus": 1, "num_gpus": 0}  # arithmetic only, whatever the cell's device
 
+    def expected_seconds(self, cell: "Cell") -> float:
+        return 0.05
+
     def run(self, cell: "Cell") -> list[dict[str, Any]]:
         from harness.model.costs import model_costs
 

@@ -74,6 +74,12 @@ class Task:
         the suite is validated, before anything runs; must be cheap and must not touch torch
         devices. The default accepts everything."""
 
+    def expected_seconds(self, cell: "Cell") -> float:
+        """A rough prior for how long `cell` takes on one CPU core, for the sweep's ETA: only the
+        ratios between cells of this task matter, since the progress display rescales each task's
+        estimates by what its finished cells took. Default: 1 s."""
+        return 1.0
+
     def resources(self, cell: "Cell") -> dict[str, float]:
         """What one run of `cell` needs, in Ray's terms (num_cpus, num_gpus)."""
         gpu = self.needs_gpu or cell.device.startswith("cuda")
@@ -84,6 +90,21 @@ class Task:
         status, error, subtask (str), context_len (int), spread (float, e.g. IQR of repeats),
         n_repeats (int), backend / device (what was actually used)."""
         raise NotImplementedError
+
+
+#: floating-point operations per second a CPU core sustains on the harness's small models, for
+#: `expected_seconds` priors (the progress display calibrates them against finished cells)
+PRIOR_FLOPS = 5e10
+
+
+def forward_flops(model: dict[str, Any], tokens: int, seq_len: int) -> float:
+    """Rough forward FLOPs of a HybridLM config over `tokens` tokens in sequences of `seq_len`:
+    ~24 d^2 per token per layer (projections and MLP), plus the quadratic part of each softmax
+    layer. A prior for ETAs, not a cost model (harness.model.costs is the exact one)."""
+    d, n = int(model.get("d_model", 128)), int(model.get("n_layers", 4))
+    layout = str(model.get("layout", "pure"))
+    n_attn = n if layout == "transformer" else (n // (int(layout.split(":")[0]) + 1) if ":" in layout else 0)
+    return tokens * (24.0 * d * d * n + 4.0 * seq_len * d * n_attn)
 
 
 _ADDED = "harness_added_setting"

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from pydantic import field_validator
 
 from harness.registry import register_task
-from harness.tasks.base import Task, metric_row
+from harness.tasks.base import PRIOR_FLOPS, Task, forward_flops, metric_row
 from harness.tasks.measuring import (
     MeasureParams,
     check_measurement,
@@ -98,6 +98,13 @@ class Efficiency(Task):
             if not v or any(not 0 < f <= 1 for f in v):
                 raise ValueError("decode_fractions must be a non-empty list of numbers in (0, 1]")
             return v
+
+    def expected_seconds(self, cell: "Cell") -> float:
+        p = self.params(cell)
+        calls = p.warmup + p.repeats
+        work = forward_flops(cell.model, cell.batch * cell.seq_len, cell.seq_len) * calls * (
+            ("train" in p.measure) * 3 + ("prefill" in p.measure) + ("decode" in p.measure))
+        return 1.0 + work / PRIOR_FLOPS  # + starting the isolated worker
 
     def check(self, cell: "Cell") -> None:
         p = self.params(cell)

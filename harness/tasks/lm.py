@@ -31,8 +31,15 @@ from typing import TYPE_CHECKING, Any, Optional
 from pydantic import Field
 
 from harness.registry import register_task
-from harness.tasks.base import Task, metric_row
-from harness.tasks.training import TrainParams, build_for_training, diverged_rows, save_trained, train_config
+from harness.tasks.base import metric_row
+from harness.tasks.training import (
+    TrainingTask,
+    TrainParams,
+    build_for_training,
+    diverged_rows,
+    save_trained,
+    train_config,
+)
 
 if TYPE_CHECKING:
     from harness.sweep.cell import Cell
@@ -46,7 +53,7 @@ def _corpus(spec: str, val_fraction: float, tokenizer: Optional[str], max_chars:
 
 
 @register_task("lm")
-class LM(Task):
+class LM(TrainingTask):
     #: other cells of a sweep may consume this task's trained model (`{from: lm}`)
     saves_checkpoint = True
 

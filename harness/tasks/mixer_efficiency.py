@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Literal, O
 from pydantic import AfterValidator, Field
 
 from harness.registry import register_task
-from harness.tasks.base import Task, metric_row
+from harness.tasks.base import PRIOR_FLOPS, Task, forward_flops, metric_row
 from harness.tasks.measuring import (
     MeasureParams,
     check_measurement,
@@ -89,6 +89,12 @@ class MixerEfficiency(Task):
     @classmethod
     def model_from_params(cls, params: dict[str, Any]) -> Optional[dict[str, Any]]:
         return {"n_layers": 1}  # one mixer layer: layout pure (the variant) or transformer
+
+    def expected_seconds(self, cell: "Cell") -> float:
+        p = self.params(cell)
+        work = forward_flops(cell.model, cell.batch * cell.seq_len, cell.seq_len) * (p.warmup + p.repeats) * (
+            len(p.measure) + 3 * len(p.impls))
+        return 1.0 + work / PRIOR_FLOPS
 
     def check(self, cell: "Cell") -> None:
         if cell.model["layout"] not in LAYOUTS:

@@ -32,8 +32,15 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 from pydantic import Field, field_validator
 
 from harness.registry import register_task
-from harness.tasks.base import Task, metric_row
-from harness.tasks.training import TrainParams, build_for_training, diverged_rows, save_trained, train_config
+from harness.tasks.base import metric_row
+from harness.tasks.training import (
+    TrainingTask,
+    TrainParams,
+    build_for_training,
+    diverged_rows,
+    save_trained,
+    train_config,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -115,7 +122,7 @@ def drop_overlap(train: dict[str, "torch.Tensor"], tests: list[dict[str, "torch.
     return {k: v[keep] for k, v in train.items()}
 
 
-class _RecallTask(Task):
+class _RecallTask(TrainingTask):
     """Train once at cell.seq_len, then score per subtask and eval length."""
 
     Params = RecallParams

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import Field
 
-from harness.tasks.base import Task, added_setting, metric_row
+from harness.tasks.base import PRIOR_FLOPS, Task, added_setting, forward_flops, metric_row
 
 if TYPE_CHECKING:
     import torch
@@ -91,3 +91,14 @@ def diverged_rows(result, metrics: list[tuple[str, Optional[str], Optional[int]]
     rows.append(metric_row("final_loss", result.final_loss, status="diverged", error=result.error))
     rows.append(metric_row("train_steps", float(result.steps), status="diverged", error=result.error))
     return rows
+
+
+class TrainingTask(Task):
+    """The base of the tasks that train the cell's model (mqar, niah, lm)."""
+
+    def expected_seconds(self, cell: "Cell") -> float:
+        p = self.params(cell)
+        steps = int(getattr(p, "steps", 100))
+        tokens = steps * int(getattr(p, "batch_size", 32)) * cell.seq_len
+        return 1.0 + 3 * forward_flops(cell.model, tokens, cell.seq_len) / PRIOR_FLOPS  # forward + backward
+

@@ -1,0 +1,136 @@
+"""How the command line talks to the user: every failure as a short message (the traceback only
+with --debug or HARNESS_DEBUG=1), warnings as one line each, SIGTERM handled like Ctrl-C, and the
+exit codes of docs/suites.md (0 ok, 1 some cell not ok, 2 invalid input or another error that
+stopped the command, 128 + signal when interrupted: 130 Ctrl-C, 143 SIGTERM)."""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Optional, TypeVar
+
+import click
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEBUG_ENV = "HARNESS_DEBUG"
+_DEBUG_HELP = f"Show the full traceback of an unexpected error (also: {DEBUG_ENV}=1)."
+
+
+def _debug_env() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def err_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _error_text(exc: BaseException) -> str:
+    """An exception that escaped a command, as one or two lines saying what to do."""
+    from harness.sweep.store import ResultsError, os_error_text
+
+    if isinstance(exc, ResultsError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot use{where}: {os_error_text(exc)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def guarded(fn: F) -> F:
+    """Run a command so that whatever escapes it ends in a short message and exit code 2
+    (the traceback only with --debug / HARNESS_DEBUG=1); Ctrl-C and SIGTERM exit 130 / 143.
+    Warnings print as one line each."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug")) or _debug_env()
+        with _short_warnings(debug), _sigterm_as_interrupt() as received:
+            try:
+                return fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+                raise  # their own message and exit code
+            except KeyboardInterrupt:
+                code = 128 + (received[0] if received else signal.SIGINT)
+                err_console().print(f"[yellow]interrupted[/] ({signal.Signals(code - 128).name}); nothing more "
+                                     f"was done", highlight=False)
+                raise typer.Exit(code)
+            except Exception as exc:
+                from harness.sweep.store import ResultsError
+
+                err = err_console()
+                if debug:
+                    traceback.print_exc()
+                err.print(f"[red]error[/]: {_error_text(exc)}", markup=True, highlight=False)
+                if not debug and not isinstance(exc, ResultsError):
+                    err.print(f"(unexpected: rerun with --debug or {DEBUG_ENV}=1 for the traceback)", highlight=False)
+                raise typer.Exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _short_warnings:
+    """Warnings as `warning: <message>` on stderr (no source line), unless debugging."""
+
+    def __init__(self, debug: bool):
+        self.debug = debug
+
+    def __enter__(self) -> None:
+        self._old = warnings.showwarning
+        if not self.debug:
+            def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+                print(f"warning: {message}", file=sys.stderr)
+
+            warnings.showwarning = show
+
+    def __exit__(self, *exc: Any) -> None:
+        warnings.showwarning = self._old
+
+
+class _sigterm_as_interrupt:
+    """SIGTERM raises KeyboardInterrupt in the main thread, as Ctrl-C does; the signal received
+    is appended to the list `with` returns. (run_sweep installs its own handler while it runs.)"""
+
+    def __enter__(self) -> list[int]:
+        self.received: list[int] = []
+        self._old = None
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. called from a test's thread)
+            pass
+        return self.received
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.received:
+            self.received.append(signum)
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End the command with `error: <message>` on stderr and exit `code` (2: bad input)."""
+    err_console().print(f"[red]error[/]: {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def path_option(value: Optional[str], option: str, default: str = "") -> Optional[Path]:
+    """A path option given as text: "" (an unset shell variable) is an error, not the current
+    directory, which is what Path("") would silently mean."""
+    if value is None:
+        return None
+    if not value.strip():
+        fix = f"; omit it for the default ({default})" if default else ""
+        fail(f"{option} is empty: give a path{fix}")
+    return Path(value).expanduser()
+
+
