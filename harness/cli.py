@@ -182,6 +182,52 @@ def report(
         raise typer.Exit(code)
 
 
+@app.command()
+@guarded
+def recommend(
+    results: str = typer.Argument(..., help="A results directory (results/<suite>) or a results .parquet file."),
+    seq_len: int = typer.Option(..., "--seq-len", help="The context length the model must serve."),
+    max_cache_bytes: Optional[float] = typer.Option(None, "--max-cache-bytes", help="Budget: inference cache "
+                                                    "(state + KV) at --seq-len, in bytes."),
+    max_decode_ms: Optional[float] = typer.Option(None, "--max-decode-ms", help="Budget: measured decode step "
+                                                  "at a context of --seq-len tokens, in milliseconds."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Accuracy floor: a minimum recall / "
+                                              "lm-eval accuracy, or a maximum loss when the table's score is a loss."),
+    objective: str = typer.Option("accuracy", "--objective", help="accuracy (the most accurate that fits), "
+                                  "cache or latency (the cheapest that meets the floor)."),
+    accuracy_len: Optional[str] = typer.Option(None, "--accuracy-len", help="Rank by accuracy measured at this "
+                                               "length instead of --seq-len, or 'all' (every length, averaged)."),
+    debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
+) -> None:
+    """Which hybrid to use: the best (variant, layout, placement) of a results table under a budget
+    and an accuracy floor, with the rows behind the answer; exit 1 when the table cannot answer."""
+    from harness.report.recommend import Constraints
+    from harness.report.recommend import recommend as ask
+    from harness.sweep.store import ResultsError, load_results
+
+    results_path = path_option(results, "the results path")
+    assert results_path is not None
+    if accuracy_len not in (None, "all") and not str(accuracy_len).isdigit():
+        fail(f"--accuracy-len {accuracy_len!r}: expected a length (e.g. 256) or 'all'")
+    try:
+        c = Constraints(seq_len=seq_len, max_cache_bytes=max_cache_bytes,
+                        max_decode_s=None if max_decode_ms is None else max_decode_ms / 1e3, min_score=min_score,
+                        objective=objective,  # type: ignore[arg-type]
+                        accuracy_len=int(accuracy_len) if accuracy_len not in (None, "all") else accuracy_len)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = load_results(results_path)
+    except (FileNotFoundError, ResultsError, ValueError) as exc:
+        fail(f"cannot read the results at {results_path}: {exc}")
+    answer = ask(df, c)
+    typer.echo(answer.markdown())
+    if not answer.answered:
+        raise typer.Exit(1)
+
+
 @cache_app.command("info")
 @guarded
 def cache_info(debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
@@ -277,7 +323,9 @@ def _print_cells(name: str, cells, results_dir: Path) -> None:
     rows = []
     for c in cells:
         m = c.model
-        rows.append({"task": c.task, "variant": m["variant"], "layout": m["layout"], "n_layers": m["n_layers"],
+        rows.append({"task": c.task, "variant": m["variant"], "layout": m["layout"],
+                     "placement": m.get("placement", "interleave"), "block": m.get("block", "standard"),
+                     "n_layers": m["n_layers"],
                      "d_model": m["d_model"], "n_heads": m["n_heads"], "seq_len": c.seq_len, "batch": c.batch,
                      "seed": c.seed, "dtype": c.dtype, "device": c.device, "backend": c.backend,
                      "params": canonical_json(c.params), "stored": done.get(c.cell_id, "-")})

@@ -37,6 +37,8 @@ def _inputs(B, T, H, K, V, device, dtype, seed=0):
         "h0": rnd(B, H, K, V).float(),
         "x": rnd(B, T, H * K), "gx": rnd(B, T, H * K, fn=F.logsigmoid),
         "hx0": rnd(B, H * K).float(),
+        "kk": rnd(B, T, H, K, fn=lambda t: F.normalize(t, dim=-1)),
+        "rate": rnd(B, T, H, K, fn=torch.sigmoid),
     }
 
 
@@ -80,7 +82,8 @@ def op_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 7
 
     resolve_backend("fla", device)
     t = _inputs(1, T, 2, 16, 16, device, dtype)
-    fla = {(f, m): get_op(f, m, "fla") for f in ("gla", "delta_rule", "hgrn") for m in ("chunk", "recurrent")}
+    families = ("gla", "delta_rule", "kda", "dplr", "hgrn")
+    fla = {(f, m): get_op(f, m, "fla") for f in families for m in ("chunk", "recurrent")}
     ours = {("gla", "chunk"): chunk_gla, ("gla", "recurrent"): recurrent_gla,
             ("delta_rule", "chunk"): chunk_delta_rule, ("delta_rule", "recurrent"): recurrent_delta_rule,
             ("hgrn", "chunk"): chunk_hgrn, ("hgrn", "recurrent"): recurrent_hgrn}
@@ -99,6 +102,16 @@ def op_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 7
         names = ["qn", "kn", "v", "beta", "g_scalar", "h0"]
         cases[f"gated_delta_rule_{mode}"] = _diff(_fwd_bwd(gdn(fla[("delta_rule", mode)]), t, names, bwd),
                                                    _fwd_bwd(gdn(ours[("delta_rule", mode)]), t, names, bwd))
+        kda = lambda impl: (lambda qn, kn, v, beta, g_chan, h0: impl(qn, kn, v, beta, g_chan, initial_state=h0))  # noqa: E731
+        names = ["qn", "kn", "v", "beta", "g_chan", "h0"]
+        cases[f"kda_{mode}"] = _diff(_fwd_bwd(kda(fla[("kda", mode)]), t, names, bwd),
+                                     _fwd_bwd(kda(get_op("kda", mode)), t, names, bwd))
+        # RWKV-7's parameterisation of the generalised delta rule: a = -kk, b = kk * rate, scale 1
+        dplr = lambda impl: (lambda qn, kn, v, kk, rate, g_chan, h0: impl(  # noqa: E731
+            qn, kn, v, -kk, kk * rate, g_chan, scale=1.0, initial_state=h0))
+        names = ["qn", "kn", "v", "kk", "rate", "g_chan", "h0"]
+        cases[f"dplr_{mode}"] = _diff(_fwd_bwd(dplr(fla[("dplr", mode)]), t, names, bwd),
+                                      _fwd_bwd(dplr(get_op("dplr", mode)), t, names, bwd))
         # fla's chunk_hgrn neither returns a gradient for the initial state nor backpropagates
         # from the final state (dht): keep h0 constant and the loss on the outputs only
         hg = lambda impl: (lambda x, gx: impl(x, gx, initial_state=t["hx0"]))  # noqa: E731

@@ -5,7 +5,10 @@ TRITON_INTERPRET=1 and applies the two patches fla-notes.md §2 describes:
 1. the autotuner keeps only its first config (it would otherwise ask the absent GPU driver for a
    benchmarker);
 2. while an interpreted kernel runs, `range` in the kernel's globals yields interpreter tensors
-   instead of Python ints (fla's kernels call `.to(tl.int64)` on loop counters).
+   instead of Python ints (fla's kernels call `.to(tl.int64)` on loop counters), and a
+   module-level alias of `tl.gather` (fla's `fla.ops.utils.op.gather`, used by the DPLR kernels)
+   resolves to the interpreter's patched `tl.gather` (the interpreter patches the `tl` module's
+   attributes, not aliases bound at import).
 """
 from __future__ import annotations
 
@@ -34,6 +37,13 @@ def enable() -> None:
         for i in builtins.range(*(as_int(a) for a in args)):
             yield interp._implicit_cvt(i)
 
+    import triton.language as tl
+
+    original_gather = getattr(tl, "gather", None)
+
+    def gather_at_call_time(*args, **kwargs):
+        return tl.gather(*args, **kwargs)
+
     original_call = interp.GridExecutor.__call__
     if getattr(original_call, "_harness_patched", False):  # enable() twice: patch once
         return
@@ -42,6 +52,9 @@ def enable() -> None:
         g = self.fn.__globals__
         had, old = "range" in g, g.get("range")
         g["range"] = tensor_range
+        aliased = original_gather is not None and g.get("gather") is original_gather
+        if aliased:
+            g["gather"] = gather_at_call_time
         try:
             return original_call(self, *args, **kwargs)
         finally:
@@ -49,6 +62,8 @@ def enable() -> None:
                 g["range"] = old
             else:
                 g.pop("range", None)
+            if aliased:
+                g["gather"] = original_gather
 
     call_with_tensor_range._harness_patched = True  # type: ignore[attr-defined]
     interp.GridExecutor.__call__ = call_with_tensor_range

@@ -36,6 +36,19 @@ def test_the_paper_variants_are_registered():
     assert {"hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet", "attention"} <= set(NAMES)
 
 
+def test_harness_variants_lists_ten():
+    """The paper's six, the newer three and softmax attention, from the command line."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "variants", "--json"], capture_output=True, text=True,
+                         check=True).stdout
+    names = {v["name"] for v in json.loads(out)}
+    assert names == {"hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet", "kda", "mamba2", "rwkv7",
+                     "attention"}
+
+
 def test_conformance_catches_a_broken_variant(monkeypatch):
     """The checks can fail: a mixer whose chunked path leaks the future must be caught."""
     import torch

@@ -76,9 +76,11 @@ def test_config_gdn_hybrid_paper_shape():
     assert (mc.attn_heads, mc.attn_kv_heads, mc.rope_theta) == (16, 8, 10000.0)
     assert mc.mixer_kwargs["head_dim"] == 256 and mc.mixer_kwargs["expand_v"] == 1.0
     assert mc.norm_eps == mc.mixer_kwargs["norm_eps"] == 1e-6
-    # an irregular placement becomes an explicit pattern; none at all is "pure"
+    # an irregular placement becomes the ratio placed at those indices; none at all is "pure"
     mc = fla_config_to_model_config(_gdn_340m(attn={"layers": [5, 17], "num_heads": 16}))
-    assert mc.layout == "".join("A" if i in (5, 17) else "L" for i in range(24))
+    assert (mc.layout, mc.placement) == ("11:1", "attn:5,17")
+    mc = fla_config_to_model_config(_gdn_340m(attn={"layers": [5, 17, 20, 21, 22], "num_heads": 16}))
+    assert mc.layout == "".join("A" if i in (5, 17, 20, 21, 22) else "L" for i in range(24))  # 5 of 24: no ratio
     assert fla_config_to_model_config(_gdn_340m(attn=None)).layout == "pure"
 
 
@@ -98,11 +100,18 @@ def test_config_intermediate_size(inter):
         ({"model_type": "hgrn2", "hidden_size": 64, "expand_ratio": 16}, "hgrn2", 4),
         ({"model_type": "hgrn2", "hidden_size": 64, "expand_ratio": None, "num_heads": 2}, "hgrn2", 2),
         ({"model_type": "transformer", "hidden_size": 64, "num_heads": 4, "num_kv_heads": 2}, "attention", 4),
+        ({"model_type": "kda", "hidden_size": 64, "num_heads": 4, "head_dim": 16}, "kda", 4),
+        ({"model_type": "mamba2", "hidden_size": 64, "head_dim": 16, "state_size": 16, "expand": 2,
+          "hidden_act": "silu"}, "mamba2", 8),
+        ({"model_type": "rwkv7", "hidden_size": 64, "head_dim": 16, "hidden_act": "sqrelu"}, "rwkv7", 4),
     ],
 )
 def test_config_model_types(cfg, variant, heads):
     mc = fla_config_to_model_config({"num_hidden_layers": 2, "vocab_size": 300, **cfg})
     assert mc.variant == variant and mc.n_heads == heads
+    assert mc.block == {"mamba2": "mamba", "rwkv7": "rwkv"}.get(variant, "standard")
+    if variant == "rwkv7":
+        assert mc.mlp_hidden == 256  # fla's RWKV7FeedForward: 4 * 64 rounded up to a multiple of 32
     if variant == "attention":
         assert mc.layout == "transformer" and mc.attn_kv_heads == 2
     HybridLM(mc)  # buildable
@@ -111,13 +120,18 @@ def test_config_model_types(cfg, variant, heads):
 @pytest.mark.parametrize(
     "over, match",
     [
-        ({"model_type": "mamba2"}, "not convertible"),
+        ({"model_type": "rwkv6"}, "not convertible"),
         ({"num_v_heads": 8}, "GVA"),
         ({"attn": {"layers": [1], "num_heads": 16, "window_size": 512}}, "sliding-window"),
         ({"attn": [{"layers": [1], "num_heads": 16}, {"layers": [3], "num_heads": 8}]}, "differ"),
         ({"attn": {"layers": [24], "num_heads": 16}}, "invalid"),
         ({"hidden_act": "gelu"}, "SwiGLU"),
         ({"attnres_block_size": 4}, "attnres"),
+        ({"model_type": "kda", "num_v_heads": 8}, "GVA"),
+        ({"model_type": "mamba2", "norm_before_gate": True}, "norm_before_gate"),
+        ({"model_type": "mamba2", "head_dim": 48}, "does not divide"),
+        ({"model_type": "rwkv7", "norm_first": False}, "norm_first"),
+        ({"model_type": "rwkv7", "value_dim": [1024, 2048] * 12}, "differs between layers"),
     ],
 )
 def test_config_refusals(over, match):
@@ -248,6 +262,17 @@ CASES: dict[str, tuple[str, dict, bool]] = {
     "hgrn2": ("HGRN2Config", dict(hidden_size=32, num_heads=2, expand_ratio=None, use_lower_bound=False), False),
     "hgrn_naive_op": ("HGRNConfig", dict(hidden_size=32, use_lower_bound=False), False),
     "transformer": ("TransformerConfig", dict(hidden_size=32, num_heads=4, num_kv_heads=2, rope_theta=500.0), False),
+    # the newer mixers: KDA (fused_recurrent_kda; with grad, chunk_kda), Mamba-2 (fla's torch path
+    # with its Triton norms; one B/C group: see variants/mamba2.py) and RWKV-7 (without grad, the
+    # exact fused_mul_recurrent_rwkv7: fla's chunk_rwkv7 runs with safe_gate=True, an approximate
+    # path measured 5e-5 off in relative terms even in fp32)
+    "kda": ("KDAConfig", dict(hidden_size=32, num_heads=2, head_dim=16), False),
+    "kda_chunk": ("KDAConfig", dict(hidden_size=32, num_heads=2, head_dim=16, expand_v=2.0), True),
+    "kda_hybrid": ("KDAConfig", dict(hidden_size=32, num_heads=2, head_dim=16,
+                                     attn={"layers": [0], "num_heads": 4, "num_kv_heads": 2}), False),
+    "mamba2": ("Mamba2Config", dict(hidden_size=32, head_dim=16, state_size=16, expand=2, n_groups=1), False),
+    "rwkv7": ("RWKV7Config", dict(hidden_size=32, head_dim=16, decay_low_rank_dim=8, gate_low_rank_dim=16,
+                                  a_low_rank_dim=8, v_low_rank_dim=4), False),
 }
 
 
@@ -295,9 +320,9 @@ def _worker(out_path: str, work_dir: str) -> None:
             torch.manual_seed(0)
             cfg = getattr(fla_models, cls_name)(num_hidden_layers=2, vocab_size=VOCAB, fuse_cross_entropy=False, **kwargs)
             ref = AutoModelForCausalLM.from_config(cfg).eval()
-            with torch.no_grad():  # fla inits norms to ones; randomise them so a swapped norm shows
-                for pname, p in ref.named_parameters():
-                    if pname.endswith("norm.weight") or pname.endswith("gate.weight"):
+            with torch.no_grad():  # fla inits norms to ones and some weights to zeros (RWKV-7's o_proj,
+                for pname, p in ref.named_parameters():  # biases): randomise them so a swapped one shows
+                    if pname.endswith("norm.weight") or pname.endswith("gate.weight") or not p.any():
                         p.add_(torch.randn_like(p) * 0.2)
             ckpt = Path(work_dir) / name
             ref.save_pretrained(ckpt)
@@ -312,6 +337,8 @@ def _worker(out_path: str, work_dir: str) -> None:
                 "logit_abs_max": float(want.abs().max()),
                 "variant": ours.cfg.variant,
                 "layout": ours.cfg.layout,
+                "placement": ours.cfg.placement,
+                "block": ours.cfg.block,
                 "exact": ours.conversion.exact,
                 "fla_keys": len(ref.state_dict()),
                 "seconds": time.time() - t1,
@@ -374,6 +401,10 @@ def test_logits_match_fla(fla_results, case):
         assert (r["variant"], r["layout"]) == ("gated_deltanet", "1:1")
     if case == "transformer":
         assert (r["variant"], r["layout"]) == ("attention", "transformer")
+    if case == "kda_hybrid":  # attention at layer 0 of 2: 1:1 with the attention layer at the bottom
+        assert (r["variant"], r["layout"], r["placement"]) == ("kda", "1:1", "bottom")
+    if case in ("mamba2", "rwkv7"):
+        assert r["block"] == {"mamba2": "mamba", "rwkv7": "rwkv"}[case]
 
 
 @pytest.mark.slow

@@ -337,6 +337,11 @@ def readonly_dir() -> Callable[[], tuple[Path, bool]]:
     root = os.geteuid() == 0
     if root and shutil.which("setpriv") is None:
         pytest.skip("running as root without setpriv: cannot make a folder read-only")
+    if root:  # nobody must be able to run this checkout (not so in a clone under a 0700 folder)
+        probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                                "import harness.cli"], cwd=REPO, capture_output=True, text=True)
+        if probe.returncode != 0:
+            pytest.skip(f"user nobody cannot run this checkout's python: {probe.stderr.strip()[-200:]}")
     made: list[Path] = []
 
     def make() -> tuple[Path, bool]:

@@ -147,3 +147,41 @@ def test_compiled_decode_equals_eager_decode():
         assert a.keys() == b.keys()
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("block", ["standard", "mamba", "rwkv"])
+@pytest.mark.parametrize("variant", ["gated_deltanet", "mamba2", "rwkv7"])
+def test_blocks_prefill_decode_and_cache_bytes(block, variant):
+    """Every block style (harness.model.blocks) with attention at the bottom: chunk == recurrent,
+    prefill + decode == forward, the cache holds what the blocks declare (RWKV's channel-mix
+    tail included), and RWKV-7's first layer hands v_first to the later ones."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(variant=variant, layout="1:1", placement="bottom", n_layers=4, d_model=32, n_heads=2,
+                      vocab_size=50, block=block)
+    model = HybridLM(cfg).double().eval()
+    assert model.kinds == ["A", "A", "L", "L"]
+    assert hasattr(model.layers[0], "pre_norm") == (block == "rwkv")
+    assert hasattr(model.layers[0], "mlp") == (block != "mamba")
+    x = torch.randint(0, 50, (2, 20))
+    with torch.no_grad():
+        full = model(x)
+        torch.testing.assert_close(model(x, mode="recurrent"), full)
+        _, cache = model.prefill(x[:, :8])
+        steps = torch.stack([model.decode_step(x[:, t], cache) for t in range(8, 20)], 1)
+    torch.testing.assert_close(steps, full[:, 8:])
+    assert cache.nbytes() == model.expected_cache_bytes(2, 20, torch.float64)
+    assert ("ffn_shift" in cache.states[0]) == (block == "rwkv")
+
+
+def test_rwkv7_later_layers_read_the_first_layers_values():
+    torch.manual_seed(0)
+    model = HybridLM(ModelConfig(variant="rwkv7", n_layers=3, d_model=32, n_heads=2, vocab_size=50)).eval()
+    assert not hasattr(model.layers[0].mixer, "v_lora") and hasattr(model.layers[1].mixer, "v_lora")
+    seen = []
+    hook = lambda mod, args, kwargs, out: seen.append(kwargs["context"].get("v_first"))  # noqa: E731
+    handles = [b.mixer.register_forward_hook(hook, with_kwargs=True) for b in model.layers]
+    with torch.no_grad():
+        model(torch.randint(0, 50, (1, 6)))
+    for h in handles:
+        h.remove()
+    assert seen[0] is not None and all(s is seen[0] for s in seen)  # one tensor, set by layer 0

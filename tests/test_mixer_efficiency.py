@@ -18,7 +18,7 @@ from harness.ops.dispatch import get_op
 from harness.tasks.mixer_efficiency import LAYER_METRICS, OP_METRICS, MixerEfficiency, _capture_op_call, mixer_job
 
 ROOT = Path(__file__).resolve().parent.parent
-LINEAR = ["hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet"]
+LINEAR = ["hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet", "kda", "mamba2", "rwkv7"]
 needs_fla = pytest.mark.skipif(not fla_available(), reason="flash-linear-attention not installed")
 
 
@@ -47,6 +47,17 @@ def test_fla_reference_computes_our_op(variant):
     assert ours.shape == theirs.shape
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
     assert ref.stepwise == (variant in ("gla", "hgrn2", "hgrn"))  # per-channel decay and HGRN: step loops
+
+
+@needs_fla
+@pytest.mark.parametrize("variant", ["kda", "rwkv7"])
+def test_step_loop_references_at_ragged_lengths(variant):
+    """KDA and DPLR have fla chunked references only for whole chunks; otherwise the step loop."""
+    family, kw = _op_call(variant, T=45)
+    ref = fla_reference(family, kw)
+    assert ref is not None and ref.stepwise
+    ours = get_op(family, "chunk", "torch")(**kw)[0]
+    torch.testing.assert_close(ref.fn(**kw).to(ours.dtype), ours, rtol=1e-4, atol=1e-5)
 
 
 @needs_fla

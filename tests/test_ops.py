@@ -6,11 +6,15 @@ import torch.nn.functional as F
 
 from harness.ops import (
     chunk_delta_rule,
+    chunk_dplr,
     chunk_gla,
     chunk_hgrn,
+    chunk_kda,
     recurrent_delta_rule,
+    recurrent_dplr,
     recurrent_gla,
     recurrent_hgrn,
+    recurrent_kda,
     short_conv,
 )
 
@@ -78,6 +82,61 @@ def test_chunk_delta_rule_matches_recurrent(T, gated):
         _compare(lambda q, k, v, b, s: chunk_delta_rule(q, k, v, b, initial_state=s),
                  lambda q, k, v, b, s: recurrent_delta_rule(q, k, v, b, initial_state=s),
                  [q, k, v, beta, S0])
+
+
+_CHANNEL_DECAYS = {
+    "moderate": lambda shape: F.logsigmoid(torch.randn(shape, dtype=torch.float64) + 2),
+    "strong": lambda shape: F.logsigmoid(torch.randn(shape, dtype=torch.float64) * 4 - 8),  # ~ -8 per step
+}
+
+
+@pytest.mark.parametrize("T", [1, 64, 150])
+@pytest.mark.parametrize("decay", sorted(_CHANNEL_DECAYS))
+@pytest.mark.parametrize("chunk, sub", [(64, 16), (16, 4)])
+def test_chunk_kda_matches_recurrent(T, decay, chunk, sub):
+    q, k, v = _qkv(T)
+    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    beta = torch.rand(B, T, H, dtype=torch.float64)
+    g = _CHANNEL_DECAYS[decay]((B, T, H, K))
+    S0 = torch.randn(B, H, K, V, dtype=torch.float64)
+    _compare(lambda q, k, v, b, g, s: chunk_kda(q, k, v, b, g, initial_state=s, chunk_size=chunk, sub_chunk_size=sub),
+             lambda q, k, v, b, g, s: recurrent_kda(q, k, v, b, g, initial_state=s), [q, k, v, beta, g, S0])
+
+
+def test_kda_with_a_channel_constant_decay_is_gated_deltanet():
+    q, k, v = _qkv(70)
+    k = F.normalize(k, dim=-1)
+    beta = torch.rand(B, 70, H, dtype=torch.float64)
+    g = F.logsigmoid(torch.randn(B, 70, H, dtype=torch.float64))
+    o1, s1 = chunk_kda(q, k, v, beta, g[..., None].expand(B, 70, H, K))
+    o2, s2 = chunk_delta_rule(q, k, v, beta, g)
+    torch.testing.assert_close(o1, o2)
+    torch.testing.assert_close(s1, s2)
+
+
+@pytest.mark.parametrize("T", [1, 64, 150])
+@pytest.mark.parametrize("decay", sorted(_CHANNEL_DECAYS))
+def test_chunk_dplr_matches_recurrent(T, decay):
+    """RWKV-7's parameterisation: a = -kk, b = kk * a_rate for a normalised key kk."""
+    q, k, v = _qkv(T)
+    kk = F.normalize(torch.randn(B, T, H, K, dtype=torch.float64), dim=-1)
+    rate = torch.rand(B, T, H, K, dtype=torch.float64)
+    g = _CHANNEL_DECAYS[decay]((B, T, H, K))
+    S0 = torch.randn(B, H, K, V, dtype=torch.float64)
+    _compare(lambda q, k, v, a, b, g, s: chunk_dplr(q, k, v, a, b, g, scale=1.0, initial_state=s, chunk_size=32),
+             lambda q, k, v, a, b, g, s: recurrent_dplr(q, k, v, a, b, g, scale=1.0, initial_state=s),
+             [q, k, v, -kk, kk * rate, g, S0])
+
+
+def test_dplr_with_a_equal_minus_beta_k_is_the_delta_rule():
+    """S_t = (I - beta k k^T) S_{t-1} + beta k v^T: a = -k, b = beta k and k v^T scaled by beta."""
+    q, k, v = _qkv(40)
+    k = F.normalize(k, dim=-1)
+    beta = torch.rand(B, 40, H, dtype=torch.float64)
+    o1, s1 = chunk_dplr(q, k * beta[..., None], v, -k, k * beta[..., None], chunk_size=16)
+    o2, s2 = recurrent_delta_rule(q, k, v, beta)
+    torch.testing.assert_close(o1, o2)
+    torch.testing.assert_close(s1, s2)
 
 
 @pytest.mark.parametrize("T", [1, 45, 100])

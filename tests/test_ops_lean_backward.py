@@ -9,12 +9,16 @@ import torch.nn.functional as F
 
 from harness.ops import (
     chunk_delta_rule,
+    chunk_dplr,
     chunk_gla,
     chunk_hgrn,
+    chunk_kda,
     chunking,
     recurrent_delta_rule,
+    recurrent_dplr,
     recurrent_gla,
     recurrent_hgrn,
+    recurrent_kda,
 )
 
 d = torch.float64
@@ -96,6 +100,35 @@ def test_gla_lean_grads_equal_recurrence(T, kind, gate):
                                            checkpoint_block=40)  # rounds down to 32
     ref = lambda q, k, v, g, s: recurrent_gla(q, k, v, g, initial_state=s)  # noqa: E731
     inputs = [q, k, v, g, S0]
+    _assert_same(_run(lean, inputs, w), _run(ref, inputs, w))
+
+
+@pytest.mark.parametrize("T", [77, 128])
+@pytest.mark.parametrize("gate", list(GATES))
+def test_kda_lean_grads_equal_recurrence(T, gate):
+    q, k, v = _qkv(T, 3)
+    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    beta, S0 = torch.rand(B, T, H, dtype=d), torch.randn(B, H, K, V, dtype=d)
+    w = _weights(T, (B, H, K, V), (H, V))
+    lean = lambda q, k, v, b, g, s: chunk_kda(q, k, v, b, g, initial_state=s, chunk_size=16,  # noqa: E731
+                                              sub_chunk_size=4, checkpoint_block=32)
+    ref = lambda q, k, v, b, g, s: recurrent_kda(q, k, v, b, g, initial_state=s)  # noqa: E731
+    inputs = [q, k, v, beta, GATES[gate](B, T, H, K), S0]
+    _assert_same(_run(lean, inputs, w), _run(ref, inputs, w))
+
+
+@pytest.mark.parametrize("T", [77, 128])
+@pytest.mark.parametrize("gate", list(GATES))
+def test_dplr_lean_grads_equal_recurrence(T, gate):
+    q, k, v = _qkv(T, 4)
+    kk = F.normalize(torch.randn(B, T, H, K, dtype=d), dim=-1)
+    a, b = -kk, kk * torch.rand(B, T, H, K, dtype=d)
+    S0 = torch.randn(B, H, K, V, dtype=d)
+    w = _weights(T, (B, H, K, V), (H, V))
+    lean = lambda q, k, v, a, b, g, s: chunk_dplr(q, k, v, a, b, g, scale=1.0, initial_state=s,  # noqa: E731
+                                                  chunk_size=16, sub_chunk_size=4, checkpoint_block=32)
+    ref = lambda q, k, v, a, b, g, s: recurrent_dplr(q, k, v, a, b, g, scale=1.0, initial_state=s)  # noqa: E731
+    inputs = [q, k, v, a, b, GATES[gate](B, T, H, K), S0]
     _assert_same(_run(lean, inputs, w), _run(ref, inputs, w))
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.ops import recurrent_delta_rule, recurrent_gla, recurrent_hgrn, short_conv
+from harness.ops import recurrent_delta_rule, recurrent_dplr, recurrent_gla, recurrent_hgrn, short_conv
 from harness.ops.dispatch import get_op
+from harness.ops.dplr import dplr_step
 from harness.ops.step import delta_rule_step, gla_step, hgrn_step
 
 B, H, K, V = 2, 3, 8, 5
@@ -43,16 +44,34 @@ def test_gla_step_equals_recurrent(with_state, gate):
 
 
 @pytest.mark.parametrize("with_state", [False, True])
-@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("gated", [False, True, "channel"])
 def test_delta_rule_step_equals_recurrent(with_state, gated):
+    """Scalar decay (Gated DeltaNet) and per-channel decay (KDA)."""
     g = torch.Generator().manual_seed(2)
     for neg in (False, True):  # beta in (0, 1) and in (0, 2) (negative eigenvalues)
         q, k, v = _qkv(g)
         beta = torch.rand(B, 1, H, generator=g, dtype=D64) * (2 if neg else 1)
-        gd = F.logsigmoid(3 * torch.randn(B, 1, H, generator=g, dtype=D64)) if gated else None
+        shape = (B, 1, H, K) if gated == "channel" else (B, 1, H)
+        gd = F.logsigmoid(3 * torch.randn(*shape, generator=g, dtype=D64)) if gated else None
         S0 = _state(g, with_state)
         o_ref, S_ref = recurrent_delta_rule(q, k, v, beta, gd, initial_state=S0)
         o, S = delta_rule_step(q, k, v, beta, gd, initial_state=S0)
+        torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(S, S_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("decayed", [False, True])
+def test_dplr_step_equals_recurrent(with_state, decayed):
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        q, k, v = _qkv(g)
+        kk = F.normalize(torch.randn(B, 1, H, K, generator=g, dtype=D64), dim=-1)
+        a, b = -kk, kk * torch.rand(B, 1, H, K, generator=g, dtype=D64)
+        w = F.logsigmoid(3 * torch.randn(B, 1, H, K, generator=g, dtype=D64)) if decayed else None
+        S0 = _state(g, with_state)
+        o_ref, S_ref = recurrent_dplr(q, k, v, a, b, w, scale=1.0, initial_state=S0)
+        o, S = dplr_step(q, k, v, a, b, w, scale=1.0, initial_state=S0)
         torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(S, S_ref, rtol=1e-12, atol=1e-12)
 

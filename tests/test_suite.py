@@ -95,7 +95,7 @@ def test_hash_stable_across_processes(tmp_path):
 def test_cell_round_trips_to_model_config():
     (cell,) = expand_cells(load_suite(REPO / "suites" / "quickstart.yaml"))[:1]
     cfg = cell.model_config()
-    assert isinstance(cfg, ModelConfig) and cfg.to_dict() == dict(cell.model)
+    assert isinstance(cfg, ModelConfig) and cfg.identity_dict() == dict(cell.model)
     assert json.loads(canonical_json(cell.identity()))["model"]["d_model"] == 64
 
 

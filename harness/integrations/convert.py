@@ -18,19 +18,22 @@ fla                                    ours (HybridLM)
 =====================================  ==========================================
 
 Which layers are softmax attention comes from fla's ``attn.layers`` (0-based) and becomes our
-layout (``layout_name`` of the ``attn:i,j`` pattern, e.g. ``"3:1"`` when it is the paper's regular
-block, else an explicit ``LLAL...`` pattern), so converted models land in the same
+layout (``canonical_layout`` of the ``attn:i,j`` pattern: e.g. ``"3:1"`` when it is the paper's
+regular block, a ratio and a placement such as ``"3:1"`` at ``"bottom"``, else an explicit
+``LLAL...`` pattern), so converted models land in the same
 variant/layout columns as ours. fla's softmax layer needs flash-attn; ours is SDPA, so the
 converted model runs anywhere torch does, CPU included.
 
-Exact for gated_deltanet, gla, delta_net, retnet, hgrn2 (without lower bounds), transformer and
-hybrid attention layers (tests/test_convert.py holds our logits to fla's own forward), and for
-Hugging Face ``llama`` checkpoints (the usual Transformer-baseline format; held to transformers'
-LlamaForCausalLM). HGRN / HGRN-2 checkpoints trained
-with fla's ``use_lower_bound=True`` (the default) convert *approximately*: our mixers have no
-model-level forget-gate lower bound, so ``model.lower_bounds`` is dropped with a warning (see
-`ConvertedInfo.exact`). Options we do not implement (GQA inside GLA/RetNet, feature maps, sliding
-windows, qk-norm, GVA in GDN, ...) raise `ConversionError` instead of converting wrongly.
+Exact for gated_deltanet, gla, delta_net, retnet, hgrn2 (without lower bounds), kda, mamba2 (one
+B/C group: variants/mamba2.py), rwkv7, transformer and hybrid attention layers (tests/test_convert.py
+holds our logits to fla's own forward), and for Hugging Face ``llama`` checkpoints (held to
+transformers' LlamaForCausalLM). Mamba2 and RWKV7 models have their own blocks (the variant's
+`fla_config_fields` sets `block`, its `fla_key` maps ``backbone.*`` / ``ffn*`` names onto the
+table). HGRN / HGRN-2 checkpoints trained with fla's ``use_lower_bound=True`` (the default) convert
+*approximately*: our mixers have no model-level forget-gate lower bound, so ``model.lower_bounds``
+is dropped with a warning (see `ConvertedInfo.exact`). Options we do not implement (GQA inside
+GLA/RetNet, feature maps, sliding windows, qk-norm, GVA in GDN/KDA, ...) raise `ConversionError`
+instead of converting wrongly.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ import torch
 
 from harness.integrations.hub import ConversionError, resolve_checkpoint_dir
 from harness.model.config import ModelConfig
-from harness.model.layout import layout_name, resolve_layout
+from harness.model.layout import canonical_layout, resolve_layout
 
 __all__ = ["ConversionError", "ConvertedInfo", "fla_model_types", "FlaConfig", "is_fla_checkpoint", "read_fla_config",
            "fla_config_to_model_config", "convert_state_dict", "normalise_keys", "load_fla_state_dict",
@@ -145,7 +148,11 @@ def _mlp_fields(config: Mapping[str, Any], d: int) -> dict[str, Any]:
     if inter is None:
         ratio = config.get("hidden_ratio") or 4  # fla: None means 4
         return {"mlp_ratio": float(ratio), "mlp_multiple": 256}  # fla rounds up to a multiple of 256
-    inter = int(inter)
+    return mlp_hidden_fields(int(inter), d)
+
+
+def mlp_hidden_fields(inter: int, d: int) -> dict[str, Any]:
+    """(mlp_ratio, mlp_multiple) that give ModelConfig.mlp_hidden == `inter` at width `d`."""
     # ModelConfig: hidden = round_up(int(d * ratio * 2/3), multiple). Aim at inter + 0.5 so float
     # rounding can never land on inter - 1; multiple 1 keeps it.
     ratio = (inter + 0.5) * 1.5 / d
@@ -177,6 +184,10 @@ class FlaConfig:
         allowed = ok if isinstance(ok, (list, tuple, set)) else [ok]
         if value not in allowed:
             raise self.unsupported(f"{key}={value!r} is not supported ({why})")
+
+    def mlp_hidden_fields(self, inter: int) -> dict[str, Any]:
+        """ModelConfig's mlp_ratio / mlp_multiple for an MLP (or channel mix) of `inter` hidden units."""
+        return mlp_hidden_fields(inter, self.d_model)
 
     def linear_attention_fields(self, default_heads: int, expand_k: float, expand_v: float) -> dict[str, Any]:
         """n_heads and mixer_kwargs of fla's linear-attention layers with an output gate (GLA,
@@ -212,14 +223,17 @@ def fla_config_to_model_config(config: Mapping[str, Any]) -> ModelConfig:
         "variant": types[mtype], "n_layers": n_layers, "d_model": cfg.d_model,
         "vocab_size": int(config["vocab_size"]), "norm_eps": cfg.norm_eps,
         "tie_embeddings": bool(config.get("tie_word_embeddings", False)),
-        **_mlp_fields(config, cfg.d_model),  # elementwise_affine=False: no norm weights, ones are filled in
         "layout": "pure",
     }
-    fields.update(get_variant(types[mtype]).fla_config_fields(cfg))
+    own = get_variant(types[mtype]).fla_config_fields(cfg)  # may name its own block (Mamba2, RWKV7)
+    if own.get("block", "standard") == "standard":  # fla's GatedMLP
+        fields.update(_mlp_fields(config, cfg.d_model))  # elementwise_affine=False: no norm weights, ones are filled in
+    fields.update(own)
     attn_layers, spec = _attn_specs(config, n_layers) if fields["layout"] != "transformer" else ([], None)
     if attn_layers:
         assert spec is not None
-        fields["layout"] = layout_name(resolve_layout("attn:" + ",".join(map(str, attn_layers)), n_layers))
+        fields["layout"], fields["placement"] = canonical_layout(
+            resolve_layout("attn:" + ",".join(map(str, attn_layers)), n_layers))
         fields.update(attn_heads=spec["num_heads"], attn_kv_heads=spec["num_kv_heads"], rope_theta=spec["rope_theta"])
         if spec["qkv_bias"]:
             fields["attn_kwargs"] = {"qkv_bias": True}
@@ -286,7 +300,7 @@ def normalise_keys(state: Mapping[str, torch.Tensor], model_type: str,
     return out
 
 
-_LAYER_KEY = re.compile(r"^layers\.(\d+)\.(attn_norm|attn|mlp_norm|mlp)\.(.+)$")
+_LAYER_KEY = re.compile(r"^layers\.(\d+)\.(pre_norm|attn_norm|attn|mlp_norm|mlp)\.(.+)$")
 
 
 def convert_state_dict(
@@ -303,7 +317,7 @@ def convert_state_dict(
     from harness.registry import get_variant
 
     linear = get_variant(cfg.variant)
-    kinds = resolve_layout(cfg.layout, cfg.n_layers)
+    kinds = resolve_layout(cfg.layout, cfg.n_layers, cfg.placement)
     if cfg.variant == "attention":
         kinds = [ATTN] * cfg.n_layers
     has_prefix = any(k.startswith("model.") for k in fla_state)
@@ -315,7 +329,7 @@ def convert_state_dict(
                 out["lm_head.weight"] = tensor
             continue
         k = key[len("model."):] if has_prefix and key.startswith("model.") else key
-        if k in ("embeddings.weight", "norm.weight"):
+        if k in ("embeddings.weight", "norm.weight", "norm.bias"):
             out[k] = tensor
             continue
         m = _LAYER_KEY.match(k)
@@ -341,14 +355,9 @@ def convert_state_dict(
     return out
 
 
-def _fill_absent_norms(model: torch.nn.Module, state: dict[str, torch.Tensor], missing: list[str]) -> list[str]:
-    """fla's elementwise_affine=False norms have no weight: ours are then all ones (their init)."""
-    rest = []
-    for name in missing:
-        if name.endswith("norm.weight") or name.endswith("norm_swish_gate.weight"):
-            continue  # keeps its init (ones)
-        rest.append(name)
-    return rest
+def _fill_absent_norms(missing: list[str]) -> list[str]:
+    """fla's elementwise_affine=False norms have no weight: ours keep their init (all ones)."""
+    return [name for name in missing if not name.endswith(("norm.weight", "norm_swish_gate.weight"))]
 
 
 def load_fla_checkpoint(
@@ -378,7 +387,7 @@ def load_fla_checkpoint(
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]
     if config.get("elementwise_affine") is False:
-        missing = _fill_absent_norms(model, state, missing)
+        missing = _fill_absent_norms(missing)
     if missing or unexpected:
         raise ConversionError(
             f"{path_or_hub_id}: converted weights do not fit the model: missing {missing[:10]}, unexpected {unexpected[:10]}"

@@ -8,12 +8,15 @@ variant never knows which backend runs it:
 |-------------|--------------------------------------------|------------------------------------------|
 | gla         | chunk_gla (per-channel g), chunk_simple_gla (scalar g / none) | fused_recurrent_gla / fused_recurrent_simple_gla |
 | delta_rule  | chunk_delta_rule / chunk_gated_delta_rule  | fused_recurrent_delta_rule / fused_recurrent_gated_delta_rule |
+| kda         | chunk_kda (gate and beta precomputed)      | fused_recurrent_kda                      |
+| dplr        | chunk_dplr_delta_rule                      | fused_recurrent_dplr_delta_rule          |
+| hgrn        | chunk_hgrn                                 | fused_recurrent_hgrn                     |
 
 (fp32 DeltaNet goes through the gated kernels with g = 0: fla's chunk_delta_rule refuses fp32.)
-Limits of fla's kernels that the wrappers inherit: fused_recurrent GDN has no backward (decode
-only), and chunk_hgrn drops the gradient that flows from the returned final state and to the
-initial state (training puts neither in the loss, so training is unaffected).
-| hgrn        | chunk_hgrn                                 | fused_recurrent_hgrn                     |
+Limits of fla's kernels that the wrappers inherit: the fused_recurrent kernels of GDN, KDA and
+DPLR have no backward (decode only), and chunk_hgrn drops the gradient that flows from the
+returned final state and to the initial state (training puts neither in the loss, so training is
+unaffected).
 """
 from __future__ import annotations
 
@@ -41,8 +44,10 @@ def register_fla_ops() -> None:
         chunk_gated_delta_rule,
         fused_recurrent_gated_delta_rule,
     )
+    from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule, fused_recurrent_dplr_delta_rule
     from fla.ops.gla import chunk_gla, fused_recurrent_gla
     from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
+    from fla.ops.kda import chunk_kda, fused_recurrent_kda
     from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
     def _state(s: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -71,6 +76,23 @@ def register_fla_ops() -> None:
             return fn(q, k, v, g=g.float(), beta=beta, **kw)
         return run
 
+    def kda(chunk: bool):
+        # the finished log decay and beta (use_gate_in_kernel / use_beta_sigmoid_in_kernel off),
+        # q and k already L2-normalised, the k-first state [B, H, K, V] (state_v_first off)
+        def run(q, k, v, beta, g, scale=None, initial_state=None):
+            fn = chunk_kda if chunk else fused_recurrent_kda
+            return fn(q=q, k=k, v=v, g=g.float(), beta=beta, scale=scale, initial_state=_state(initial_state),
+                      output_final_state=True)
+        return run
+
+    def dplr(chunk: bool):
+        def run(q, k, v, a, b, g=None, scale=None, initial_state=None):
+            gk = torch.zeros_like(k, dtype=torch.float32) if g is None else g.float()
+            fn = chunk_dplr_delta_rule if chunk else fused_recurrent_dplr_delta_rule
+            return fn(q=q, k=k, v=v, a=a, b=b, gk=gk, scale=scale,
+                      initial_state=_state(initial_state), output_final_state=True)
+        return run
+
     def hgrn(chunk: bool):
         def run(x, g, initial_state=None):
             fn = chunk_hgrn if chunk else fused_recurrent_hgrn
@@ -80,5 +102,7 @@ def register_fla_ops() -> None:
     for mode, chunk in (("chunk", True), ("recurrent", False)):
         register_backend_op("fla", "gla", mode, gla(chunk))
         register_backend_op("fla", "delta_rule", mode, delta_rule(chunk))
+        register_backend_op("fla", "kda", mode, kda(chunk))
+        register_backend_op("fla", "dplr", mode, dplr(chunk))
         register_backend_op("fla", "hgrn", mode, hgrn(chunk))
     _fla_registered = True

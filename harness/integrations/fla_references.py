@@ -11,12 +11,14 @@ ops on the very inputs a layer passes to its op, as the external baseline of an 
 | gla, per-channel g        | `gla.naive.naive_recurrent_gla`                | step loop  |
 | delta_rule, no g          | `delta_rule.naive.delta_rule_chunkwise` ([B, H, T, D], T % 32 == 0) | chunked |
 | delta_rule, scalar g      | `gated_delta_rule.naive.naive_chunk_gated_delta_rule` (g before beta) | chunked |
+| kda                       | `kda.naive.naive_chunk_kda` (T % 64 == 0), else `naive_recurrent_kda` | chunked / step loop |
+| dplr                      | `generalized_delta_rule.dplr.naive.dplr_chunkwise` ([B, H, T, D], T % 32 == 0), else `dplr_recurrence` | chunked / step loop |
 | hgrn                      | `hgrn.naive.naive_recurrent_hgrn`                | step loop  |
 
 fla has no chunked pure-PyTorch form of per-channel GLA, and `naive_chunk_hgrn` only works
 when T equals its chunk size, so those two are step loops (slow in backward: they write the
 output token by token in place). The references that fix the scale at K^-0.5
-(`naive_recurrent_gla`, `delta_rule_chunkwise`) get q rescaled so that the output is the same
+(`naive_recurrent_gla`, `delta_rule_chunkwise`, the dplr ones) get q rescaled so that the output is the same
 as ours for any `scale`; tests/test_mixer_efficiency.py holds every mapping equal to our op.
 """
 from __future__ import annotations
@@ -101,6 +103,25 @@ def fla_reference(family: str, kw: dict[str, Any]) -> Optional[Reference]:
             return naive_chunk_gated_delta_rule(q, k, v, g, beta, scale=scale)[0]
 
         return Reference("naive_chunk_gated_delta_rule", False, gated)
+    if family == "kda":
+        chunked = T % 64 == 0
+        fn = _quiet_import("fla.ops.kda.naive", "naive_chunk_kda" if chunked else "naive_recurrent_kda")
+
+        def kda(q, k, v, beta, g, scale=None, **_):
+            return fn(q, k, v, g, beta, scale=scale)[0]
+
+        return Reference(fn.__name__, not chunked, kda)
+    if family == "dplr":
+        chunked = T % 32 == 0
+        fn = _quiet_import("fla.ops.generalized_delta_rule.dplr.naive", "dplr_chunkwise" if chunked else "dplr_recurrence")
+
+        def dplr(q, k, v, a, b, g=None, scale=None, **_):
+            # [B, T, H, D] -> [B, H, T, D], in fp32: these references hard-code float for some inputs
+            t = lambda x: x.transpose(1, 2).float()  # noqa: E731
+            g = torch.zeros_like(k) if g is None else g
+            return t(fn(t(_rescaled_q(q, scale)), t(k), t(v), t(a), t(b), t(g))[0]).to(v.dtype)
+
+        return Reference(fn.__name__, not chunked, dplr)
     if family == "hgrn":
         naive_recurrent_hgrn = _quiet_import("fla.ops.hgrn.naive", "naive_recurrent_hgrn")
 

@@ -11,13 +11,18 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, Optional
 
-from harness.model.layout import ATTN, LINEAR, layout_name, resolve_layout
+from harness.model.layout import ATTN, DEFAULT_PLACEMENT, LINEAR, canonical_layout, resolve_layout
 
 
 @dataclass
 class ModelConfig:
     variant: str = "gated_deltanet"  # the linear mixer used in "L" layers
     layout: str = "pure"  # see harness.model.layout
+    placement: str = DEFAULT_PLACEMENT  # where a ratio layout's attention layers sit (harness.model.layout)
+    #: the residual block around each mixer (harness.model.blocks): "standard" (pre-norm RMSNorm,
+    #: mixer, RMSNorm, SwiGLU MLP: fla's block for every model but two), "mamba" (no MLP, fla's
+    #: Mamba2 model) or "rwkv" (LayerNorms and RWKV-7's channel mix, fla's RWKV7 model)
+    block: str = "standard"
     n_layers: int = 4
     d_model: int = 128
     n_heads: int = 4  # heads of the linear mixer
@@ -40,6 +45,11 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity_dict(self) -> dict[str, Any]:
+        """`to_dict` without the fields of `ADDED_FIELDS` that hold their default: the model as a
+        cell stores it (fields added later then rename no cell stored before them)."""
+        return {k: v for k, v in self.to_dict().items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         names = {f.name for f in dataclasses.fields(cls)}
@@ -55,24 +65,37 @@ class ModelConfig:
         return m * ((h + m - 1) // m)
 
 
+#: the residual blocks harness.model.blocks builds (ModelConfig.block)
+BLOCKS = ("standard", "mamba", "rwkv")
+
+#: ModelConfig fields added after cells were stored, with their defaults: a cell's model dict
+#: holds them only when set to something else (`ModelConfig.identity_dict`, `resolve_model`)
+ADDED_FIELDS: dict[str, Any] = {"placement": DEFAULT_PLACEMENT, "block": "standard"}
+
+
 def resolve_model(model: dict[str, Any]) -> dict[str, Any]:
     """Fill in and canonicalise a model dict; raise ValueError if it cannot be built.
 
-    The layout is stored under its canonical name ("LLLA" at depth 4 becomes "3:1"). A model with
+    The layout is stored under its canonical name and placement (harness.model.layout
+    .canonical_layout: "LLLA" at depth 4 becomes "3:1", "AALLLLLL" becomes "3:1" placed
+    "bottom", and the default placement is left out). A model with
     no linear layer is a Transformer whatever the variant, so its variant becomes "attention"
     (and its mixer_kwargs, which only the linear variant reads, are dropped): the Transformer
     baseline is then one cell, not one per variant. Variant "attention" likewise means every
     layer is softmax attention (as HybridLM builds it), so its layout becomes "transformer".
     """
     model = {**ModelConfig().to_dict(), **model}
-    kinds = resolve_layout(model["layout"], model["n_layers"])
+    if model["block"] not in BLOCKS:
+        raise ValueError(f"unknown block {model['block']!r}; expected one of {', '.join(BLOCKS)}")
+    kinds = resolve_layout(model["layout"], model["n_layers"], model["placement"])
     if model["variant"] == "attention":
         kinds = [ATTN] * len(kinds)
     if LINEAR not in kinds:
         model["variant"] = "attention"
         model["mixer_kwargs"] = {}
-    model["layout"] = layout_name(kinds)
-    rest = {k: v for k, v in model.items() if k not in ("n_layers", "layout")}
+    model["layout"], model["placement"] = canonical_layout(kinds)
+    model = ModelConfig.from_dict(model).identity_dict()
+    rest = {k: v for k, v in model.items() if k not in ("n_layers", "layout", "placement")}
     _check_mixers(json.dumps(rest, sort_keys=True, default=str), tuple(sorted(set(kinds))))
     return model
 

@@ -3,8 +3,12 @@
 Nothing is allocated: the model is built on the `meta` device, so paper-sized shapes (340M, 1.3B)
 cost nothing. Counting rules (1 FLOP = one multiply or one add, forward pass, per token):
 - token mixers: the paper's Table 7 (harness.model.mixer.Mixer.flops_per_token): k * H * d_k * d_v for
-  a matrix state (k = 5 RetNet, 7 GLA/HGRN-2, 8 DeltaNet/GDN), 5 * d for HGRN, 2 * L * d_model
-  for softmax attention at context length L;
+  a matrix state (k = 5 RetNet and Mamba-2, 7 GLA/HGRN-2, 8 DeltaNet/GDN), 5 * d for HGRN,
+  2 * L * d_model for softmax attention at context length L. The mixers newer than the paper
+  follow its increments: a per-channel data-dependent decay adds 2 passes over the state (GLA's
+  7 over RetNet's 5) and a rank-one correction of the state adds 3 (DeltaNet's 8 over 5), so
+  KDA (per-channel gated delta rule) and RWKV-7 (per-channel decay + rank-one DPLR term) count
+  k = 10; Mamba-2 is in the table at 5 (d_k = state_size N, d_v = head_dim P);
 - everything else, for `model_flops_per_token`: every nn.Linear costs 2 * in * out (projections,
   gates, MLP, LM head), every short conv 2 * D * W; embeddings, norms and elementwise activations
   are not counted (they are O(d) per token).
@@ -44,8 +48,9 @@ def model_costs(
     model = meta_model(cfg)
     mixers = [(kind, block.mixer) for kind, block in zip(model.kinds, model.layers)]
     mixer_flops = sum(m.flops_per_token(seq_len) for _, m in mixers)
-    state = sum(m.state_bytes(batch, seq_len, dtype) for k, m in mixers if k != ATTN)
     kv = sum(m.state_bytes(batch, seq_len, dtype) for k, m in mixers if k == ATTN)
+    # everything else the cache holds: the linear mixers' states and the blocks' own tails
+    state = model.expected_cache_bytes(batch, seq_len, dtype) - kv
     cache = state + kv
     if cfg.layout == "transformer":
         transformer_cache = cache

@@ -9,12 +9,28 @@ Accepted forms (see `resolve_layout`):
 - an explicit pattern over ``L``/``A`` with one letter per layer, e.g. ``"LLALLA"`` (spaces and
   ``-`` ignored);
 - ``"attn:3,7,11"``: 0-based indices of the attention layers, as in fla's ``attn.layers``.
+
+A ratio layout has a *placement*: where its n / (r + 1) attention layers sit. Named ones
+(`PLACEMENTS`): ``interleave`` (the default) is the paper's block above; ``bottom`` and ``top``
+stack them at the first / last layers, ``middle`` centres them, ``ends`` splits them between the
+first and the last layers (the extra one, if odd, at the bottom). Or explicit indices,
+``"attn:2"`` / ``"attn:0,5"``, as many as the ratio has attention layers. Explicit layout patterns
+and ``attn:`` layouts place layers themselves and take no placement.
+
+The canonical form of any pattern (`canonical_layout`) whose attention layers divide the depth is
+its ratio and the first named placement that gives it (so "top" of one 3:1 block is
+"interleave", and "ends" of one attention layer is "bottom"), else its ratio and its attention
+indices ("LLAL" is 3:1 at "attn:2"); other patterns stay explicit ("LLALA"). Specs that give the
+same layers are the same cell.
 """
 from __future__ import annotations
 
 import re
 
 LINEAR, ATTN = "L", "A"
+#: where a ratio layout's attention layers sit; the first is the default (the paper's)
+PLACEMENTS = ("interleave", "bottom", "top", "middle", "ends")
+DEFAULT_PLACEMENT = PLACEMENTS[0]
 
 
 class LayoutError(ValueError):
@@ -27,8 +43,55 @@ def parse_ratio(layout: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def resolve_layout(layout: str, n_layers: int) -> list[str]:
-    """Turn a layout spec into one kind per layer ("L" or "A")."""
+def check_placement(placement: str) -> str:
+    """`placement` if it is a named placement or explicit indices ("attn:2,5"), else LayoutError."""
+    if placement in PLACEMENTS or re.fullmatch(r"attn:\d+(,\d+)*", str(placement)):
+        return placement
+    raise LayoutError(f"unknown placement {placement!r}; expected one of {', '.join(PLACEMENTS)} or attention "
+                      f"layer indices such as 'attn:2'")
+
+
+def placement_key(placement: str) -> tuple[int, tuple[int, ...]]:
+    """Sort key: the named placements in `PLACEMENTS` order, then explicit indices by position."""
+    if placement in PLACEMENTS:
+        return PLACEMENTS.index(placement), ()
+    if str(placement).startswith("attn:"):
+        return len(PLACEMENTS), tuple(int(i) for i in placement[5:].split(",") if i.isdigit())
+    return len(PLACEMENTS) + 1, ()
+
+
+def place_attention(r: int, n_layers: int, placement: str) -> list[str]:
+    """The layers of an r:1 layout at depth `n_layers` (a multiple of r + 1) with its attention
+    layers placed as `placement` says."""
+    check_placement(placement)
+    n_attn = n_layers // (r + 1)
+    if placement.startswith("attn:"):
+        at = sorted({int(i) for i in placement[5:].split(",")})
+        if len(at) != n_attn or not all(0 <= i < n_layers for i in at):
+            raise LayoutError(f"placement {placement!r}: {r}:1 at depth {n_layers} has {n_attn} attention layer(s), "
+                              f"so it needs {n_attn} distinct indices in 0..{n_layers - 1}")
+    elif placement == "interleave":
+        return ([LINEAR] * r + [ATTN]) * n_attn
+    elif placement == "bottom":
+        at = range(n_attn)
+    elif placement == "top":
+        at = range(n_layers - n_attn, n_layers)
+    elif placement == "middle":
+        start = (n_layers - n_attn) // 2
+        at = range(start, start + n_attn)
+    else:  # ends
+        first = (n_attn + 1) // 2
+        at = [*range(first), *range(n_layers - (n_attn - first), n_layers)]
+    idx = set(at)
+    return [ATTN if i in idx else LINEAR for i in range(n_layers)]
+
+
+def resolve_layout(layout: str, n_layers: int, placement: str = DEFAULT_PLACEMENT) -> list[str]:
+    """Turn a layout spec (and, for a ratio, its placement) into one kind per layer ("L" or "A")."""
+    return _resolve(layout, n_layers, check_placement(placement))
+
+
+def _resolve(layout: str, n_layers: int, placement: str) -> list[str]:
     if not isinstance(layout, str):
         raise LayoutError(f"layout must be a string, got {type(layout).__name__}: {layout!r}")
     if n_layers < 1:
@@ -52,7 +115,12 @@ def resolve_layout(layout: str, n_layers: int) -> list[str]:
                 f"(e.g. {' or '.join(map(str, options))}). Use an explicit pattern such as "
                 f"'attn:{r}' or {'L' * r + 'A'!r}... to place attention layers by hand."
             )
-        return ([LINEAR] * r + [ATTN]) * (n_layers // block)
+        return place_attention(r, n_layers, placement)
+    if placement != DEFAULT_PLACEMENT:
+        raise LayoutError(
+            f"placement {placement!r} applies to ratio layouts such as '3:1'; layout {layout!r} places its "
+            f"attention layers itself (leave placement at {DEFAULT_PLACEMENT!r})"
+        )
     if spec.startswith("attn:"):
         body = spec[5:].strip()
         try:
@@ -76,17 +144,29 @@ def resolve_layout(layout: str, n_layers: int) -> list[str]:
     )
 
 
-def layout_name(kinds: list[str]) -> str:
-    """A canonical short name for a resolved layout (used in result tables)."""
-    n_attn = kinds.count(ATTN)
+def canonical_layout(kinds: list[str]) -> tuple[str, str]:
+    """(layout, placement): the canonical spec of a resolved layout (used in cells and result
+    tables): "pure", "transformer", a ratio "r:1" with the first placement that gives these
+    layers, or the explicit pattern (placement "interleave", i.e. none)."""
+    n, n_attn = len(kinds), kinds.count(ATTN)
     if n_attn == 0:
-        return "pure"
-    if n_attn == len(kinds):
-        return "transformer"
-    for r in range(1, len(kinds)):
-        if len(kinds) % (r + 1) == 0 and kinds == ([LINEAR] * r + [ATTN]) * (len(kinds) // (r + 1)):
-            return f"{r}:1"
-    return "".join(kinds)
+        return "pure", DEFAULT_PLACEMENT
+    if n_attn == n:
+        return "transformer", DEFAULT_PLACEMENT
+    if n % n_attn == 0:
+        r = n // n_attn - 1
+        for placement in PLACEMENTS:
+            if place_attention(r, n, placement) == kinds:
+                return f"{r}:1", placement
+        return f"{r}:1", "attn:" + ",".join(str(i) for i in attention_layers(kinds))
+    return "".join(kinds), DEFAULT_PLACEMENT
+
+
+def layout_name(kinds: list[str]) -> str:
+    """A short name for a resolved layout: the ratio for the paper's interleaved block, else the
+    explicit pattern (`canonical_layout` gives the ratio and placement of any pattern)."""
+    name, placement = canonical_layout(kinds)
+    return name if placement == DEFAULT_PLACEMENT else "".join(kinds)
 
 
 def attention_layers(kinds: list[str]) -> list[int]:

@@ -1,7 +1,7 @@
-"""HybridLM: embedding -> N pre-norm blocks (mixer + SwiGLU MLP) -> norm -> LM head.
+"""HybridLM: embedding -> N pre-norm blocks (mixer + MLP) -> norm -> LM head.
 
 Each block's mixer is the configured linear variant ("L") or softmax attention ("A"), as the
-layout says (harness.model.layout). The same module serves training (`forward`), prefill and
+layout says (harness.model.layout); the block around it is `cfg.block` (harness.model.blocks). The same module serves training (`forward`), prefill and
 token-by-token decoding (`prefill`, `decode_step`) with a `Cache` holding every layer's state.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from harness.model.blocks import Block, make_norm
 from harness.model.config import ModelConfig
 from harness.model.layout import ATTN, resolve_layout
 from harness.model.mixer import Mixer, State
-from harness.model.modules import RMSNorm, SwiGLU
 from harness.registry import get_variant
 
 
@@ -29,20 +29,6 @@ class Cache:
     def nbytes(self) -> int:
         """Exact bytes held by the cache's tensors."""
         return sum(t.numel() * t.element_size() for s in self.states if s for t in s.values())
-
-
-class Block(nn.Module):
-    def __init__(self, mixer: Mixer, d_model: int, mlp_hidden: int, eps: float):
-        super().__init__()
-        self.attn_norm = RMSNorm(d_model, eps)
-        self.mixer = mixer
-        self.mlp_norm = RMSNorm(d_model, eps)
-        self.mlp = SwiGLU(d_model, mlp_hidden)
-
-    def forward(self, x, state=None, offset=0, mode=None):
-        h, new_state = self.mixer(self.attn_norm(x), state, offset, mode)
-        x = x + h
-        return x + self.mlp(self.mlp_norm(x)), new_state
 
 
 def build_mixer(cfg: ModelConfig, kind: str, layer_idx: int) -> Mixer:
@@ -60,13 +46,10 @@ class HybridLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.kinds = resolve_layout(cfg.layout, cfg.n_layers)
+        self.kinds = resolve_layout(cfg.layout, cfg.n_layers, cfg.placement)
         self.embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(
-            Block(build_mixer(cfg, kind, i), cfg.d_model, cfg.mlp_hidden, cfg.norm_eps)
-            for i, kind in enumerate(self.kinds)
-        )
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.layers = nn.ModuleList(Block(build_mixer(cfg, kind, i), cfg, i) for i, kind in enumerate(self.kinds))
+        self.norm = make_norm(cfg.block, cfg.d_model, cfg.norm_eps)
         self.backend = "torch"
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if self.embeddings.weight.device.type != "meta":
@@ -93,8 +76,9 @@ class HybridLM(nn.Module):
         `decode_fn(compile=True)` hands to torch.compile): logits and the new states."""
         x = self.embeddings(tokens)  # [B, T, d_model]
         new_states = []
+        context: dict = {}  # values shared across the layers of this call (Mixer.shares_across_layers)
         for block, state in zip(self.layers, states):
-            x, new_state = block(x, state, offset, mode)
+            x, new_state = block(x, state, offset, mode, context)
             new_states.append(new_state)
         if last_only:  # a prompt needs only its last position's logits: skip the [T, vocab] head
             x = x[:, -1:]
@@ -160,7 +144,7 @@ class HybridLM(nn.Module):
 
     def expected_cache_bytes(self, batch: int, seq_len: int, dtype: torch.dtype = torch.float32) -> int:
         """What the cache holds after `seq_len` tokens, from each mixer's declared state shapes."""
-        return sum(b.mixer.state_bytes(batch, seq_len, dtype) for b in self.layers)
+        return sum(b.state_bytes(batch, seq_len, dtype) for b in self.layers)
 
     @property
     def n_full_attn_layers(self) -> int:
@@ -172,7 +156,9 @@ INIT_SCHEMES = ("torch", "fla")
 
 def init_weights(model: nn.Module, scheme: str) -> None:
     """Initialise every Linear and Embedding of `model`; mixer-specific parameters (A_log,
-    dt_bias, conv weights, norms) keep the init their module gave them, as in fla.
+    dt_bias, conv weights, norms) keep the init their module gave them, as in fla, and a module
+    with a `post_init(n_layers)` (RWKV-7: LoRA biases that set its decay spectrum) re-applies its
+    own init afterwards.
 
     - "torch": PyTorch's defaults: Linear `reset_parameters()` (Kaiming-uniform, fan-in scaled)
       with zero biases, embeddings N(0, 1). Measured (docs/training.md#initialisation): a
@@ -194,6 +180,10 @@ def init_weights(model: nn.Module, scheme: str) -> None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02 if scheme == "fla" else 1.0)
+    n_layers = len(getattr(model, "layers", ()))
+    for module in model.modules():  # a mixer's own init of what the Linear pass just reset
+        if module is not model and callable(getattr(module, "post_init", None)):
+            module.post_init(n_layers)
 
 
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

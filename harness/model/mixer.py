@@ -49,6 +49,21 @@ class StateEntry(NamedTuple):
     role: str
 
 
+def spec_bytes(spec: dict[str, StateEntry], dtype: torch.dtype, owner: str = "") -> int:
+    """Bytes of the state entries in `spec` for activations of `dtype`: recurrent states are at
+    least fp32 (their role says so), conv tails and KV entries in `dtype`."""
+    elem = torch.empty((), dtype=dtype).element_size()
+    total = 0
+    for key, (shape, role) in spec.items():
+        if role not in STATE_ROLES:
+            raise ValueError(f"{owner}: state {key!r} has role {role!r}; expected one of {STATE_ROLES}")
+        n = 1
+        for s in shape:
+            n *= s
+        total += n * (max(4, elem) if role == RECURRENT else elem)
+    return total
+
+
 class Mixer(nn.Module):
     # --- metadata (class attributes; `name` is set by the registry decorator) ---
     name: ClassVar[str] = ""
@@ -65,6 +80,10 @@ class Mixer(nn.Module):
     fla_op: ClassVar[Optional[str]] = None
     #: fla checkpoint `model_type`s that convert to this variant (harness.integrations.convert)
     fla_model_types: ClassVar[tuple[str, ...]] = ()
+    #: True for a mixer that shares values across the layers of one forward call (RWKV-7's
+    #: v_first): its `forward` then takes `context`, a dict the model passes to every layer of
+    #: the call (harness.model.blocks.Block)
+    shares_across_layers: ClassVar[bool] = False
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk"):
         super().__init__()
@@ -100,16 +119,7 @@ class Mixer(nn.Module):
     def state_bytes(self, batch: int = 1, seq_len: int = 0, dtype: torch.dtype = torch.float32) -> int:
         """Bytes the mixer's cache holds after `seq_len` tokens (recurrent state + conv tails + KV),
         for activations of `dtype`; recurrent states are at least fp32 (their role says so)."""
-        elem = torch.empty((), dtype=dtype).element_size()
-        total = 0
-        for key, (shape, role) in self.state_spec(batch, seq_len).items():
-            if role not in STATE_ROLES:
-                raise ValueError(f"{type(self).__name__}: state {key!r} has role {role!r}; expected one of {STATE_ROLES}")
-            n = 1
-            for s in shape:
-                n *= s
-            total += n * (max(4, elem) if role == RECURRENT else elem)
-        return total
+        return spec_bytes(self.state_spec(batch, seq_len), dtype, type(self).__name__)
 
     def flops_per_token(self, seq_len: int) -> int:
         """Forward token-mixing FLOPs per token for this layer, by the paper's Table 7 rules
@@ -121,13 +131,14 @@ class Mixer(nn.Module):
         return self.n_heads
 
     # ---- short convolutions -------------------------------------------------------------
-    def declare_short_convs(self, kernel_size: int, activation: Optional[str] = "silu", **dims: int) -> None:
+    def declare_short_convs(self, kernel_size: int, activation: Optional[str] = "silu", bias: bool = False,
+                            **dims: int) -> None:
         """Create one short causal conv per named input (`q=key_dim, k=key_dim, ...`), as fla's
         `<name>_conv1d` modules; their tails are the state entries `conv_<name>`."""
         from harness.model.modules import ShortConv
 
         for name, dim in dims.items():
-            setattr(self, f"{name}_conv1d", ShortConv(dim, kernel_size, activation=activation))
+            setattr(self, f"{name}_conv1d", ShortConv(dim, kernel_size, bias=bias, activation=activation))
         self.conv_names = tuple(dims)
 
     @property

@@ -131,3 +131,39 @@ def blockwise(
     tape; recomputed block by block in backward); returns the outputs concatenated over time and
     the final state."""
     return _Blockwise.apply(fn, block, len(seq), *seq, initial_state)
+
+
+def intra_chunk_scores(x: torch.Tensor, y: torch.Tensor, Gx: torch.Tensor, Gy: torch.Tensor, c: int) -> torch.Tensor:
+    """A[t, s] = sum_k x_tk y_sk exp(Gx_tk - Gy_sk) for s <= t within each chunk, per-channel
+    decays, stable for any gate values ([B, H, N, C, K] in, [B, H, N, C, C] out; 0 above the
+    diagonal). Gx and Gy are in-chunk cumulative log decays (<= 0, non-increasing in time): Gy
+    inclusive of step s, Gx inclusive of step t (e.g. q_t against k_s) or exclusive of it (e.g.
+    the delta rule's a_t reading the state before step t) — in both, Gx_t - Gy_s <= 0 for s < t,
+    which is all the factoring below needs; callers that want s < t only mask the diagonal.
+
+    fla's secondary chunking: pairs inside one sub-chunk of `c` steps use exact pairwise decays
+    (a [c, c, K] tensor); pairs in different sub-chunks j < i factor through Gy at the end of
+    sub-chunk j, so every exponent stays <= 0."""
+    B, H, N, C, K = x.shape
+    c = min(c, C)
+    if C % c:
+        raise ValueError(f"chunk size {C} must be a multiple of the sub-chunk size {c}")
+    ns = C // c
+    sub = lambda t: t.reshape(B, H, N, ns, c, K)  # noqa: E731
+    xs, ys, Gxs, Gys = sub(x), sub(y), sub(Gx), sub(Gy)
+    # pairs inside one sub-chunk: exact pairwise decays. For s < t the exponent is <= 0; the
+    # clamp only tames the s >= t entries that the mask (or the caller) then drops.
+    causal = torch.ones(c, c, dtype=x.dtype, device=x.device).tril()
+    pair = (Gxs.unsqueeze(5) - Gys.unsqueeze(4)).clamp(max=0).exp()  # [B, H, N, ns, t, s, K]
+    A_diag = ((xs.unsqueeze(5) * pair) * ys.unsqueeze(4)).sum(-1) * causal
+    A = torch.einsum("bhnits,ij->bhnitjs", A_diag, torch.eye(ns, dtype=x.dtype, device=x.device))
+    if ns > 1:  # pairs across sub-chunks j < i: factor through Gy at the end of sub-chunk j
+        G_ref = Gys[:, :, :, :, -1]  # [B, H, N, ns(j), K]
+        later = torch.arange(C, device=x.device)[None, :] // c > torch.arange(ns, device=x.device)[:, None]
+        x_rel = torch.where(later[:, :, None], Gx.unsqueeze(3) - G_ref.unsqueeze(4), float("-inf"))
+        x_j = x.unsqueeze(3) * x_rel.exp()  # [B, H, N, ns(j), C(t), K]
+        y_j = ys * (G_ref.unsqueeze(4) - Gys).exp()  # [B, H, N, ns(j), c(s), K]
+        A_off = x_j @ y_j.transpose(-1, -2)  # [B, H, N, ns(j), C(t), c(s)]
+        A = A + A_off.reshape(B, H, N, ns, ns, c, c).permute(0, 1, 2, 4, 5, 3, 6)
+    return A.reshape(B, H, N, C, C)
+

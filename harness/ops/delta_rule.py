@@ -5,6 +5,8 @@ S_t = exp(g_t) S_{t-1} + beta_t k_t (v_t - exp(g_t) S_{t-1}^T k_t)^T,   o_t = S_
 
 q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H] in (0, 1) (or (0, 2) with negative
 eigenvalues), g [B, T, H] log decay or None; state [B, H, K, V]; scale defaults to K ** -0.5.
+The step-by-step reference also takes a per-key-channel g [B, T, H, K] (Kimi Delta Attention,
+whose chunked form is harness.ops.kda).
 Callers L2-normalise q and k (fla's use_qk_l2norm_in_kernel) before calling.
 """
 from __future__ import annotations
@@ -25,10 +27,11 @@ def recurrent_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta
     q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
     beta = beta.to(acc)
     outs = []
-    decays = (g.to(acc).exp() if g is not None else q.new_ones(q.shape[:3])).unbind(1)
+    decays = g.to(acc).exp() if g is not None else q.new_ones(q.shape[:3])
+    decays = (decays[..., None, None] if decays.dim() == 3 else decays[..., None]).unbind(1)
     # unbind once: per-step indexing would make autograd build a full-size gradient per step
     for q_t, k_t, v_t, b_t, a_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), beta.unbind(1), decays):
-        S = S * a_t[..., None, None]
+        S = S * a_t
         v_old = torch.einsum("bhk,bhkv->bhv", k_t, S)
         u = b_t[..., None] * (v_t - v_old)
         S = S + k_t[..., None] * u[..., None, :]

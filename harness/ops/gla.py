@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from harness.ops.chunking import blockwise, resolve_block, split_chunks, wants_blocks
+from harness.ops.chunking import blockwise, intra_chunk_scores, resolve_block, split_chunks, wants_blocks
 from harness.ops.prelude import prepare_qkv
 
 
@@ -80,7 +80,7 @@ def _chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[to
     N = q.shape[2]
     G = g.cumsum(3)  # in-chunk cumulative log decay
     if per_channel:
-        A = _intra_chunk_scores_per_channel(q, k, G, sub_chunk_size)
+        A = intra_chunk_scores(q, k, G, G, sub_chunk_size)
         G_last = G[:, :, :, -1]  # [B, H, N, K]
         q_in = q * G.exp()
         k_out = k * (G_last.unsqueeze(3) - G).exp()
@@ -101,30 +101,3 @@ def _chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[to
     o = A @ v + q_in @ torch.stack(starts, 2)
     o = o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
     return o.to(dtype), S
-
-
-def _intra_chunk_scores_per_channel(q: torch.Tensor, k: torch.Tensor, G: torch.Tensor, c: int) -> torch.Tensor:
-    """A[t, s] = sum_k q_tk k_sk exp(G_tk - G_sk) for s <= t within each chunk ([B, H, N, C, K] in,
-    [B, H, N, C, C] out), stable for any gate values."""
-    B, H, N, C, K = q.shape
-    c = min(c, C)
-    if C % c:
-        raise ValueError(f"chunk size {C} must be a multiple of the sub-chunk size {c}")
-    ns = C // c
-    sub = lambda t: t.reshape(B, H, N, ns, c, K)  # noqa: E731
-    qs, ks, Gs = sub(q), sub(k), sub(G)
-    # pairs inside one sub-chunk: exact pairwise decays. For s <= t, G_t - G_s <= 0 (log gates
-    # are <= 0); the clamp only tames the s > t entries, which the causal mask then zeroes.
-    causal = torch.ones(c, c, dtype=q.dtype, device=q.device).tril()
-    pair = (Gs.unsqueeze(5) - Gs.unsqueeze(4)).clamp(max=0).exp()  # [B, H, N, ns, t, s, K]
-    A_diag = ((qs.unsqueeze(5) * pair) * ks.unsqueeze(4)).sum(-1) * causal
-    A = torch.einsum("bhnits,ij->bhnitjs", A_diag, torch.eye(ns, dtype=q.dtype, device=q.device))
-    if ns > 1:  # pairs across sub-chunks j < i: factor through G at the end of sub-chunk j
-        G_ref = Gs[:, :, :, :, -1]  # [B, H, N, ns(j), K]
-        later = torch.arange(C, device=q.device)[None, :] // c > torch.arange(ns, device=q.device)[:, None]
-        q_rel = torch.where(later[:, :, None], G.unsqueeze(3) - G_ref.unsqueeze(4), float("-inf"))
-        q_j = q.unsqueeze(3) * q_rel.exp()  # [B, H, N, ns(j), C(t), K]
-        k_j = ks * (G_ref.unsqueeze(4) - Gs).exp()  # [B, H, N, ns(j), c(s), K]
-        A_off = q_j @ k_j.transpose(-1, -2)  # [B, H, N, ns(j), C(t), c(s)]
-        A = A + A_off.reshape(B, H, N, ns, ns, c, c).permute(0, 1, 2, 4, 5, 3, 6)
-    return A.reshape(B, H, N, C, C)

@@ -50,7 +50,8 @@ def delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: tor
                     g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
                     initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """S = exp(g) S, S = S + beta k (v - S^T k)^T, o = S^T (scale * q), for one token (as 3-D
-    batched matmuls over B * H: fewer dispatcher calls than 4-D matmul)."""
+    batched matmuls over B * H: fewer dispatcher calls than 4-D matmul); g scalar per head
+    [B, 1, H], per key channel [B, 1, H, K] (KDA), or None."""
     _check_one(q)
     B, _, H, K = q.shape
     V = v.shape[-1]
@@ -65,7 +66,7 @@ def delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: tor
     else:
         S = to_acc(initial_state, acc).reshape(B * H, K, V)
         if g is not None:
-            S = S * to_acc(g, acc).reshape(B * H, 1, 1).exp()
+            S = S * to_acc(g, acc).reshape(B * H, -1, 1).exp()  # [B * H, 1 | K, 1]
         u = (v_row - torch.bmm(k_row, S)) * b
         S = torch.baddbmm(S, k_row.transpose(1, 2), u)
     o = torch.bmm(to_acc(q, acc).reshape(B * H, 1, K), S).mul_(scale)

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 
 REQUIRED_COLUMNS = [
-    "suite", "cell_id", "variant", "layout", "n_layers", "n_full_attn_layers", "d_model", "seq_len",
+    "suite", "cell_id", "variant", "layout", "placement", "n_layers", "n_full_attn_layers", "d_model", "seq_len",
     "seed", "task", "metric", "value", "unit", "status", "error", "backend", "device", "dtype",
     "torch_version", "harness_version", "git_sha", "started_at", "wall_s",
 ]
 OPTIONAL_COLUMNS = ["context_len", "subtask", "spread", "n_repeats", "batch", "n_heads"]
-_STR_COLUMNS = ["suite", "cell_id", "variant", "layout", "task", "metric", "unit", "status", "error",
+_STR_COLUMNS = ["suite", "cell_id", "variant", "layout", "placement", "task", "metric", "unit", "status", "error",
                 "backend", "device", "dtype", "torch_version", "harness_version", "git_sha", "subtask"]
 _NUM_COLUMNS = ["n_layers", "n_full_attn_layers", "d_model", "seq_len", "seed", "value", "wall_s",
                 "context_len", "spread", "n_repeats", "batch", "n_heads"]
@@ -23,7 +23,10 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     - missing columns are added empty; numbers are coerced to float, text to str;
     - missing status counts as "ok"; missing seed as 0;
     - a row is the Transformer baseline if its layout is "transformer" or its variant "attention":
-      both are then set, so tables can treat it as one (variant, layout) pair.
+      both are then set, so tables can treat it as one (variant, layout) pair;
+    - `ratio` keeps the stored layout, and a placement other than the paper's interleave is
+      folded into `layout` ("3:1 bottom"), so that no table averages placements together
+      (harness.report.placement).
     """
     df = df.copy()
     for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
@@ -41,6 +44,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
         df[c] = df[c].fillna("")
     df["variant"] = df["variant"].fillna("?")
     df["layout"] = df["layout"].fillna("?")
+    df["placement"] = df["placement"].fillna("interleave")  # tables from before the placement axis
     df["metric"] = df["metric"].fillna("?")
     df["task"] = df["task"].fillna("")
     is_tf = (df["layout"] == "transformer") | (df["variant"] == "attention")
@@ -48,7 +52,9 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     df.loc[is_tf, "variant"] = "attention"
     if "started_at" in df.columns:
         df["started_at"] = pd.to_datetime(df["started_at"], errors="coerce", utc=True)
-    return df.reset_index(drop=True)
+    from .placement import split_placement
+
+    return split_placement(df).reset_index(drop=True)
 
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:

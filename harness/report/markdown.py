@@ -17,11 +17,12 @@ from .figure_sections import FigureSections
 from .fmt import fmt_value, md_table
 from .load import ok_rows
 from .paper_sections import PaperSections
+from .placement import PlacementSections
 from .sections import skip
 from .style import sort_layouts, sort_variants
 
 
-class Report(PaperSections, FigureSections):
+class Report(PaperSections, FigureSections, PlacementSections):
     """Collects sections and figures while walking the table."""
 
     def __init__(self, df: pd.DataFrame, fig_dir: Path, source: str, regen_cmd: str):
@@ -66,6 +67,8 @@ class Report(PaperSections, FigureSections):
             self.overview()
             self.paper_tables()
             self.figures_section()
+            self.placement_section()
+            self.which_hybrid_section()
             self.claims_section()
         self.failures()
         self.provenance()
@@ -109,6 +112,20 @@ class Report(PaperSections, FigureSections):
                             "metrics": by_task.values})
         lines.append(md_table(tab))
         self.add("\n".join(lines))
+
+    def which_hybrid_section(self) -> None:
+        from .recommend import which_hybrid_rows
+
+        self.add("## Which hybrid to use\n\nPer length with analytic cache rows: the most accurate model that "
+                 "learned, and the model with the smallest inference cache whose score is within one std across "
+                 "seeds (at least 2 % of the best) of it. Accuracy is the report's score over every length it was "
+                 "measured at (the models are not re-measured at each length); the cache is the analytic "
+                 "`cache_bytes` at that length. For other budgets, floors or a decode-latency objective, ask "
+                 "`harness recommend " + self.source + " --seq-len L ...` (docs/report.md).")
+        rows = which_hybrid_rows(self.df)
+        self.add(md_table(rows) if not rows.empty else skip(
+            "the table needs accuracy rows (recall, lm-eval or LM loss) of a model that learned, and "
+            "analytic `cache_bytes` rows."))
 
     # ------------------------------------------------------------------ 1. paper tables
     def claims_section(self) -> None:

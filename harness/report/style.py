@@ -12,7 +12,7 @@ import re
 from typing import Iterable
 
 from harness.metrics import lookup
-from harness.model.layout import parse_ratio
+from harness.model.layout import parse_ratio, placement_key
 from harness.registry import VARIANTS
 
 LAYOUT_MARKERS: dict[str, str] = {
@@ -88,8 +88,9 @@ def sort_variants(variants) -> list[str]:
 
 
 def attn_fraction(layout: str) -> float:
-    """Fraction of layers that are full softmax attention, from the layout string (NaN if unknown)."""
-    s = str(layout).strip()
+    """Fraction of layers that are full softmax attention, from the layout string (NaN if unknown);
+    a placed layout ("3:1 bottom") has its ratio's."""
+    s = str(layout).strip().split(" ")[0]
     if s == "pure":
         return 0.0
     if s == "transformer":
@@ -103,9 +104,12 @@ def attn_fraction(layout: str) -> float:
     return math.nan
 
 
-def layout_sort_key(layout: str) -> tuple[float, str]:
+def layout_sort_key(layout: str) -> tuple:
+    """By attention fraction, then placement (the paper's interleave first), then name."""
     f = attn_fraction(layout)
-    return (2.0 if math.isnan(f) else f, str(layout))
+    parts = str(layout).strip().split(" ")
+    place = placement_key(parts[1]) if len(parts) > 1 else (0, ())
+    return (2.0 if math.isnan(f) else f, place, str(layout))
 
 
 def sort_layouts(layouts) -> list[str]:

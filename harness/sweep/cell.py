@@ -174,9 +174,10 @@ class Cell:
 
     @property
     def layout_kinds(self) -> list[str]:
-        from harness.model.layout import resolve_layout
+        from harness.model.layout import DEFAULT_PLACEMENT, resolve_layout
 
-        return resolve_layout(self.model["layout"], self.model["n_layers"])
+        return resolve_layout(self.model["layout"], self.model["n_layers"],
+                              self.model.get("placement", DEFAULT_PLACEMENT))
 
     @property
     def n_full_attn_layers(self) -> int:
@@ -188,13 +189,16 @@ class Cell:
         """A short human description for messages and progress."""
         m = self.model
         extra = f" {canonical_json(self.params)}" if self.params else ""
+        placed = f" {m['placement']}" if m.get("placement") else ""
         return (
-            f"{self.task} {m['variant']} {m['layout']} L={m['n_layers']} d={m['d_model']} "
+            f"{self.task} {m['variant']} {m['layout']}{placed} L={m['n_layers']} d={m['d_model']} "
             f"T={self.seq_len} seed={self.seed}{extra}"
         )
 
     def identity_columns(self) -> dict[str, Any]:
         """The identity columns of every row this cell produces (see harness.sweep.results)."""
+        from harness.model.layout import DEFAULT_PLACEMENT
+
         m = self.model
         return {
             "suite": self.suite,
@@ -202,6 +206,7 @@ class Cell:
             "task": self.task,
             "variant": m["variant"],
             "layout": m["layout"],
+            "placement": m.get("placement", DEFAULT_PLACEMENT),
             "n_layers": m["n_layers"],
             "n_full_attn_layers": self.n_full_attn_layers,
             "d_model": m["d_model"],

@@ -22,6 +22,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("task", "string"),
     ("variant", "string"),
     ("layout", "string"),
+    ("placement", "string"),  # where the layout's attention layers sit (harness.model.layout)
     ("n_layers", "Int64"),
     ("n_full_attn_layers", "Int64"),
     ("d_model", "Int64"),

@@ -26,7 +26,8 @@ from pydantic import (
     model_validator,
 )
 
-from harness.model.config import ModelConfig
+from harness.model.config import BLOCKS, ModelConfig
+from harness.model.layout import check_placement
 from harness.registry import TASKS, VARIANTS
 from harness.runtime.devices import BACKENDS
 from harness.sweep.cell import DTYPE_NAMES, RUN_DEFAULTS
@@ -83,6 +84,10 @@ def _model_field_type(name: str) -> Any:
         return VariantName
     if name in ("n_layers", "d_model", "n_heads", "vocab_size", "mlp_multiple"):
         return PositiveInt
+    if name == "placement":
+        return Annotated[str, AfterValidator(check_placement)]
+    if name == "block":
+        return Literal[BLOCKS]  # type: ignore[valid-type]
     return _MODEL_TYPES[name]
 
 

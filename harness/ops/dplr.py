@@ -1,0 +1,131 @@
+"""The generalised delta rule (diagonal plus low rank, DPLR; RWKV-7's time mixing):
+
+    S_t = Diag(exp(g_t)) S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T,     o_t = S_t^T (scale * q_t)
+
+i.e. S_t = (Diag(w_t) + b_t a_t^T) S_{t-1} + k_t v_t^T with the state [K, V] (the transpose of the
+paper's S_{t-1}(diag(w_t) + a_t b_t^T) + v_t k_t^T). With a = -k, b = beta k and no decay it is
+the delta rule; RWKV-7 takes a = -kk, b = kk * a_rate for a normalised key kk.
+
+q, k, a, b [B, T, H, K], v [B, T, H, V], g [B, T, H, K] log decay (<= 0) or None; state
+[B, H, K, V]; scale defaults to K ** -0.5 (RWKV-7 passes 1). Conventions as fla 0.6's
+`generalized_delta_rule.dplr` (chunk_dplr_delta_rule(q, k, v, a, b, gk)).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+
+from harness.ops.chunking import blockwise, intra_chunk_scores, resolve_block, split_chunks, wants_blocks
+from harness.ops.prelude import acc_dtype, prepare_qkv, to_acc
+
+
+def _gate(g: Optional[torch.Tensor], like: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    if g is None:
+        return like.new_zeros(like.shape, dtype=acc)
+    if g.shape != like.shape:
+        raise ValueError(f"dplr: the decay g must be per key channel, {tuple(like.shape)}; got {tuple(g.shape)}")
+    return to_acc(g, acc)
+
+
+def recurrent_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                   g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                   initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step-by-step reference; also the decode path."""
+    q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
+    a, b, g = to_acc(a, acc), to_acc(b, acc), _gate(g, k, acc)
+    outs = []
+    # unbind once: per-step indexing would make autograd build a full-size gradient per step
+    for q_t, k_t, v_t, a_t, b_t, w_t in zip(*(t.unbind(1) for t in (q, k, v, a, b, g.exp()))):
+        aS = torch.einsum("bhk,bhkv->bhv", a_t, S)  # a_t^T S_{t-1}
+        S = S * w_t[..., None] + b_t[..., None] * aS[..., None, :] + k_t[..., None] * v_t[..., None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q_t, S))
+    return torch.stack(outs, 1).to(dtype), S
+
+
+def dplr_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+              g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+              initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token (T = 1) of the recurrence as batched matmuls over B * H: the decode path."""
+    if q.shape[1] != 1:
+        raise ValueError(f"step ops take one token (T = 1), got T = {q.shape[1]}; use the recurrent or chunk op")
+    B, _, H, K = q.shape
+    V = v.shape[-1]
+    dtype = v.dtype
+    acc = acc_dtype(dtype)
+    scale = K**-0.5 if scale is None else scale
+    col = lambda t: to_acc(t, acc).reshape(B * H, K, 1)  # noqa: E731
+    k_c, a_c, b_c = col(k), col(a), col(b)
+    v_r = to_acc(v, acc).reshape(B * H, 1, V)
+    S = torch.bmm(k_c, v_r)
+    if initial_state is not None:
+        S0 = to_acc(initial_state, acc).reshape(B * H, K, V)
+        decayed = S0 if g is None else S0 * to_acc(g, acc).reshape(B * H, K, 1).exp()
+        S = S + decayed + torch.bmm(b_c, torch.bmm(a_c.transpose(1, 2), S0))
+    o = torch.bmm(to_acc(q, acc).reshape(B * H, 1, K), S).mul_(scale)
+    return to_acc(o.view(B, 1, H, V), dtype), S.view(B, H, K, V)
+
+
+def chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+               g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+               initial_state: Optional[torch.Tensor] = None, chunk_size: int = 64, sub_chunk_size: int = 8,
+               checkpoint_block: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunkwise-parallel form, exact and overflow-free (every exponent <= 0).
+
+    Inside a chunk, with G the in-chunk cumulative log decay (G^- its exclusive form, G_{t-1})
+    and S_0 the state at the chunk's start, the rows u_t^T = a_t^T S_{t-1} solve one unit
+    lower-triangular system,
+        U = (I - A_ab)^{-1} (A_ak V + (a * exp(G^-)) S_0),
+    A_ab[t, s] = sum_k a_tk b_sk exp(G^-_tk - G_sk) and A_ak likewise with k, for s < t; then
+        O = (q * exp(G)) S_0 + A_qb U + A_qk V          (A_q.[t, s], s <= t, with G_t - G_s)
+        S_C = exp(G_C) * S_0 + (b * exp(G_C - G))^T U + (k * exp(G_C - G))^T V.
+    The pairwise terms use harness.ops.chunking.intra_chunk_scores (fla's secondary chunking for
+    per-channel decays). In training, blocks of `checkpoint_block` tokens are recomputed in
+    backward (harness.ops.chunking.blockwise)."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    block = resolve_block(checkpoint_block, chunk_size)
+    if wants_blocks(block, q.shape[1], q, k, v, a, b, g, initial_state):
+        fn = functools.partial(_chunk_dplr, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
+        return blockwise(lambda q, k, v, a, b, g, s: fn(q, k, v, a, b, g, initial_state=s), (q, k, v, a, b, g),
+                         initial_state, block)
+    return _chunk_dplr(q, k, v, a, b, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size,
+                       sub_chunk_size=sub_chunk_size)
+
+
+def _chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                g: Optional[torch.Tensor], scale: float, initial_state: Optional[torch.Tensor], chunk_size: int,
+                sub_chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    C = chunk_size
+    q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
+    a, b, g = to_acc(a, acc), to_acc(b, acc), _gate(g, k, acc)
+    q, k, v, a, b, g = split_chunks(C, q, k, v, a, b, g)  # [B, H, N, C, ...]
+    N = q.shape[2]
+    G = g.cumsum(3)  # inclusive
+    G_ex = G - g  # exclusive: the decay up to step t - 1
+    strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
+    A_ab = intra_chunk_scores(a, b, G_ex, G, sub_chunk_size).masked_fill(~strict, 0)
+    A_ak = intra_chunk_scores(a, k, G_ex, G, sub_chunk_size).masked_fill(~strict, 0)
+    A_qb = intra_chunk_scores(q, b, G, G, sub_chunk_size)
+    A_qk = intra_chunk_scores(q, k, G, G, sub_chunk_size)
+    eye = torch.eye(C, device=q.device, dtype=q.dtype)
+    T_inv = torch.linalg.solve_triangular(eye - A_ab, eye.expand_as(A_ab), upper=False, unitriangular=True)
+    U0 = T_inv @ (A_ak @ v)  # [B, H, N, C, V]: the part of U that does not depend on S_0
+    W = T_inv @ (a * G_ex.exp())  # [B, H, N, C, K]: U = U0 + W S_0
+    q_in = q * G.exp()
+    G_last = G[:, :, :, -1:]  # [B, H, N, 1, K]
+    b_out = (b * (G_last - G).exp()).transpose(-1, -2)  # [B, H, N, K, C]
+    k_out = (k * (G_last - G).exp()).transpose(-1, -2)
+    state_decay = G_last.exp().transpose(-1, -2)  # [B, H, N, K, 1]
+    kv = k_out @ v  # [B, H, N, K, V]
+    outs = []
+    # unbind once: per-chunk indexing under autograd would build a full-size gradient per chunk
+    per_chunk = zip(*(t.unbind(2) for t in (U0, W, q_in, A_qb, A_qk, v, b_out, kv, state_decay)))
+    for U0_n, W_n, q_n, A_qb_n, A_qk_n, v_n, b_n, kv_n, decay_n in per_chunk:
+        U_n = U0_n + W_n @ S
+        outs.append(q_n @ S + A_qb_n @ U_n + A_qk_n @ v_n)
+        S = S * decay_n + b_n @ U_n + kv_n
+    o = torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
+    return o.to(dtype), S

@@ -1,0 +1,110 @@
+"""Kimi Delta Attention (KDA): the gated delta rule with a per-channel (key-side) decay.
+
+    S'_t = Diag(exp(g_t)) S_{t-1}                               (decay each key row)
+    S_t  = S'_t + beta_t k_t (v_t - S'_t^T k_t)^T               (delta-rule write)
+    o_t  = S_t^T (scale * q_t)
+
+q, k [B, T, H, K], v [B, T, H, V], beta [B, T, H], g [B, T, H, K] log decay (<= 0); state
+[B, H, K, V]; scale defaults to K ** -0.5. Conventions as fla 0.6's `chunk_kda` with
+`use_gate_in_kernel=False`, `use_beta_sigmoid_in_kernel=False` and the k-first state
+(`state_v_first=False`): callers pass the finished log decay, beta after its sigmoid, and
+L2-normalised q and k. With g constant over K it is Gated DeltaNet (harness.ops.delta_rule).
+
+The step-by-step reference and the one-token step are the delta rule's own
+(`recurrent_delta_rule`, `delta_rule_step`), which take a per-channel g; `chunk_kda` is the
+chunkwise form.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+
+from harness.ops.chunking import blockwise, intra_chunk_scores, resolve_block, split_chunks, wants_blocks
+from harness.ops.delta_rule import recurrent_delta_rule
+from harness.ops.prelude import prepare_qkv, to_acc
+from harness.ops.step import delta_rule_step
+
+
+def _check_gate(g: torch.Tensor, k: torch.Tensor) -> None:
+    if g is None or g.shape != k.shape:
+        got = None if g is None else tuple(g.shape)
+        raise ValueError(f"kda: the decay g must be per key channel, {tuple(k.shape)}; got {got}")
+
+
+def recurrent_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
+                  scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step-by-step reference; also the decode path (harness.ops.delta_rule.recurrent_delta_rule)."""
+    _check_gate(g, k)
+    return recurrent_delta_rule(q, k, v, beta, g, scale=scale, initial_state=initial_state)
+
+
+def kda_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
+             scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token (T = 1): harness.ops.step.delta_rule_step with the per-channel decay."""
+    _check_gate(g, k)
+    return delta_rule_step(q, k, v, beta, g, scale=scale, initial_state=initial_state)
+
+
+def chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
+              scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None, chunk_size: int = 64,
+              sub_chunk_size: int = 16, checkpoint_block: Optional[int] = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunkwise-parallel form: the WY/UT representation of harness.ops.delta_rule with
+    per-channel decays handled as fla does (every exponent <= 0).
+
+    Inside a chunk, with G the in-chunk cumulative log decay (inclusive, per channel) and S_0 the
+    state at the chunk's start, the pseudo-values u_t = beta_t (v_t - S'_t^T k_t) solve one unit
+    lower-triangular system,
+        (I + Diag(beta) A_kk) U = Diag(beta) V - Diag(beta) (k * exp(G)) S_0,
+    A_kk[t, s] = sum_c k_tc k_sc exp(G_tc - G_sc) for s < t; then
+        O   = (q * exp(G)) S_0 + A_qk U                (A_qk likewise with q, for s <= t)
+        S_C = exp(G_C) * S_0 + (k * exp(G_C - G))^T U.
+    The pairwise scores use harness.ops.chunking.intra_chunk_scores (fla's secondary chunking
+    over sub-chunks of `sub_chunk_size` steps). In training, blocks of `checkpoint_block` tokens
+    are recomputed in backward (harness.ops.chunking.blockwise)."""
+    _check_gate(g, k)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    block = resolve_block(checkpoint_block, chunk_size)
+    if wants_blocks(block, q.shape[1], q, k, v, beta, g, initial_state):
+        fn = functools.partial(_chunk_kda, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
+        return blockwise(lambda q, k, v, b, g, s: fn(q, k, v, b, g, initial_state=s), (q, k, v, beta, g),
+                         initial_state, block)
+    return _chunk_kda(q, k, v, beta, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size,
+                      sub_chunk_size=sub_chunk_size)
+
+
+def _chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
+               scale: float, initial_state: Optional[torch.Tensor], chunk_size: int, sub_chunk_size: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    C = chunk_size
+    q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
+    beta, g = to_acc(beta, acc), to_acc(g, acc)
+    q, k, v, beta, g = split_chunks(C, q, k, v, beta, g)  # [B, H, N, C, ...]
+    N = q.shape[2]
+    G = g.cumsum(3)  # [B, H, N, C, K], inclusive
+    strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
+    A_kk = intra_chunk_scores(k, k, G, G, sub_chunk_size).masked_fill(~strict, 0)
+    A_qk = intra_chunk_scores(q, k, G, G, sub_chunk_size)
+    eye = torch.eye(C, device=q.device, dtype=q.dtype)
+    T_inv = torch.linalg.solve_triangular(eye + A_kk * beta[..., None], eye.expand_as(A_kk), upper=False,
+                                          unitriangular=True)
+    U = T_inv @ (v * beta[..., None])  # [B, H, N, C, V]: u = U - W S_0
+    W = T_inv @ (k * (beta[..., None] * G.exp()))  # [B, H, N, C, K]
+    q_in = q * G.exp()
+    G_last = G[:, :, :, -1:]  # [B, H, N, 1, K]
+    k_out = (k * (G_last - G).exp()).transpose(-1, -2)  # [B, H, N, K, C]
+    state_decay = G_last.exp().transpose(-1, -2)  # [B, H, N, K, 1]
+    outs = []
+    # unbind once: per-chunk indexing under autograd would build a full-size gradient per chunk
+    for U_n, W_n, q_n, A_n, k_n, decay_n in zip(*(t.unbind(2) for t in (U, W, q_in, A_qk, k_out, state_decay))):
+        u_n = U_n - W_n @ S
+        outs.append(q_n @ S + A_n @ u_n)
+        S = S * decay_n + k_n @ u_n
+    o = torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
+    return o.to(dtype), S

@@ -1,0 +1,119 @@
+"""`harness recommend` and the report's "Which hybrid to use": answers under budgets and floors,
+the Pareto front, and every way the table can fail to answer (missing lengths, nothing learned,
+nothing feasible, noise), on a synthetic results table whose right answers are known."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from harness.report.recommend import Constraints, recommend, which_hybrid_rows
+
+#: (variant, layout, placement): (recall per seed, cache bytes per token of context, decode s)
+MODELS = {
+    ("attention", "transformer", "interleave"): ([0.99, 0.98], 1000.0, 0.010),
+    ("gla", "3:1", "interleave"): ([0.90, 0.92], 300.0, 0.004),
+    ("gla", "3:1", "bottom"): ([0.80, 0.82], 300.0, 0.004),
+    ("gla", "pure", "interleave"): ([0.26, 0.25], 10.0, 0.002),  # at the plateau: did not learn
+    ("kda", "pure", "interleave"): ([0.97, 0.975], 12.0, 0.003),
+}
+PLATEAU, CHANCE = 0.25, 0.01
+
+
+def _table(models=MODELS, recall_len=256, cache_lens=(1024, 4096), loaded=False) -> pd.DataFrame:
+    rows = []
+    for (variant, layout, placement), (recall, per_token, decode) in models.items():
+        base = {"suite": "t", "variant": variant, "layout": layout, "placement": placement, "n_layers": 4,
+                "n_full_attn_layers": 0, "d_model": 64, "status": "ok", "batch": 1,
+                "cell_id": f"{variant}-{layout}-{placement}"}
+        for seed, r in enumerate(recall):
+            for metric, value in (("recall_acc", r), ("recall_plateau", PLATEAU), ("recall_chance", CHANCE)):
+                rows.append({**base, "task": "mqar", "metric": metric, "value": value, "unit": "accuracy",
+                             "seq_len": recall_len, "seed": seed, "subtask": "mqar"})
+        for L in cache_lens:
+            rows.append({**base, "task": "analytic", "metric": "cache_bytes", "value": per_token * L, "unit": "bytes",
+                         "seq_len": L, "seed": 0})
+            rows.append({**base, "task": "efficiency", "metric": "decode_token_s", "value": decode, "unit": "s",
+                         "seq_len": L, "context_len": L, "seed": 0, "loaded": loaded})
+    return pd.DataFrame(rows)
+
+
+def test_most_accurate_within_a_cache_budget():
+    ans = recommend(_table(), Constraints(seq_len=4096, max_cache_bytes=500 * 4096, accuracy_len="all"))
+    assert ans.answered and (ans.choice["variant"], ans.choice["layout"]) == ("kda", "pure")
+    rows = ans.rows.set_index(["variant", "layout"])
+    assert not rows.loc[("attention", "transformer"), "feasible"]  # over budget
+    assert ("gla", "pure") not in rows.index  # did not learn: left out and named
+    assert any("did not learn" in w and "gla pure" in w for w in ans.warnings)
+    assert rows.loc[("kda", "pure"), "pareto"] and not rows.loc[("gla", "3:1 bottom"), "pareto"]
+
+
+def test_cheapest_above_a_floor_and_placements_stay_apart():
+    ans = recommend(_table(), Constraints(seq_len=1024, objective="cache", min_score=0.85, accuracy_len="all"))
+    assert ans.choice["variant"] == "kda"
+    ans = recommend(_table({k: v for k, v in MODELS.items() if k[0] != "kda"}),
+                    Constraints(seq_len=1024, objective="cache", min_score=0.85, accuracy_len="all"))
+    assert (ans.choice["variant"], ans.choice["layout"]) == ("gla", "3:1")  # not "3:1 bottom" (0.81)
+
+
+def test_latency_objective_and_budget():
+    ans = recommend(_table(), Constraints(seq_len=4096, objective="latency", max_decode_s=0.0035, accuracy_len="all"))
+    assert ans.answered and ans.choice["variant"] == "kda" and "decode_token_s" in ans.rows
+
+
+def test_cannot_answer_when_accuracy_was_measured_elsewhere():
+    ans = recommend(_table(), Constraints(seq_len=4096))
+    assert not ans.answered and "measured at length(s) 256, not at 4096" in ans.reasons[0]
+    assert "--accuracy-len" in ans.reasons[0]
+    assert recommend(_table(), Constraints(seq_len=4096, accuracy_len=256)).answered
+
+
+def test_cannot_answer_without_costs_at_that_length():
+    ans = recommend(_table(), Constraints(seq_len=2048, accuracy_len="all"))
+    assert not ans.answered and "no `cache_bytes` rows at L = 2048" in ans.reasons[0] and "1024, 4096" in ans.reasons[0]
+
+
+def test_cannot_answer_when_nothing_learned_or_nothing_fits():
+    flat = {k: ([PLATEAU, PLATEAU], c, d) for k, (_, c, d) in MODELS.items()}
+    ans = recommend(_table(flat), Constraints(seq_len=1024, accuracy_len="all"))
+    assert not ans.answered and "no model learned" in ans.reasons[0]
+    ans = recommend(_table(), Constraints(seq_len=1024, max_cache_bytes=1.0, accuracy_len="all"))
+    assert not ans.answered and any("no model meets every constraint" in r for r in ans.reasons)
+    assert not ans.rows.empty  # the candidates are still shown
+    ans = recommend(pd.DataFrame([{"suite": "t", "variant": "gla", "layout": "pure", "metric": "cache_bytes",
+                                   "value": 1.0, "seq_len": 1024, "status": "ok"}]), Constraints(seq_len=1024))
+    assert not ans.answered and "no accuracy rows" in ans.reasons[0]
+
+
+def test_noise_flags():
+    close = {("gla", "3:1", "interleave"): ([0.90, 0.96], 300.0, 0.004),
+             ("kda", "pure", "interleave"): ([0.94, 0.93], 12.0, 0.003)}
+    ans = recommend(_table(close), Constraints(seq_len=1024, accuracy_len="all"))
+    assert ans.answered and any("tie within noise" in w for w in ans.warnings)
+    ans = recommend(_table(loaded=True), Constraints(seq_len=1024, objective="latency", accuracy_len="all"))
+    assert any("loaded machine" in w for w in ans.warnings)
+
+
+def test_bad_constraints():
+    with pytest.raises(ValueError, match="unknown objective"):
+        Constraints(seq_len=10, objective="speed")  # type: ignore[arg-type]
+
+
+def test_report_section_per_length(tmp_path):
+    rows = which_hybrid_rows(_table())
+    assert rows["seq_len"].tolist() == [1024, 4096]
+    assert set(rows["most accurate"]) == {"attention transformer"}
+    assert set(rows["cheapest near it"]) == {"kda pure"}  # 0.9725 is within 2 % of 0.985
+
+
+def test_cli(tmp_path):
+    path = tmp_path / "results.parquet"
+    _table().to_parquet(path)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "harness.cli", "recommend", str(path), *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    ok = run("--seq-len", "4096", "--accuracy-len", "all", "--max-cache-bytes", "2e6")
+    assert ok.returncode == 0 and "**Answer.** `kda` at layout `pure`" in ok.stdout, ok.stdout + ok.stderr
+    no = run("--seq-len", "4096")
+    assert no.returncode == 1 and "cannot answer" in no.stdout
+    bad = run("--seq-len", "4096", "--accuracy-len", "long")
+    assert bad.returncode == 2 and "--accuracy-len" in bad.stderr
