@@ -29,6 +29,11 @@ FLA_LAYERS = {
     "hgrn2": ("HGRN2Attention", lambda d, h: dict(expand_ratio=d // h)),
     "deltanet": ("DeltaNet", lambda d, h: dict(num_heads=h, expand_k=1.0, expand_v=1.0)),
     "gated_deltanet": ("GatedDeltaNet", lambda d, h: dict(num_heads=h, head_dim=d // h, expand_v=2.0)),
+    "kda": ("KimiDeltaAttention", lambda d, h: dict(num_heads=h, head_dim=d // h, expand_v=1.0)),
+    "rwkv7": ("RWKV7Attention", lambda d, h: dict(num_heads=h, head_dim=d // h, num_hidden_layers=2)),
+    # not mamba2: fla's Mamba2 layer runs its Triton path only with mamba_ssm and causal_conv1d
+    # installed (absent from the lent image); without them it falls back to a PyTorch loop, so
+    # "overhead against fla" would compare our fla path with fla's slow fallback.
 }
 
 
@@ -73,7 +78,7 @@ def main() -> None:
 
             def step(module):
                 xi = x.detach().requires_grad_(True)
-                y = module(xi)[0]
+                y = module(xi)[0]  # both return (output, ...)
                 y.float().pow(2).mean().backward()
 
             sync = device_sync(dev)

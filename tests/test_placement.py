@@ -3,6 +3,7 @@ canonical identity (specs that give the same layers are one cell, and the defaul
 renames no cell stored before placement existed), and clear errors."""
 import textwrap
 
+import pandas as pd
 import pytest
 
 from harness.model.config import ModelConfig, resolve_model
@@ -102,3 +103,24 @@ def test_a_suite_names_a_bad_placement(tmp_path):
         load_suite(_suite(tmp_path, "layout: ['3:1'], placement: [sideways]"))
     with pytest.raises(SuiteError, match="applies to ratio layouts"):
         expand_cells(load_suite(_suite(tmp_path, "layout: [LLLALLLA], placement: [bottom]")))
+
+
+def test_the_report_tables_recall_and_steps_by_placement_and_keeps_recall_loss_out_of_lm(tmp_path):
+    from harness.report import build_report_from_frame
+
+    rows = []
+    recall = {"bottom": (0.26, 1400), "interleave": (0.99, 350)}  # placement: (recall_acc, train_steps)
+    for placement, (acc, steps) in recall.items():
+        for seed in (0, 1):
+            base = {"suite": "p", "variant": "gla", "layout": "3:1", "placement": placement, "n_layers": 4,
+                    "n_full_attn_layers": 1, "d_model": 64, "status": "ok", "batch": 1, "seq_len": 64, "seed": seed,
+                    "task": "mqar", "subtask": "mqar", "cell_id": f"{placement}-{seed}"}
+            for metric, value, unit in (("recall_acc", acc + 0.001 * seed, "accuracy"), ("train_steps", steps, "steps"),
+                                        ("recall_plateau", 0.25, "accuracy"), ("recall_chance", 0.03, "accuracy"),
+                                        ("val_loss", 1.0 + seed, "nats")):
+                rows.append({**base, "metric": metric, "value": value, "unit": unit})
+    text = build_report_from_frame(pd.DataFrame(rows), tmp_path).read_text()
+    assert "### recall_acc by placement" in text and "### train_steps by placement" in text
+    steps = text.split("### train_steps by placement")[1].split("###")[0]
+    assert "1,400" in steps or "1400" in steps  # the bottom cells never stopped early
+    assert "val_loss by placement" not in text  # a recall task's training loss is not LM quality

@@ -111,8 +111,9 @@ def test_quickstart_expands():
     assert {c.model["variant"] for c in tf} == {"attention"}
     assert len(tf) == 3  # one per seq_len, not one per variant
     linear = {c.model["variant"] for c in analytic} - {"attention"}
-    assert linear == {"hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet"}
-    assert len(analytic) == 6 * 3 * 3 + 3
+    paper = {"hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet"}
+    assert linear == paper | {"kda", "mamba2", "rwkv7"}
+    assert len(analytic) == 9 * 3 * 3 + 3
     # every kind of result: the other tasks run on their own (smaller) axes
     assert {c.task for c in cells} == {"analytic", "efficiency", "mixer_efficiency", "mqar", "lm"}
     assert {c.seq_len for c in cells if c.task == "mqar"} == {64}

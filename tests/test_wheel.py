@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.sweep import expand_cells, load_suite
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -46,10 +48,11 @@ def test_the_installed_cli_runs_from_any_folder(installed, tmp_path):
     assert all(str(installed) in f for f in [files[0], *files[1], *files[2]]), files
     dry = _run(installed, tmp_path, "-m", "harness.cli", "sweep", "--dry-run")
     assert dry.returncode == 0, dry.stderr[-2000:]
-    assert "quickstart: 100 cells" in dry.stdout
+    n_cells = len(expand_cells(load_suite(REPO / "suites" / "quickstart.yaml")))
+    assert f"quickstart: {n_cells} cells" in dry.stdout  # the shipped copy, not a stale one
     listed = _run(installed, tmp_path, "-m", "harness.cli", "suites", "--json")
     assert listed.returncode == 0, listed.stderr[-2000:]
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
-    assert rows["quickstart"]["where"] == "shipped" and rows["cpu-recall"]["cells"] == "38"
+    assert rows["quickstart"]["where"] == "shipped" and rows["cpu-recall"]["cells"] == str(len(expand_cells(load_suite(REPO / "suites" / "cpu-recall.yaml"))))
     variants = _run(installed, tmp_path, "-m", "harness.cli", "variants", "--json")
     assert {r["name"] for r in json.loads(variants.stdout)} >= {"gla", "gated_deltanet", "attention"}

@@ -88,11 +88,15 @@ class PlacementSections(ReportBase):
                  "layers; attn:i = explicit attention layer indices). Rows: variant and placement; columns: ratio; `mean ± std (n seeds)`. The cache does "
                  "not depend on placement (the same layers, reordered): its table is a check.")
         rec = T.recall_score(self.ok)
-        lm = T.lm_score(self.ok)
+        recall_tasks = set(self.ok.loc[self.ok["metric"] == "recall_acc", "task"])
+        lm = T.lm_score(self.ok[~self.ok["task"].isin(recall_tasks)])  # a recall task's training loss is not LM
         done = False
         for metric, label, unit, note in (
                 ("recall_acc", "recall accuracy [fraction correct]", "",
                  "mean recall_acc over subtasks and lengths" if rec is not None else ""),
+                ("train_steps", "training steps", "",
+                 "training steps taken: the early stop once a held-out probe is solved, else the whole budget "
+                 "(a cell that never stopped did not solve it)"),
                 (lm.metric if lm is not None else "", lm.metric if lm is not None else "", lm.unit if lm else "",
                  lm.description if lm is not None else ""),
                 ("cache_bytes", "cache bytes", "bytes", "analytic inference cache (state + KV)")):
@@ -107,7 +111,7 @@ class PlacementSections(ReportBase):
                 multi = len(T.scales(summary)) > 1
                 self.add(f"### {metric} by placement{f' ({_d(d)})' if multi else ''}\n\n{note}.\n\n"
                          + md_table(placement_table(sub, unit)))
-                if metric != "cache_bytes":
+                if metric not in ("cache_bytes", "train_steps"):
                     self.figure(score_vs_placement(
                         sub, label, f"{metric} by placement{f' ({_d(d)})' if multi else ''}", self.fig_dir,
                         F.slug("placement", metric, _d(d) if multi else ""),
