@@ -5,7 +5,7 @@ import torch
 
 from harness.model.config import ModelConfig
 from harness.model.costs import crossover_length, model_costs
-from harness.model.layout import LayoutError, layout_name, resolve_layout
+from harness.model.layout import LayoutError, canonical_layout, resolve_layout
 from harness.model.lm import HybridLM, build_model
 
 
@@ -22,10 +22,10 @@ def test_resolve_layout(spec, n, expected):
     assert "".join(resolve_layout(spec, n)) == expected
 
 
-def test_layout_name_round_trips():
+def test_layout_round_trips_through_its_canonical_form():
     for spec, n in [("pure", 4), ("transformer", 2), ("3:1", 8), ("1:1", 6)]:
-        assert layout_name(resolve_layout(spec, n)) == spec
-    assert layout_name(list("LLAL")) == "LLAL"
+        assert canonical_layout(resolve_layout(spec, n)) == (spec, "interleave")
+    assert canonical_layout(list("LLAL")) == ("3:1", "attn:2")
 
 
 @pytest.mark.parametrize("spec,n,fragment", [

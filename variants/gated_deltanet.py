@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import at_least_fp32, fused_linear
+from harness.model.modules import at_least_fp32, fused_linear, init_dt_bias
 from harness.registry import register_variant
 
 
@@ -36,8 +36,7 @@ class GatedDeltaNet(MatrixStateMixer):
         self.dt_bias = nn.Parameter(torch.empty(n_heads))
         if self.A_log.device.type != "meta":  # fla's initialisation
             self.A_log.data.copy_(torch.empty(n_heads).uniform_(0, 16).log())
-            dt = torch.exp(torch.rand(n_heads) * (math.log(0.1) - math.log(0.001)) + math.log(0.001)).clamp(min=1e-4)
-            self.dt_bias.data.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            self.dt_bias.data.copy_(init_dt_bias(n_heads))
         if use_short_conv:
             self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)
         self.add_gated_output(norm_eps, use_gate)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import GatedRMSNorm, at_least_fp32, fused_linear, split_heads
+from harness.model.modules import GatedRMSNorm, at_least_fp32, fused_linear, init_dt_bias, split_heads
 from harness.registry import register_variant
 
 
@@ -44,8 +44,7 @@ class KDA(MatrixStateMixer):
         self.dt_bias = nn.Parameter(torch.empty(self.key_dim))
         if self.A_log.device.type != "meta":  # fla's initialisation
             self.A_log.data.copy_(torch.empty(n_heads).uniform_(1, 16).log())
-            dt = torch.exp(torch.rand(self.key_dim) * (math.log(0.1) - math.log(0.001)) + math.log(0.001)).clamp(min=1e-4)
-            self.dt_bias.data.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            self.dt_bias.data.copy_(init_dt_bias(self.key_dim))
         self.g_proj = nn.Sequential(nn.Linear(d_model, head_v, bias=False), nn.Linear(head_v, self.value_dim, bias=True))
         self.o_norm = GatedRMSNorm(head_v, norm_eps, activation="sigmoid")
         self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)

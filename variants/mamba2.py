@@ -15,14 +15,12 @@ split over `n_heads` heads of P = expand * d_model / n_heads channels; `state_si
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import at_least_fp32, split_heads
+from harness.model.modules import at_least_fp32, init_dt_bias, split_heads
 from harness.registry import register_variant
 
 
@@ -67,8 +65,7 @@ class Mamba2(MatrixStateMixer):
         self.A_log = nn.Parameter(torch.empty(n_heads))
         self.D = nn.Parameter(torch.ones(inner if D_has_hdim else n_heads))
         if self.A_log.device.type != "meta":  # fla's (mamba_ssm's) initialisation
-            dt = torch.exp(torch.rand(n_heads) * (math.log(0.1) - math.log(0.001)) + math.log(0.001)).clamp(min=1e-4)
-            self.dt_bias.data.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            self.dt_bias.data.copy_(init_dt_bias(n_heads))
             self.A_log.data.copy_(torch.empty(n_heads).uniform_(1, 16).log())
         self.norm = GroupedGatedRMSNorm(inner, inner // n_groups, norm_eps) if rmsnorm else None
         self.out_proj = nn.Linear(inner, d_model, bias=use_bias)

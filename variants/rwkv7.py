@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from harness.model.blocks import token_shift
-from harness.model.mixer import CONV, RECURRENT, Mixer, StateEntry
+from harness.model.mixer import CONV, MatrixStateMixer, StateEntry
 from harness.model.modules import at_least_fp32, l2norm, split_heads
 from harness.registry import register_variant
 
@@ -45,7 +45,7 @@ def _low_rank(d_model: int, head_dim: int, coeff: float, per_head: bool) -> int:
 
 
 @register_variant("rwkv7")
-class RWKV7(Mixer):
+class RWKV7(MatrixStateMixer):
     display_name, color, generation, delta_rule = "RWKV-7", "#e377c2", 3, True  # pink: generation 3
     gating = "data-dependent per-channel decay"
     # GLA's per-channel decay (7) plus a rank-one correction (+3), as KDA; see harness.model.costs
@@ -62,7 +62,7 @@ class RWKV7(Mixer):
         if d_model % K or d_model // K != n_heads or value_dim % n_heads:
             raise ValueError(f"rwkv7: d_model {d_model} must be n_heads={n_heads} heads of head_dim {K}, and "
                              f"value_dim {value_dim} divide by n_heads")
-        self.head_k, self.head_v, self.value_dim = K, value_dim // n_heads, value_dim
+        self.set_dims(d_model, value_dim)  # head_k = K
         C = d_model
         for name in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
             setattr(self, name, nn.Parameter(torch.zeros(1, 1, C)))
@@ -131,11 +131,7 @@ class RWKV7(Mixer):
         return self.o_proj((o + bonus) * self.g_lora(xg)), new
 
     def state_spec(self, batch, seq_len):
-        return {"S": StateEntry((batch, self.n_heads, self.head_k, self.head_v), RECURRENT),
-                "shift": StateEntry((batch, self.d_model), CONV)}
-
-    def state_elements_per_head(self) -> int:
-        return self.head_k * self.head_v
+        return {**super().state_spec(batch, seq_len), "shift": StateEntry((batch, self.d_model), CONV)}
 
     @classmethod
     def fla_config_fields(cls, cfg):

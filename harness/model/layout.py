@@ -162,12 +162,5 @@ def canonical_layout(kinds: list[str]) -> tuple[str, str]:
     return "".join(kinds), DEFAULT_PLACEMENT
 
 
-def layout_name(kinds: list[str]) -> str:
-    """A short name for a resolved layout: the ratio for the paper's interleaved block, else the
-    explicit pattern (`canonical_layout` gives the ratio and placement of any pattern)."""
-    name, placement = canonical_layout(kinds)
-    return name if placement == DEFAULT_PLACEMENT else "".join(kinds)
-
-
 def attention_layers(kinds: list[str]) -> list[int]:
     return [i for i, k in enumerate(kinds) if k == ATTN]

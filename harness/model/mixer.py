@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Optional
 import torch
 from torch import nn
 
+from harness.model.modules import GatedRMSNorm, RMSNorm, ShortConv, _fused_weight, l2norm_pair, split_heads
+
 if TYPE_CHECKING:
     from harness.integrations.convert import FlaConfig
 
@@ -135,8 +137,6 @@ class Mixer(nn.Module):
                             **dims: int) -> None:
         """Create one short causal conv per named input (`q=key_dim, k=key_dim, ...`), as fla's
         `<name>_conv1d` modules; their tails are the state entries `conv_<name>`."""
-        from harness.model.modules import ShortConv
-
         for name, dim in dims.items():
             setattr(self, f"{name}_conv1d", ShortConv(dim, kernel_size, bias=bias, activation=activation))
         self.conv_names = tuple(dims)
@@ -167,8 +167,6 @@ class Mixer(nn.Module):
         """A decode step (T = 1, cached tails, no autograd) of all short convs at once: one
         concatenated tail, one multiply and sum over the conv width, one activation. None when
         the call does not qualify (then each conv runs on its own)."""
-        from harness.model.modules import _fused_weight
-
         xs = list(inputs.values())
         if xs[0].shape[1] != 1:
             return None
@@ -278,8 +276,6 @@ class MatrixStateMixer(Mixer):
     def add_gated_output(self, norm_eps: float, gated: bool) -> None:
         """fla's output stage of the delta-rule layers: a per-head RMSNorm, swish-gated by
         g_proj(x) when `gated`, then o_proj."""
-        from harness.model.modules import GatedRMSNorm, RMSNorm
-
         self.use_gate = gated
         if gated:
             self.g_proj = nn.Linear(self.d_model, self.value_dim, bias=False)
@@ -290,8 +286,6 @@ class MatrixStateMixer(Mixer):
 
     def gated_output(self, o: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
         """o [B, T, H, head_v] -> [B, T, d_model] through the stage `add_gated_output` built."""
-        from harness.model.modules import split_heads
-
         o = self.o_norm(o, split_heads(gate, self.head_v)) if self.use_gate else self.o_norm(o)
         return self.o_proj(o.flatten(-2))
 
@@ -299,8 +293,6 @@ class MatrixStateMixer(Mixer):
                           v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """fla's delta-rule input stage: short convs with SiLU (SiLU alone without convs), then
         heads, q and k L2-normalised: [B, T, H, head_k] twice and [B, T, H, head_v]."""
-        from harness.model.modules import l2norm_pair, split_heads
-
         q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
         if not self.use_short_conv:  # fla applies the activation in the conv; without one, here
             q, k, v = (torch.nn.functional.silu(t) for t in (q, k, v))

@@ -13,29 +13,27 @@ from torch import nn
 
 from harness.ops import short_conv
 from harness.ops.prelude import acc_dtype
+from harness.ops.prelude import to_acc as cast  # x.to(dtype) without the call when it already is
 
 
-def _acc(x: torch.Tensor) -> torch.dtype:
-    """At least fp32 for normalisation statistics (fp64 stays fp64, for exact tests)."""
-    return acc_dtype(x.dtype)
+def init_dt_bias(n: int) -> torch.Tensor:
+    """fla's (mamba_ssm's) time-step bias: dt log-uniform in [1e-3, 0.1] (floored at 1e-4), stored
+    as its inverse softplus, so softplus(dt_bias) = dt at initialisation."""
+    dt = torch.exp(torch.rand(n) * (math.log(0.1) - math.log(0.001)) + math.log(0.001)).clamp(min=1e-4)
+    return dt + torch.log(-torch.expm1(-dt))
 
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    """Gates and decays are computed in fp32 (or fp64 when the model is fp64)."""
-    acc = _acc(x)
-    return x if x.dtype == acc else x.to(acc)
-
-
-def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """x.to(dtype) without the call when it already is (the decode path counts microseconds)."""
-    return x if x.dtype == dtype else x.to(dtype)
+    """Gates, decays and normalisation statistics are computed in fp32 (or fp64 when the model is
+    fp64, for exact tests)."""
+    return cast(x, acc_dtype(x.dtype))
 
 
 def _rms_scaled(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x * rsqrt(mean(x^2) + eps) * weight in at least fp32 (returned in that dtype)."""
-    y = _to(x, _acc(x))
+    y = cast(x, acc_dtype(x.dtype))
     r = torch.rsqrt(y.pow(2).mean(-1, keepdim=True).add_(eps))
-    return y * r * _to(weight, y.dtype)
+    return y * r * cast(weight, y.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -47,7 +45,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _to(_rms_scaled(x, self.weight, self.eps), x.dtype)
+        return cast(_rms_scaled(x, self.weight, self.eps), x.dtype)
 
 
 class GatedRMSNorm(RMSNorm):
@@ -60,16 +58,16 @@ class GatedRMSNorm(RMSNorm):
         self.activation = activation
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        g = _to(gate, _acc(gate))
+        g = cast(gate, acc_dtype(gate.dtype))
         g = torch.sigmoid(g) if self.activation == "sigmoid" else F.silu(g)
-        y = _to(_to(_rms_scaled(x, self.weight, self.eps), x.dtype), g.dtype)
-        return _to(y * g, x.dtype)
+        y = cast(cast(_rms_scaled(x, self.weight, self.eps), x.dtype), g.dtype)
+        return cast(y * g, x.dtype)
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """fla's l2norm (use_qk_l2norm_in_kernel): x / sqrt(sum(x^2) + eps) over the last dim."""
-    xf = _to(x, _acc(x))
-    return _to(xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True).add_(eps)), x.dtype)
+    xf = cast(x, acc_dtype(x.dtype))
+    return cast(xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True).add_(eps)), x.dtype)
 
 
 def fused_linear(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
@@ -149,7 +147,7 @@ _INV_FREQ: dict = {}
 
 def _rotary_cos_sin(x: torch.Tensor, offset: int, theta: float):
     T, D = x.shape[1], x.shape[-1]
-    acc = _acc(x)
+    acc = acc_dtype(x.dtype)
     key = (D, theta, x.device, acc)
     inv_freq = None if torch.compiler.is_compiling() else _INV_FREQ.get(key)  # no dict in the guards
     if inv_freq is None:
@@ -165,12 +163,12 @@ def _rotary_cos_sin(x: torch.Tensor, offset: int, theta: float):
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = cos.shape[-1]
-    xf = _to(x, cos.dtype)
+    xf = cast(x, cos.dtype)
     x1, x2 = xf[..., :half], xf[..., half : 2 * half]
     parts = [x1 * cos - x2 * sin, x1 * sin + x2 * cos]
     if xf.shape[-1] > 2 * half:
         parts.append(xf[..., 2 * half :])
-    return _to(torch.cat(parts, dim=-1), x.dtype)
+    return cast(torch.cat(parts, dim=-1), x.dtype)
 
 
 def rotary(x: torch.Tensor, offset: int, theta: float = 10000.0) -> torch.Tensor:

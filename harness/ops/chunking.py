@@ -133,6 +133,22 @@ def blockwise(
     return _Blockwise.apply(fn, block, len(seq), *seq, initial_state)
 
 
+def run_chunked(
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    seq: Sequence[Optional[torch.Tensor]],
+    initial_state: Optional[torch.Tensor],
+    checkpoint_block: Optional[int],
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fn(*seq, state) -> (o, state)` over the whole [B, T, ...] sequence at once, or, in training
+    past one block of `checkpoint_block` steps (resolve_block, wants_blocks), blockwise: the
+    memory-lean path every chunked op shares."""
+    block = resolve_block(checkpoint_block, chunk_size)
+    if wants_blocks(block, seq[0].shape[1], *seq, initial_state):
+        return blockwise(fn, seq, initial_state, block)
+    return fn(*seq, initial_state)
+
+
 def intra_chunk_scores(x: torch.Tensor, y: torch.Tensor, Gx: torch.Tensor, Gy: torch.Tensor, c: int) -> torch.Tensor:
     """A[t, s] = sum_k x_tk y_sk exp(Gx_tk - Gy_sk) for s <= t within each chunk, per-channel
     decays, stable for any gate values ([B, H, N, C, K] in, [B, H, N, C, C] out; 0 above the

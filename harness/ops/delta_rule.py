@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from harness.ops.chunking import blockwise, resolve_block, split_chunks, wants_blocks
+from harness.ops.chunking import run_chunked, split_chunks
 from harness.ops.prelude import prepare_qkv
 
 
@@ -55,12 +55,9 @@ def chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
     inputs and block-boundary states are kept (see harness.ops.chunking.blockwise).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    block = resolve_block(checkpoint_block, chunk_size)
-    if wants_blocks(block, q.shape[1], q, k, v, beta, g, initial_state):
-        fn = functools.partial(_chunk_delta_rule, scale=scale, chunk_size=chunk_size)
-        return blockwise(lambda q, k, v, b, g, s: fn(q, k, v, b, g, initial_state=s), (q, k, v, beta, g),
-                         initial_state, block)
-    return _chunk_delta_rule(q, k, v, beta, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size)
+    fn = functools.partial(_chunk_delta_rule, scale=scale, chunk_size=chunk_size)
+    return run_chunked(lambda q, k, v, b, g, s: fn(q, k, v, b, g, initial_state=s), (q, k, v, beta, g),
+                       initial_state, checkpoint_block, chunk_size)
 
 
 def _chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,

@@ -17,8 +17,9 @@ from typing import Optional
 
 import torch
 
-from harness.ops.chunking import blockwise, intra_chunk_scores, resolve_block, split_chunks, wants_blocks
+from harness.ops.chunking import intra_chunk_scores, run_chunked, split_chunks
 from harness.ops.prelude import acc_dtype, prepare_qkv, to_acc
+from harness.ops.step import check_one_token
 
 
 def _gate(g: Optional[torch.Tensor], like: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
@@ -48,8 +49,7 @@ def dplr_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor
               g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
               initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One token (T = 1) of the recurrence as batched matmuls over B * H: the decode path."""
-    if q.shape[1] != 1:
-        raise ValueError(f"step ops take one token (T = 1), got T = {q.shape[1]}; use the recurrent or chunk op")
+    check_one_token(q)
     B, _, H, K = q.shape
     V = v.shape[-1]
     dtype = v.dtype
@@ -84,13 +84,9 @@ def chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tenso
     per-channel decays). In training, blocks of `checkpoint_block` tokens are recomputed in
     backward (harness.ops.chunking.blockwise)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    block = resolve_block(checkpoint_block, chunk_size)
-    if wants_blocks(block, q.shape[1], q, k, v, a, b, g, initial_state):
-        fn = functools.partial(_chunk_dplr, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
-        return blockwise(lambda q, k, v, a, b, g, s: fn(q, k, v, a, b, g, initial_state=s), (q, k, v, a, b, g),
-                         initial_state, block)
-    return _chunk_dplr(q, k, v, a, b, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size,
-                       sub_chunk_size=sub_chunk_size)
+    fn = functools.partial(_chunk_dplr, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
+    return run_chunked(lambda q, k, v, a, b, g, s: fn(q, k, v, a, b, g, initial_state=s), (q, k, v, a, b, g),
+                       initial_state, checkpoint_block, chunk_size)
 
 
 def _chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
@@ -116,8 +112,9 @@ def _chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tens
     W = T_inv @ (a * G_ex.exp())  # [B, H, N, C, K]: U = U0 + W S_0
     q_in = q * G.exp()
     G_last = G[:, :, :, -1:]  # [B, H, N, 1, K]
-    b_out = (b * (G_last - G).exp()).transpose(-1, -2)  # [B, H, N, K, C]
-    k_out = (k * (G_last - G).exp()).transpose(-1, -2)
+    to_end = (G_last - G).exp()  # [B, H, N, C, K]: from after step t to the chunk's end
+    b_out = (b * to_end).transpose(-1, -2)  # [B, H, N, K, C]
+    k_out = (k * to_end).transpose(-1, -2)
     state_decay = G_last.exp().transpose(-1, -2)  # [B, H, N, K, 1]
     kv = k_out @ v  # [B, H, N, K, V]
     outs = []

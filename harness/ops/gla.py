@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from harness.ops.chunking import blockwise, intra_chunk_scores, resolve_block, split_chunks, wants_blocks
+from harness.ops.chunking import intra_chunk_scores, run_chunked, split_chunks
 from harness.ops.prelude import prepare_qkv
 
 
@@ -59,12 +59,9 @@ def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[tor
     if g is not None:
         _expand_gate(g, q, g.dtype)  # check the shape before blocks slice it
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    block = resolve_block(checkpoint_block, chunk_size)
-    if wants_blocks(block, q.shape[1], q, k, v, g, initial_state):
-        fn = functools.partial(_chunk_gla, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
-        return blockwise(lambda q, k, v, g, s: fn(q, k, v, g, initial_state=s), (q, k, v, g), initial_state, block)
-    return _chunk_gla(q, k, v, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size,
-                      sub_chunk_size=sub_chunk_size)
+    fn = functools.partial(_chunk_gla, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
+    return run_chunked(lambda q, k, v, g, s: fn(q, k, v, g, initial_state=s), (q, k, v, g), initial_state,
+                       checkpoint_block, chunk_size)
 
 
 def _chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor], scale: float,

@@ -10,7 +10,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from harness.ops.chunking import blockwise, resolve_block, wants_blocks
+from harness.ops.chunking import run_chunked
+from harness.ops.prelude import acc_dtype, to_acc
 
 
 def recurrent_hgrn(
@@ -18,9 +19,9 @@ def recurrent_hgrn(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step-by-step reference; also the decode path."""
     dtype = x.dtype
-    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
-    x, g = x.to(acc), g.to(acc)
-    h = x.new_zeros(x.shape[0], x.shape[2]) if initial_state is None else initial_state.to(acc)
+    acc = acc_dtype(dtype)  # fp32 for half inputs, else as given
+    x, g = to_acc(x, acc), to_acc(g, acc)
+    h = x.new_zeros(x.shape[0], x.shape[2]) if initial_state is None else to_acc(initial_state, acc)
     outs = []
     for x_t, a_t in zip(x.unbind(1), g.exp().unbind(1)):  # unbind: see recurrent_gla
         h = a_t * h + x_t
@@ -41,10 +42,8 @@ def chunk_hgrn(x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.T
     In training (grad enabled), time is cut into blocks of `checkpoint_block` tokens (default
     harness.ops.chunking.CHECKPOINT_BLOCK; 0 = off) that are recomputed in backward, so only the
     inputs and block-boundary states are kept (see harness.ops.chunking.blockwise)."""
-    block = resolve_block(checkpoint_block, chunk_size)
-    if wants_blocks(block, x.shape[1], x, g, initial_state):
-        return blockwise(lambda x, g, h: _chunk_hgrn(x, g, h, chunk_size), (x, g), initial_state, block)
-    return _chunk_hgrn(x, g, initial_state, chunk_size)
+    return run_chunked(lambda x, g, h: _chunk_hgrn(x, g, h, chunk_size), (x, g), initial_state, checkpoint_block,
+                       chunk_size)
 
 
 def _chunk_hgrn(
@@ -52,10 +51,10 @@ def _chunk_hgrn(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, D = x.shape
     dtype = x.dtype
-    acc = torch.promote_types(dtype, torch.float32)  # fp32 for half inputs, else as given
+    acc = acc_dtype(dtype)  # fp32 for half inputs, else as given
     C = min(chunk_size, T)
     pad = (-T) % C
-    x, g = x.to(acc), g.to(acc)
+    x, g = to_acc(x, acc), to_acc(g, acc)
     if pad:  # zero input and zero log-gate leave the state untouched
         x = F.pad(x, (0, 0, 0, pad))
         g = F.pad(g, (0, 0, 0, pad))
@@ -69,7 +68,7 @@ def _chunk_hgrn(
         a = torch.cat([a[:, :, :k], a[:, :, k:] * a[:, :, :-k]], 2)
         k *= 2
     # h_in: in-chunk state from zero; a: in-chunk cumulative gate product   [B, N, C, D]
-    h = x.new_zeros(B, D) if initial_state is None else initial_state.to(acc)
+    h = x.new_zeros(B, D) if initial_state is None else to_acc(initial_state, acc)
     starts = []  # the state entering each chunk (unbind: no per-chunk indexing under autograd)
     for last_n, a_last_n in zip(h_in[:, :, -1].unbind(1), a[:, :, -1].unbind(1)):
         starts.append(h)

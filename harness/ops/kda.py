@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from harness.ops.chunking import blockwise, intra_chunk_scores, resolve_block, split_chunks, wants_blocks
+from harness.ops.chunking import intra_chunk_scores, run_chunked, split_chunks
 from harness.ops.delta_rule import recurrent_delta_rule
 from harness.ops.prelude import prepare_qkv, to_acc
 from harness.ops.step import delta_rule_step
@@ -68,13 +68,9 @@ def chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Ten
     are recomputed in backward (harness.ops.chunking.blockwise)."""
     _check_gate(g, k)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    block = resolve_block(checkpoint_block, chunk_size)
-    if wants_blocks(block, q.shape[1], q, k, v, beta, g, initial_state):
-        fn = functools.partial(_chunk_kda, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
-        return blockwise(lambda q, k, v, b, g, s: fn(q, k, v, b, g, initial_state=s), (q, k, v, beta, g),
-                         initial_state, block)
-    return _chunk_kda(q, k, v, beta, g, scale=scale, initial_state=initial_state, chunk_size=chunk_size,
-                      sub_chunk_size=sub_chunk_size)
+    fn = functools.partial(_chunk_kda, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
+    return run_chunked(lambda q, k, v, b, g, s: fn(q, k, v, b, g, initial_state=s), (q, k, v, beta, g),
+                       initial_state, checkpoint_block, chunk_size)
 
 
 def _chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
@@ -95,8 +91,9 @@ def _chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     T_inv = torch.linalg.solve_triangular(eye + A_kk * beta[..., None], eye.expand_as(A_kk), upper=False,
                                           unitriangular=True)
     U = T_inv @ (v * beta[..., None])  # [B, H, N, C, V]: u = U - W S_0
-    W = T_inv @ (k * (beta[..., None] * G.exp()))  # [B, H, N, C, K]
-    q_in = q * G.exp()
+    decay = G.exp()  # [B, H, N, C, K]: from the chunk's start through step t
+    W = T_inv @ (k * (beta[..., None] * decay))  # [B, H, N, C, K]
+    q_in = q * decay
     G_last = G[:, :, :, -1:]  # [B, H, N, 1, K]
     k_out = (k * (G_last - G).exp()).transpose(-1, -2)  # [B, H, N, K, C]
     state_decay = G_last.exp().transpose(-1, -2)  # [B, H, N, K, 1]

@@ -17,7 +17,8 @@ import torch
 from harness.ops.prelude import acc_dtype, to_acc
 
 
-def _check_one(t: torch.Tensor) -> None:
+def check_one_token(t: torch.Tensor) -> None:
+    """Step ops take one token: the decode path."""
     if t.shape[1] != 1:
         raise ValueError(f"step ops take one token (T = 1), got T = {t.shape[1]}; use the recurrent or chunk op")
 
@@ -27,7 +28,7 @@ def gla_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torc
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """S = Diag(exp(g)) S + k v^T, o = S^T (scale * q), for one token; g scalar per head
     [B, 1, H], per key channel [B, 1, H, K], or None."""
-    _check_one(q)
+    check_one_token(q)
     dtype = v.dtype
     acc = acc_dtype(dtype)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -52,7 +53,7 @@ def delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: tor
     """S = exp(g) S, S = S + beta k (v - S^T k)^T, o = S^T (scale * q), for one token (as 3-D
     batched matmuls over B * H: fewer dispatcher calls than 4-D matmul); g scalar per head
     [B, 1, H], per key channel [B, 1, H, K] (KDA), or None."""
-    _check_one(q)
+    check_one_token(q)
     B, _, H, K = q.shape
     V = v.shape[-1]
     dtype = v.dtype
@@ -77,7 +78,7 @@ def hgrn_step(
     x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor] = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """h = exp(g) * h + x, o = h, for one token; x, g [B, 1, D], state [B, D]."""
-    _check_one(x)
+    check_one_token(x)
     dtype = x.dtype
     acc = acc_dtype(dtype)
     x_t = to_acc(x[:, 0], acc)

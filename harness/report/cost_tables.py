@@ -9,7 +9,7 @@ import pandas as pd
 from harness import metrics as M
 from harness.metrics import x_axis
 
-from .tables import MODEL_KEYS, Score, _smallest, metric_rows, order, summarize
+from .tables import MODEL_KEYS, Score, at_smallest, metric_rows, order, summarize
 
 # --------------------------------------------------------------------------- efficiency
 
@@ -87,12 +87,13 @@ def vs_transformer(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- Pareto front
 
-def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """True for points not dominated when both x and y are to be maximised."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.ones(len(x), bool)
-    for i in range(len(x)):
-        dominated = (x >= x[i]) & (y >= y[i]) & ((x > x[i]) | (y > y[i]))
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """True for the rows of `points` [n, objectives] that no other row dominates, every objective
+    to be maximised (negate a cost)."""
+    p = np.asarray(points, float)
+    keep = np.ones(len(p), bool)
+    for i in range(len(p)):
+        dominated = (p >= p[i]).all(1) & (p > p[i]).any(1)
         keep[i] = not dominated.any()
     return keep
 
@@ -110,7 +111,7 @@ def pareto_lengths(ok: pd.DataFrame) -> list[int]:
 def pareto_points(ok: pd.DataFrame, score: Score, seq_len: int) -> pd.DataFrame:
     """Per model: whole-model mixer FLOPs/token at `seq_len`, its inverse, the score, and front membership."""
     fl = metric_rows(ok, "mixer_flops_per_token")
-    fl = _smallest(fl[fl["seq_len"] == seq_len], "batch")
+    fl = at_smallest(fl[fl["seq_len"] == seq_len], "batch")
     if fl.empty:
         return pd.DataFrame()
     flops = fl.groupby(MODEL_KEYS, dropna=False)["value"].mean().reset_index().rename(columns={"value": "flops"})
@@ -126,7 +127,7 @@ def pareto_points(ok: pd.DataFrame, score: Score, seq_len: int) -> pd.DataFrame:
     pts = pts[pts["flops"] > 0].copy()
     pts["inv_flops"] = 1.0 / pts["flops"]
     y = pts["mean"] if score.higher_is_better else -pts["mean"]
-    pts["on_front"] = pareto_mask(pts["inv_flops"].values, y.values)
+    pts["on_front"] = pareto_mask(np.column_stack([pts["inv_flops"].values, y.values]))
     pts["seq_len"] = seq_len
     pts.attrs["matched_on"] = matched_on
     return order(pts)

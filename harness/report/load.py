@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.model.layout import DEFAULT_PLACEMENT
+
 REQUIRED_COLUMNS = [
     "suite", "cell_id", "variant", "layout", "placement", "n_layers", "n_full_attn_layers", "d_model", "seq_len",
     "seed", "task", "metric", "value", "unit", "status", "error", "backend", "device", "dtype",
@@ -44,7 +46,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
         df[c] = df[c].fillna("")
     df["variant"] = df["variant"].fillna("?")
     df["layout"] = df["layout"].fillna("?")
-    df["placement"] = df["placement"].fillna("interleave")  # tables from before the placement axis
+    df["placement"] = df["placement"].fillna(DEFAULT_PLACEMENT)  # tables from before the placement axis
     df["metric"] = df["metric"].fillna("?")
     df["task"] = df["task"].fillna("")
     is_tf = (df["layout"] == "transformer") | (df["variant"] == "attention")
@@ -52,9 +54,11 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     df.loc[is_tf, "variant"] = "attention"
     if "started_at" in df.columns:
         df["started_at"] = pd.to_datetime(df["started_at"], errors="coerce", utc=True)
-    from .placement import split_placement
-
-    return split_placement(df).reset_index(drop=True)
+    if "ratio" not in df.columns:  # not yet folded (normalize is idempotent)
+        df["ratio"] = df["layout"]
+        placed = df["placement"] != DEFAULT_PLACEMENT
+        df.loc[placed, "layout"] = df.loc[placed, "layout"] + " " + df.loc[placed, "placement"]
+    return df.reset_index(drop=True)
 
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -87,15 +87,7 @@ class PaperSections(ReportBase):
         papers = ["best_ratio_lm_340m", "best_ratio_lm_1.3b"]
         out = []
         for r in best.itertuples(index=False):
-            s = summ[(summ["variant"] == r.variant) & (summ["layout"] == r.layout)
-                     & (summ["d_model"].fillna(-1) == (-1 if np.isnan(r.d_model) else r.d_model))]
-            row = {"source": f"ours ({_d(r.d_model)})", "variant": r.variant, "layout": r.layout}
-            for t in tasks:
-                x = s[s["lm_task"] == t]
-                row[names.get(t, t)] = fmt_mean_std(x["mean"].iloc[0], x["std"].iloc[0], x["n"].iloc[0],
-                                                    "accuracy") if len(x) else "—"
-            row["avg"] = fmt_mean_std(r.mean, r.std, r.n, "accuracy")
-            out.append(row)
+            out.append(_ours_at_best(r, summ, "lm_task", tasks, names))
             for name in papers:
                 prow = P.best_ratio_rows(name).get(r.variant)
                 if prow is None:
@@ -223,14 +215,7 @@ class PaperSections(ReportBase):
         subtasks = rs.parts
         out = []
         for r in best.itertuples(index=False):
-            s = sub[(sub["variant"] == r.variant) & (sub["layout"] == r.layout)
-                    & (sub["d_model"].fillna(-1) == (-1 if np.isnan(r.d_model) else r.d_model))]
-            row = {"source": f"ours ({_d(r.d_model)})", "variant": r.variant, "layout": r.layout}
-            for st in subtasks:
-                x = s[s["subtask"] == st]
-                row[st] = fmt_mean_std(x["mean"].iloc[0], x["std"].iloc[0], x["n"].iloc[0], "accuracy") if len(x) else "—"
-            row["avg"] = fmt_mean_std(r.mean, r.std, r.n, "accuracy")
-            out.append(row)
+            out.append(_ours_at_best(r, sub, "subtask", subtasks))
             prow = prows.get(r.variant)
             if prow is not None:
                 prow_out = {"source": pt["source"], "variant": r.variant, "layout": prow["layout"]}
@@ -336,3 +321,19 @@ class PaperSections(ReportBase):
                 self.add(md_table(pd.DataFrame(rows)))
 
     # ------------------------------------------------------------------ 2. figures
+
+
+def _ours_at_best(r, summary: pd.DataFrame, part_col: str, parts: list[str],
+                  names: dict[str, str] | None = None) -> dict[str, str]:
+    """Our row of a best-ratio table: one variant (`r`, a row of T.best_ratio_per_variant) at its
+    best layout, `mean ± std (n)` of each part (an lm-eval task or a recall subtask; "—" when not
+    measured) under its display name, and the average."""
+    s = summary[(summary["variant"] == r.variant) & (summary["layout"] == r.layout)
+                & (summary["d_model"].fillna(-1) == (-1 if np.isnan(r.d_model) else r.d_model))]
+    row = {"source": f"ours ({_d(r.d_model)})", "variant": r.variant, "layout": r.layout}
+    for part in parts:
+        x = s[s[part_col] == part]
+        row[(names or {}).get(part, part)] = (fmt_mean_std(x["mean"].iloc[0], x["std"].iloc[0], x["n"].iloc[0],
+                                                           "accuracy") if len(x) else "—")
+    row["avg"] = fmt_mean_std(r.mean, r.std, r.n, "accuracy")
+    return row

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.model.layout import PLACEMENTS, placement_key
+from harness.model.layout import placement_key
 
 from . import figures as F
 from . import tables as T
@@ -120,17 +120,4 @@ class PlacementSections(ReportBase):
             self.add(skip("no recall, LM or cache rows at the placed ratios."))
 
 
-def split_placement(df: pd.DataFrame) -> pd.DataFrame:
-    """Add `ratio` (the stored layout) and fold a non-default placement into `layout` ("3:1
-    bottom"), so that every table keyed on the layout keeps placements apart. Idempotent."""
-    if "ratio" in df.columns:
-        return df
-    df = df.copy()
-    df["ratio"] = df["layout"]
-    placed = df["placement"].notna() & (df["placement"] != PLACEMENTS[0]) & df["layout"].notna()
-    df.loc[placed, "layout"] = df.loc[placed, "layout"] + " " + df.loc[placed, "placement"]
-    return df
-
-
-__all__ = ["PlacementSections", "placed_ratios", "placement_summary", "placement_table", "split_placement",
-           "score_vs_placement"]
+__all__ = ["PlacementSections", "placed_ratios", "placement_summary", "placement_table", "score_vs_placement"]

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import tables as T
+from .cost_tables import pareto_mask
 from .fmt import fmt_mean_std, fmt_value, md_table
 from .load import normalize, ok_rows
 
@@ -127,8 +128,7 @@ def _costs(ok: pd.DataFrame, metric: str, L: int) -> tuple[pd.DataFrame, list[in
     col = "context_len" if metric == "decode_token_s" and rows["context_len"].notna().any() else "seq_len"
     lengths = sorted({int(x) for x in rows[col].dropna()})
     at = rows[rows[col] == L]
-    if "batch" in at.columns and at["batch"].nunique() > 1:
-        at = at[at["batch"] == at["batch"].min()]
+    at = T.at_smallest(at, "batch")
     loaded = bool(at["loaded"].fillna(False).astype(bool).any()) if "loaded" in at.columns else False
     per = at.groupby(KEYS, dropna=False)["value"].mean().rename(metric).reset_index()
     return per, lengths, loaded
@@ -136,17 +136,16 @@ def _costs(ok: pd.DataFrame, metric: str, L: int) -> tuple[pd.DataFrame, list[in
 
 def _pareto(df: pd.DataFrame, higher: bool, costs: list[str]) -> pd.Series:
     """True for rows no other row beats on the score and every cost at once."""
-    s = df["mean"].to_numpy() * (1 if higher else -1)
-    cs = df[costs].to_numpy()
-    keep = []
-    for i in range(len(df)):
-        better = (s >= s[i]) & (cs <= cs[i]).all(1) & ((s > s[i]) | (cs < cs[i]).any(1))
-        keep.append(not better.any())
-    return pd.Series(keep, index=df.index)
+    s = df["mean"].to_numpy(float) * (1 if higher else -1)
+    return pd.Series(pareto_mask(np.column_stack([s, -df[costs].to_numpy(float)])), index=df.index)
 
 
 def recommend(df: pd.DataFrame, c: Constraints) -> Recommendation:
-    ok = ok_rows(normalize(df))
+    """The best model of a results table `df` under `c`, with the rows behind the answer."""
+    return _recommend(ok_rows(normalize(df)), c)
+
+
+def _recommend(ok: pd.DataFrame, c: Constraints) -> Recommendation:
     rec = Recommendation(False, c)
     score, why, acc_note = _accuracy(ok, c)
     if score is None:
@@ -226,16 +225,17 @@ def which_hybrid_rows(df: pd.DataFrame) -> pd.DataFrame:
     (at least 2 % of the best) of it. Accuracy: every measured length, averaged."""
     ok = ok_rows(normalize(df))
     lengths = sorted({int(x) for x in ok.loc[ok["metric"] == "cache_bytes", "seq_len"].dropna()})
+    score = T.accuracy_score(ok) if lengths else None
     out = []
     for L in lengths:
-        top = recommend(df, Constraints(seq_len=L, objective="accuracy", accuracy_len="all"))
+        top = _recommend(ok, Constraints(seq_len=L, objective="accuracy", accuracy_len="all"))
         if not top.answered:
             continue
         best = top.choice
-        higher = T.accuracy_score(ok).higher_is_better
+        higher = score.higher_is_better
         slack = max(float(best["std"]) if not pd.isna(best["std"]) else 0.0, 0.02 * abs(float(best["mean"])))
         floor = best["mean"] - slack if higher else best["mean"] + slack
-        cheap = recommend(df, Constraints(seq_len=L, objective="cache", min_score=floor, accuracy_len="all"))
+        cheap = _recommend(ok, Constraints(seq_len=L, objective="cache", min_score=floor, accuracy_len="all"))
         ch = cheap.choice or best
         out.append({"seq_len": L, "most accurate": f"{best['variant']} {best['layout']}",
                     "its score": fmt_mean_std(best["mean"], best["std"], best["n"]),

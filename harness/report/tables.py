@@ -310,7 +310,8 @@ def recall_by_length(ok: pd.DataFrame) -> pd.DataFrame:
     return summarize(ok, "recall_acc", MODEL_KEYS + ["seq_len"])
 
 
-def _smallest(rows: pd.DataFrame, col: str) -> pd.DataFrame:
+def at_smallest(rows: pd.DataFrame, col: str) -> pd.DataFrame:
+    """The rows at the smallest value of `col` (e.g. batch) when the table has several."""
     vals = rows[col].dropna()
     if vals.nunique() > 1:
         return rows[rows[col] == vals.min()]
@@ -327,7 +328,7 @@ def analytic_costs(ok: pd.DataFrame, seq_len: float | None = None) -> pd.DataFra
     rows = ok[ok["metric"].isin(ANALYTIC_METRICS)]
     if rows.empty:
         return pd.DataFrame()
-    rows = _smallest(rows, "batch")
+    rows = at_smallest(rows, "batch")
     out = []
     for d in scales(rows):
         sub = at_scale(rows, d)
@@ -351,7 +352,7 @@ def flops_per_layer_vs_paper(ok: pd.DataFrame, formulas: list[dict]) -> pd.DataF
     rows = metric_rows(ok, "mixer_flops_per_token_per_layer")
     if rows.empty:
         return pd.DataFrame()
-    rows = _smallest(rows, "batch")
+    rows = at_smallest(rows, "batch")
     by_var = {f["variant"]: f for f in formulas}
     out = []
     for (d, v), sub in rows.groupby(["d_model", "variant"], dropna=False):

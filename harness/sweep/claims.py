@@ -25,19 +25,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from harness.sweep.store import pid_alive
+
 CLAIMS_DIR = "claims"
 HEARTBEAT_S = 15.0
 STALE_S = 120.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Claims:
@@ -73,7 +65,7 @@ class Claims:
             age = time.time() - path.stat().st_mtime
         except (OSError, ValueError):
             return None
-        if info.get("host") == self.me["host"] and not _alive(int(info.get("pid", -1))):
+        if info.get("host") == self.me["host"] and not pid_alive(int(info.get("pid", -1))):
             return None  # a dead process of this machine
         if age > self.stale_s:
             return None  # no heartbeat for a while: a lost machine or a frozen process

@@ -5,6 +5,7 @@ table and only the driver touches the results directory."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import threading
@@ -85,7 +86,7 @@ class PoolExecutor:
             raise ValueError(f"--workers must be >= 1, got {workers}")
         self.workers = workers
         threads = max(1, usable_cores() // workers)
-        self.ctx = RunContext(ctx.harness_version, ctx.git_sha, ctx.sys_path, threads)
+        self.ctx = dataclasses.replace(ctx, torch_threads=threads)
 
     def __enter__(self) -> "PoolExecutor":
         return self
@@ -228,7 +229,7 @@ class RayExecutor:
                 continue
             res = TASKS.get(cell.task)().resources(cell)
             cpus = res.get("num_cpus", 1)
-            ctx = RunContext(self.ctx.harness_version, self.ctx.git_sha, self.ctx.sys_path, max(1, int(cpus)))
+            ctx = dataclasses.replace(self.ctx, torch_threads=max(1, int(cpus)))
             # max_retries=0: a cell that kills its worker is data (a failed row), not a loop
             ref = remote.options(num_cpus=cpus, num_gpus=res.get("num_gpus", 0), max_retries=0).remote(cell, ctx)
             refs[ref] = cell

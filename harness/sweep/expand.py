@@ -29,10 +29,6 @@ def _describe_combo(task: str, model: dict, run: dict, params: dict, keys: list[
     return " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in vals.items())
 
 
-#: a task entry's expanded combinations: (axis key -> canonical JSON of its patch, the cell or
-#: None when the combination is impossible)
-
-
 def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
     """The suite's cells, in axis order (tasks outermost), duplicates merged.
 

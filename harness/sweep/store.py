@@ -338,7 +338,7 @@ def clean_stale_tmp(results_dir: Path) -> list[Path]:
                 pid = int(parts[-3])
             except (ValueError, IndexError):
                 continue
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not pid_alive(pid):
                 try:
                     p.unlink(missing_ok=True)
                 except OSError:
@@ -389,7 +389,8 @@ def os_error_text(exc: OSError) -> str:
     return what
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that pid exists (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -97,14 +97,12 @@ class Task:
 PRIOR_FLOPS = 5e10
 
 
-def forward_flops(model: dict[str, Any], tokens: int, seq_len: int) -> float:
-    """Rough forward FLOPs of a HybridLM config over `tokens` tokens in sequences of `seq_len`:
-    ~24 d^2 per token per layer (projections and MLP), plus the quadratic part of each softmax
-    layer. A prior for ETAs, not a cost model (harness.model.costs is the exact one)."""
-    d, n = int(model.get("d_model", 128)), int(model.get("n_layers", 4))
-    layout = str(model.get("layout", "pure"))
-    n_attn = n if layout == "transformer" else (n // (int(layout.split(":")[0]) + 1) if ":" in layout else 0)
-    return tokens * (24.0 * d * d * n + 4.0 * seq_len * d * n_attn)
+def forward_flops(cell: Cell, tokens: int) -> float:
+    """Rough forward FLOPs of a cell's model over `tokens` tokens in sequences of the cell's
+    seq_len: ~24 d^2 per token per layer (projections and MLP), plus the quadratic part of each
+    softmax layer. A prior for ETAs, not a cost model (harness.model.costs is the exact one)."""
+    d, n = int(cell.model.get("d_model", 128)), int(cell.model.get("n_layers", 4))
+    return tokens * (24.0 * d * d * n + 4.0 * cell.seq_len * d * cell.n_full_attn_layers)
 
 
 _ADDED = "harness_added_setting"

@@ -47,8 +47,7 @@ from harness.tasks.base import PRIOR_FLOPS, Task, forward_flops, metric_row
 from harness.tasks.measuring import (
     MeasureParams,
     check_measurement,
-    resolve_clock,
-    resolve_threads,
+    measure_spec,
     run_job,
     stage_list,
     torch_threads,
@@ -102,7 +101,7 @@ class Efficiency(Task):
     def expected_seconds(self, cell: "Cell") -> float:
         p = self.params(cell)
         calls = p.warmup + p.repeats
-        work = forward_flops(cell.model, cell.batch * cell.seq_len, cell.seq_len) * calls * (
+        work = forward_flops(cell, cell.batch * cell.seq_len) * calls * (
             ("train" in p.measure) * 3 + ("prefill" in p.measure) + ("decode" in p.measure))
         return 1.0 + work / PRIOR_FLOPS  # + starting the isolated worker
 
@@ -135,20 +134,7 @@ def decode_contexts(p: Efficiency.Params, seq_len: int) -> list[int]:
 
 
 def make_spec(cell: "Cell", p: Efficiency.Params, threads: Optional[int] = None) -> dict[str, Any]:
-    threads = resolve_threads(p, cell.device, threads)
-    return {
-        "model": dict(cell.model),
-        "seq_len": cell.seq_len,
-        "batch": cell.batch,
-        "seed": cell.seed,
-        "dtype": cell.dtype,
-        "device": cell.device,
-        "backend": cell.backend,
-        "params": p.model_dump(mode="json"),
-        "contexts": decode_contexts(p, cell.seq_len),
-        "threads": threads,
-        "clock": resolve_clock(p.clock, cell.device, threads),
-    }
+    return {**measure_spec(cell, p, threads), "contexts": decode_contexts(p, cell.seq_len)}
 
 
 def planned(spec: dict[str, Any]) -> list[tuple[str, str, Optional[int]]]:

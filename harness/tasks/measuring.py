@@ -4,11 +4,14 @@ still leaves a row for everything it planned."""
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Any, Iterator, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Literal, Optional
 
 from pydantic import AfterValidator, Field
 
 from harness.tasks.base import Task, metric_row
+
+if TYPE_CHECKING:
+    from harness.sweep.cell import Cell
 
 
 class MeasureParams(Task.Params):
@@ -43,6 +46,16 @@ def stage_list(stages: tuple[str, ...]) -> Any:
         return list(dict.fromkeys(v))
 
     return Annotated[list[Literal[stages]], AfterValidator(unique)]  # type: ignore[valid-type]
+
+
+def measure_spec(cell: "Cell", p: MeasureParams, threads: Optional[int]) -> dict[str, Any]:
+    """What a measuring job needs of its cell (sent to an isolated worker as plain data): the
+    model, the run settings, the params, and the resolved threads and clock."""
+    threads = resolve_threads(p, cell.device, threads)
+    return {"model": dict(cell.model), "seq_len": cell.seq_len, "batch": cell.batch, "seed": cell.seed,
+            "dtype": cell.dtype, "device": cell.device, "backend": cell.backend,
+            "params": p.model_dump(mode="json"), "threads": threads,
+            "clock": resolve_clock(p.clock, cell.device, threads)}
 
 
 def check_measurement(p: MeasureParams, device: str, batch: int, longest: int) -> None:
@@ -87,7 +100,7 @@ def torch_threads(n: Optional[int]) -> Iterator[None]:
 
 
 def run_job(job: Any, spec: dict[str, Any], isolate: str, device: str,
-            plan: list[tuple[str, str, str, Optional[int]]]) -> list[dict[str, Any]]:
+            plan: list[tuple[str, str, Optional[int]]]) -> list[dict[str, Any]]:
     """Rows of `job(spec)` (a generator of rows and ("stage", name) markers), in an isolated
     worker when `isolate` says so ("auto": off CUDA). If the worker dies or fails, the rows it
     reported are kept and every planned (stage, metric, context_len) it did not report

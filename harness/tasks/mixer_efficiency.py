@@ -48,8 +48,7 @@ from harness.tasks.base import PRIOR_FLOPS, Task, forward_flops, metric_row
 from harness.tasks.measuring import (
     MeasureParams,
     check_measurement,
-    resolve_clock,
-    resolve_threads,
+    measure_spec,
     run_job,
     stage_list,
     torch_threads,
@@ -92,7 +91,7 @@ class MixerEfficiency(Task):
 
     def expected_seconds(self, cell: "Cell") -> float:
         p = self.params(cell)
-        work = forward_flops(cell.model, cell.batch * cell.seq_len, cell.seq_len) * (p.warmup + p.repeats) * (
+        work = forward_flops(cell, cell.batch * cell.seq_len) * (p.warmup + p.repeats) * (
             len(p.measure) + 3 * len(p.impls))
         return 1.0 + work / PRIOR_FLOPS
 
@@ -107,11 +106,7 @@ class MixerEfficiency(Task):
         import torch
 
         p = self.params(cell)
-        threads = resolve_threads(p, cell.device, torch.get_num_threads())
-        spec = {"model": dict(cell.model), "seq_len": cell.seq_len, "batch": cell.batch, "seed": cell.seed,
-                "dtype": cell.dtype, "device": cell.device, "backend": cell.backend,
-                "params": p.model_dump(mode="json"), "threads": threads,
-                "clock": resolve_clock(p.clock, cell.device, threads)}
+        spec = measure_spec(cell, p, torch.get_num_threads())
         rows = []
         if cell.model["layout"] == "pure":  # the paper's L* beside the measured crossover (costs nothing)
             from harness.model.costs import crossover_length

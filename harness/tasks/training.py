@@ -100,5 +100,5 @@ class TrainingTask(Task):
         p = self.params(cell)
         steps = int(getattr(p, "steps", 100))
         tokens = steps * int(getattr(p, "batch_size", 32)) * cell.seq_len
-        return 1.0 + 3 * forward_flops(cell.model, tokens, cell.seq_len) / PRIOR_FLOPS  # forward + backward
+        return 1.0 + 3 * forward_flops(cell, tokens) / PRIOR_FLOPS  # forward + backward
 
