@@ -10,7 +10,6 @@ from typing import Optional
 
 from harness.sweep.cell import Cell
 from harness.sweep.results import OK
-from harness.sweep.store import cell_statuses
 
 
 def checkpoints_dir(results_dir: Path) -> Path:
@@ -28,11 +27,12 @@ def _has_checkpoint(results_dir: Path, cell_id: str) -> bool:
     return is_complete_checkpoint(checkpoint_path(results_dir, cell_id))
 
 
-def with_missing_producers(cells: list[Cell], todo: list[Cell], results_dir: Path) -> tuple[list[Cell], list[Cell]]:
-    """`todo` plus the finished (ok) producers whose checkpoint a cell to run needs but which is
-    gone (or was never saved: the producer ran before anything consumed it), and so on up."""
+def with_missing_producers(cells: list[Cell], todo: list[Cell], results_dir: Path,
+                           done: dict[str, str]) -> tuple[list[Cell], list[Cell]]:
+    """`todo` plus the finished (ok, in `done`: the stored cells' statuses) producers whose
+    checkpoint a cell to run needs but which is gone (or was never saved: the producer ran before
+    anything consumed it), and so on up."""
     by_id = {c.cell_id: c for c in cells}
-    done = cell_statuses(results_dir)
     ids = {c.cell_id for c in todo}
     reruns: list[Cell] = []
     frontier = list(todo)

@@ -83,10 +83,9 @@ def _cell_status(rows: list[dict[str, Any]]) -> str:
     return bad[0] if bad else OK
 
 
-def select_cells(cells: list[Cell], results_dir: Path, retry_failed: bool = False) -> tuple[list[Cell], int, int]:
-    """The cells to run: those without stored rows, plus (retry_failed) those not all ok.
-    Returns (to run, skipped, skipped although not ok)."""
-    done = cell_statuses(results_dir)
+def select_cells(cells: list[Cell], done: dict[str, str], retry_failed: bool = False) -> tuple[list[Cell], int, int]:
+    """The cells to run: those without stored rows (`done`: the stored cells' statuses), plus
+    (retry_failed) those not all ok. Returns (to run, skipped, skipped although not ok)."""
     todo = [c for c in cells if c.cell_id not in done or (retry_failed and done[c.cell_id] != OK)]
     run_ids = {c.cell_id for c in todo}
     skipped_bad = sum(1 for c in cells if c.cell_id not in run_ids and done.get(c.cell_id, OK) != OK)
@@ -123,14 +122,17 @@ def run_sweep(
     for line in repaired:
         console.print(f"[yellow]repaired[/]: {line}", highlight=False)
     clean_stale_tmp(results_dir)
-    todo, skipped, skipped_bad = select_cells(cells, results_dir, retry_failed)
+    # one read of what is stored: the cells to run and the claims' "stored since we looked" agree
+    statuses = cell_statuses(results_dir)
+    stored_at_start = set(statuses)
+    todo, skipped, skipped_bad = select_cells(cells, statuses, retry_failed)
     if shard is not None:
         todo = in_shard(todo, cells, *shard)
     summary = SweepSummary(suite_name, results_dir, len(cells), skipped, repaired=repaired)
     if skipped:
         console.print(f"{skipped} of {len(cells)} cells already in {results_dir}; skipping them"
                       + (f" ({skipped_bad} not ok: --retry-failed re-runs them)" if skipped_bad else ""))
-    todo, reruns = with_missing_producers(cells, todo, results_dir)
+    todo, reruns = with_missing_producers(cells, todo, results_dir, statuses)
     summary.n_skipped -= len(reruns)
     if reruns:
         console.print(f"{len(reruns)} finished cell(s) run again: a cell to run consumes their checkpoint, "
@@ -139,8 +141,6 @@ def run_sweep(
         check_can_write(results_dir)  # before any cell computes for nothing
     ctx = make_context()
     bar = Progress(console, suite_name, todo, enabled=progress, workers=_parallel(executor, workers))
-    statuses = cell_statuses(results_dir)
-    stored_at_start = set(statuses)
     errors: dict[str, str] = {}
     by_id = {c.cell_id: c for c in cells}
     claims = Claims(results_dir)
