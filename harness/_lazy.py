@@ -55,6 +55,22 @@ def import_package(name: str) -> ModuleType:
     return module
 
 
+#: the distribution users install, for the messages below
+DISTRIBUTION = "hybrid-attention-harness"
+
+
+def import_extra(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import an optional dependency, or fail with the pip command that installs it: the base
+    install has none of the extras (pyproject.toml's optional-dependencies), and a bare
+    ModuleNotFoundError does not tell a user what to install. tests/test_imports_declared.py
+    checks that `extra` declares `module`'s distribution."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{purpose} needs {module.split('.')[0]!r}, which the base install lacks: "
+                          f"pip install '{DISTRIBUTION}[{extra}]'") from exc
+
+
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
     """A module `__getattr__` serving `exports` (name -> defining module)."""
 

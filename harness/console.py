@@ -13,10 +13,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, TypeVar
 
-import click
 import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: exceptions that carry their own message and exit code. Only typer's API: typer 0.29 vendors
+#: click (typer._click) and no longer installs it, so `import click` fails on a base install.
+#: ClickException is the base of typer.BadParameter in every typer (0.29's TyperException).
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_OWN_EXIT = (typer.Exit, typer.Abort, _CLICK_EXCEPTION)
 
 DEBUG_ENV = "HARNESS_DEBUG"
 _DEBUG_HELP = f"Show the full traceback of an unexpected error (also: {DEBUG_ENV}=1)."
@@ -55,7 +60,7 @@ def guarded(fn: F) -> F:
         with _short_warnings(debug), _sigterm_as_interrupt() as received:
             try:
                 return fn(*args, **kwargs)
-            except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException):
+            except _OWN_EXIT:
                 raise  # their own message and exit code
             except KeyboardInterrupt:
                 code = 128 + (received[0] if received else signal.SIGINT)

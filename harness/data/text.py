@@ -26,6 +26,8 @@ from typing import Optional
 
 import torch
 
+from harness._lazy import import_extra
+
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 BYTE_VOCAB = 256
 
@@ -128,8 +130,7 @@ def _load_hf(spec: str, tokenizer: Optional[str], val_fraction: float, max_chars
             f"corpus 'hf:{spec}' needs the network, but HF offline mode is set "
             f"(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE); use corpus='pydoc' or local text files"
         )
-    import datasets
-
+    datasets = import_extra("datasets", "lm-eval", f"corpus 'hf:{spec}'")
     split = "train"
     if "@" in spec:
         spec, split = spec.rsplit("@", 1)

@@ -25,6 +25,7 @@ from typing import Optional
 
 import torch
 
+from harness._lazy import DISTRIBUTION
 from harness.ops.dispatch import register_backend_op
 
 _fla_registered = False
@@ -39,16 +40,16 @@ def register_fla_ops() -> None:
     global _fla_registered
     if _fla_registered:
         return
-    from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
-    from fla.ops.gated_delta_rule import (
-        chunk_gated_delta_rule,
-        fused_recurrent_gated_delta_rule,
-    )
-    from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule, fused_recurrent_dplr_delta_rule
-    from fla.ops.gla import chunk_gla, fused_recurrent_gla
-    from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
-    from fla.ops.kda import chunk_kda, fused_recurrent_kda
-    from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
+    try:
+        from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+        from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule, fused_recurrent_dplr_delta_rule
+        from fla.ops.gla import chunk_gla, fused_recurrent_gla
+        from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
+        from fla.ops.kda import chunk_kda, fused_recurrent_kda
+        from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
+    except ImportError as exc:
+        raise ImportError(f"backend 'fla' needs flash-linear-attention: pip install '{DISTRIBUTION}[gpu]' ({exc})") from exc
 
     def _state(s: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return None if s is None else s.float()

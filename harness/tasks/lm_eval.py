@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from pydantic import Field
 
+from harness._lazy import import_extra
 from harness.integrations.hub import ONLINE_ENV, hf_offline, online
 from harness.registry import register_task
 from harness.sweep.cell import is_pending_input
@@ -229,7 +230,7 @@ class LmEval(Task):
         return lm
 
     def _run(self, cell: "Cell", p: "LmEval.Params") -> list[dict[str, Any]]:
-        import lm_eval
+        lm_eval = import_extra("lm_eval", "lm-eval", "the lm_eval task")
 
         lm = self._build_lm(cell, p)
         include = [str(repo_tasks_dir())] + ([p.include_path] if p.include_path else [])
@@ -269,7 +270,7 @@ def task_manager(include: tuple[str, ...], tasks: tuple[str, ...], metadata_json
     """lm-eval's TaskManager, cached per process (indexing lm-eval's ~10k built-in task YAMLs takes
     ~15 s). When every requested name is one of the included directories' tasks, the built-in
     index is skipped altogether."""
-    from lm_eval.tasks import TaskManager
+    TaskManager = import_extra("lm_eval.tasks", "lm-eval", "the lm_eval task").TaskManager
 
     metadata = json.loads(metadata_json) or None
     local = TaskManager(include_path=list(include), include_defaults=False, metadata=metadata)

@@ -42,6 +42,9 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+#: imported only once lm-eval is known installed (the lm_eval task and harness-lm-eval check first)
+REQUIRES_EXTRA = "lm-eval"
+
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "harness"

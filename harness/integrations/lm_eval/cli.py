@@ -20,12 +20,17 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
+from harness._lazy import import_extra
+
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     from harness.integrations.hub import default_offline_env
 
     default_offline_env()  # before datasets / huggingface_hub are imported: they read it once
-    from lm_eval.__main__ import cli_evaluate
+    try:
+        cli_evaluate = import_extra("lm_eval.__main__", "lm-eval", "harness-lm-eval").cli_evaluate
+    except ImportError as exc:
+        sys.exit(f"error: {exc}")  # exit 1 with the pip command, not a traceback
 
     import harness.integrations.lm_eval.adapter  # noqa: F401  (registers --model harness)
 

@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: lm-eval loads these (its `!function` task entries), never the base install
+REQUIRES_EXTRA = "lm-eval"
 
 
 def _load(name: str):
