@@ -6,7 +6,8 @@ import textwrap
 import pandas as pd
 import pytest
 
-from harness.model.config import ModelConfig, resolve_model
+from harness.model.config import ModelConfig
+from harness.model.resolve import resolve_model
 from harness.model.layout import PLACEMENTS, LayoutError, canonical_layout, resolve_layout
 from harness.sweep.expand import expand_cells
 from harness.sweep.messages import SuiteError

@@ -96,7 +96,7 @@ class Attention(Mixer):
             if head_dim * heads != cfg.d_model:
                 fields["attn_kwargs"] = {"head_dim": head_dim}
             return fields
-        cfg.require("qk_norm", [False, None], False, "no qk-norm in our attention")
+        cfg.require("qk_norm", ok=[False, None], default=False, why="no qk-norm in our attention")
         if cfg.get("window_size") is not None:
             raise cfg.unsupported("sliding-window attention is not implemented")
         heads = int(cfg.get("num_heads", 32))

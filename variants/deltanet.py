@@ -37,11 +37,11 @@ class DeltaNet(MatrixStateMixer):
 
     @classmethod
     def fla_config_fields(cls, cfg):
-        cfg.require("use_beta", [True], True, "our DeltaNet always learns beta")
-        cfg.require("qk_norm", ["l2"], "l2", "our DeltaNet L2-normalises q/k")
-        cfg.require("qk_activation", ["silu"], "silu", "our DeltaNet uses SiLU")
-        cfg.require("use_output_norm", [True], True, "our DeltaNet always normalises its output")
-        cfg.require("allow_neg_eigval", [False], False, "not implemented in our DeltaNet")
+        cfg.require("use_beta", ok=[True], default=True, why="our DeltaNet always learns beta")
+        cfg.require("qk_norm", ok=["l2"], default="l2", why="our DeltaNet L2-normalises q/k")
+        cfg.require("qk_activation", ok=["silu"], default="silu", why="our DeltaNet uses SiLU")
+        cfg.require("use_output_norm", ok=[True], default=True, why="our DeltaNet always normalises its output")
+        cfg.require("allow_neg_eigval", ok=[False], default=False, why="not implemented in our DeltaNet")
         return {"n_heads": int(cfg.get("num_heads", 16)), "mixer_kwargs": {
             "expand_k": float(cfg.get("expand_k", 1.0)), "expand_v": float(cfg.get("expand_v", 1.0)),
             "use_gate": bool(cfg.get("use_gate", False)), "use_short_conv": bool(cfg.get("use_short_conv", True)),

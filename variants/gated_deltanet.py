@@ -58,7 +58,7 @@ class GatedDeltaNet(MatrixStateMixer):
         heads = int(cfg.get("num_heads", 6))
         if cfg.get("num_v_heads") not in (None, heads):
             raise cfg.unsupported(f"num_v_heads={cfg.get('num_v_heads')} (GVA) is not implemented")
-        cfg.require("output_gate_activation", ["swish", "silu"], "swish", "our GDN gate is swish")
+        cfg.require("output_gate_activation", ok=["swish", "silu"], default="swish", why="our GDN gate is swish")
         return {"n_heads": heads, "mixer_kwargs": {
             "head_dim": int(cfg.get("head_dim", 256)), "expand_v": float(cfg.get("expand_v", 2.0)),
             "use_gate": bool(cfg.get("use_gate", True)), "use_short_conv": bool(cfg.get("use_short_conv", True)),

@@ -91,8 +91,8 @@ class Mamba2(MatrixStateMixer):
 
     @classmethod
     def fla_config_fields(cls, cfg):
-        cfg.require("hidden_act", ["silu", "swish"], "silu", "the conv activation is SiLU")
-        cfg.require("norm_before_gate", [False], False, "the gated norm gates before it normalises")
+        cfg.require("hidden_act", ok=["silu", "swish"], default="silu", why="the conv activation is SiLU")
+        cfg.require("norm_before_gate", ok=[False], default=False, why="the gated norm gates before it normalises")
         d, head_dim, expand = cfg.d_model, int(cfg.get("head_dim", 64)), int(cfg.get("expand", 2))
         if (expand * d) % head_dim:
             raise cfg.unsupported(f"expand * hidden_size = {expand * d} does not divide by head_dim={head_dim}")

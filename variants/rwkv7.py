@@ -135,9 +135,9 @@ class RWKV7(MatrixStateMixer):
 
     @classmethod
     def fla_config_fields(cls, cfg):
-        cfg.require("norm_first", [True], True, "layer 0 LayerNorms the embeddings first (pre_norm)")
-        cfg.require("norm_bias", [True], True, "our LayerNorms have a bias")
-        cfg.require("hidden_act", ["sqrelu"], "sqrelu", "the channel mix is a squared ReLU")
+        cfg.require("norm_first", ok=[True], default=True, why="layer 0 LayerNorms the embeddings first (pre_norm)")
+        cfg.require("norm_bias", ok=[True], default=True, why="our LayerNorms have a bias")
+        cfg.require("hidden_act", ok=["sqrelu"], default="sqrelu", why="the channel mix is a squared ReLU")
         d = cfg.d_model
         head_dim = int(cfg.get("head_dim", 64))
         heads = int(cfg.get("num_heads") or d // head_dim)

@@ -16,15 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+from harness.model.fla_config import ConversionError
+
 ONLINE_ENV = "HARNESS_ONLINE"
 OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 #: files fetched from the Hub for a checkpoint (config, safetensors weights, tokenizer); torch
 #: .bin weights are fetched only when a repository has no safetensors
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
-
-
-class ConversionError(ValueError):
-    """The checkpoint cannot be found, or not converted exactly (or at all) into our HybridLM."""
 
 
 def online() -> bool:

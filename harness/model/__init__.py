@@ -12,7 +12,7 @@ from __future__ import annotations
 from harness._lazy import lazy_exports
 
 _EXPORTS = {
-    **dict.fromkeys(["ModelConfig", "resolve_model"], "harness.model.config"),
+    "ModelConfig": "harness.model.config", "resolve_model": "harness.model.resolve",
     **dict.fromkeys(["HybridLM", "Cache", "build_model"], "harness.model.lm"),
     **dict.fromkeys(["save_checkpoint", "load_checkpoint"], "harness.model.checkpoint"),
     "resolve_layout": "harness.model.layout", "Mixer": "harness.model.mixer", "model_costs": "harness.model.costs",

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     import torch
 
     from harness.model.lm import HybridLM
-    from harness.sweep.cell import Cell
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -40,17 +39,6 @@ def save_checkpoint(model: "HybridLM", directory: str | Path, extra: Optional[di
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
     os.replace(tmp, cfg_path)
     return directory
-
-
-def save_cell_checkpoint(model: "HybridLM", cell: "Cell", extra: Optional[dict[str, Any]] = None) -> Optional[Path]:
-    """Save a trained model where the runner asked (`cell.checkpoint_dir`, set when another cell
-    of the sweep consumes this one's checkpoint); None when it did not ask. The config records
-    the producing cell (task, cell_id, params, seed, seq_len)."""
-    if not cell.checkpoint_dir:
-        return None
-    meta = {"task": cell.task, "cell_id": cell.cell_id, "params": dict(cell.params), "seed": cell.seed,
-            "seq_len": cell.seq_len, **(extra or {})}
-    return save_checkpoint(model, Path(cell.checkpoint_dir).expanduser(), extra=meta)
 
 
 def is_complete_checkpoint(directory: str | Path) -> bool:

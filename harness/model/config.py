@@ -1,17 +1,15 @@
 """Model configuration: the few numbers that define a HybridLM, and their canonical form.
 
-Importing it does not import torch (suite validation uses it); `resolve_model` builds mixers on
-the meta device, importing torch then.
+Importing it does not import torch (suite validation uses it). The canonical form of a cell's
+model, checked by building its mixers, is harness.model.resolve.resolve_model.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Literal, Optional
 
-from harness.model.layout import ATTN, DEFAULT_PLACEMENT, LINEAR, canonical_layout, resolve_layout
+from harness.model.layout import DEFAULT_PLACEMENT
 
 
 @dataclass
@@ -69,52 +67,5 @@ class ModelConfig:
 BLOCKS = ("standard", "mamba", "rwkv")
 
 #: ModelConfig fields added after cells were stored, with their defaults: a cell's model dict
-#: holds them only when set to something else (`ModelConfig.identity_dict`, `resolve_model`)
+#: holds them only when set to something else (`ModelConfig.identity_dict`, harness.model.resolve)
 ADDED_FIELDS: dict[str, Any] = {"placement": DEFAULT_PLACEMENT, "block": "standard"}
-
-
-def resolve_model(model: dict[str, Any]) -> dict[str, Any]:
-    """Fill in and canonicalise a model dict; raise ValueError if it cannot be built.
-
-    The layout is stored under its canonical name and placement (harness.model.layout
-    .canonical_layout: "LLLA" at depth 4 becomes "3:1", "AALLLLLL" becomes "3:1" placed
-    "bottom", and the default placement is left out). A model with
-    no linear layer is a Transformer whatever the variant, so its variant becomes "attention"
-    (and its mixer_kwargs, which only the linear variant reads, are dropped): the Transformer
-    baseline is then one cell, not one per variant. Variant "attention" likewise means every
-    layer is softmax attention (as HybridLM builds it), so its layout becomes "transformer".
-    """
-    model = {**ModelConfig().to_dict(), **model}
-    if model["block"] not in BLOCKS:
-        raise ValueError(f"unknown block {model['block']!r}; expected one of {', '.join(BLOCKS)}")
-    kinds = resolve_layout(model["layout"], model["n_layers"], model["placement"])
-    if model["variant"] == "attention":
-        kinds = [ATTN] * len(kinds)
-    if LINEAR not in kinds:
-        model["variant"] = "attention"
-        model["mixer_kwargs"] = {}
-    model["layout"], model["placement"] = canonical_layout(kinds)
-    model = ModelConfig.from_dict(model).identity_dict()
-    rest = {k: v for k, v in model.items() if k not in ("n_layers", "layout", "placement")}
-    _check_mixers(json.dumps(rest, sort_keys=True, default=str), tuple(sorted(set(kinds))))
-    return model
-
-
-@lru_cache(maxsize=1024)
-def _check_mixers(model_json: str, kinds: tuple[str, ...]) -> None:
-    """Build one mixer of each kind on the meta device: catches head counts that do not
-    divide, mixer_kwargs the variant rejects, and the like, without allocating anything."""
-    try:
-        import torch
-
-        from harness.model.lm import build_mixer
-    except ImportError:  # model code unavailable: leave it to run time
-        return
-    cfg = ModelConfig.from_dict({**json.loads(model_json), "n_layers": 1, "layout": "pure"})
-    for kind in kinds:
-        try:
-            with torch.device("meta"):
-                build_mixer(cfg, kind, 0)
-        except Exception as exc:
-            what = "softmax attention" if kind == ATTN else f"variant {cfg.variant!r}"
-            raise ValueError(f"cannot build {what} with this config: {exc}") from None

@@ -36,7 +36,7 @@ from torch import nn
 from harness.model.modules import GatedRMSNorm, RMSNorm, ShortConv, _fused_weight, l2norm_pair, split_heads
 
 if TYPE_CHECKING:
-    from harness.integrations.convert import FlaConfig
+    from harness.model.fla_config import FlaConfig
 
 State = dict[str, torch.Tensor]
 

@@ -8,7 +8,8 @@ import dataclasses
 import itertools
 from typing import Optional
 
-from harness.model.config import ModelConfig, resolve_model
+from harness.model.config import ModelConfig
+from harness.model.resolve import resolve_model
 from harness.registry import TASKS
 from harness.sweep.cell import REF_CELL, REF_FROM, RUN_DEFAULTS, Cell, canonical_json, pending_input
 from harness.sweep.messages import SuiteError

@@ -37,6 +37,7 @@ from harness.tasks.training import (
     TrainParams,
     build_for_training,
     diverged_rows,
+    save_cell_checkpoint,
     save_trained,
     train_config,
 )
@@ -81,7 +82,6 @@ class LM(TrainingTask):
         import torch
 
         from harness.data.text import eval_windows, random_windows
-        from harness.model.checkpoint import save_cell_checkpoint
         from harness.runtime.train import masked_loss, train
 
         p = self.params(cell)

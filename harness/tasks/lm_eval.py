@@ -90,7 +90,7 @@ def _model_dict_from_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _canonical_model(model: dict[str, Any]) -> dict[str, Any]:
-    from harness.model.config import resolve_model
+    from harness.model.resolve import resolve_model
     from harness.sweep.cell import canonical
 
     return canonical(resolve_model(dict(model)))

@@ -73,14 +73,29 @@ def train_config(p: TrainParams, cell: "Cell", amp: str):
     )
 
 
+def _producer(cell: "Cell", extra: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's config records of the cell that trained it."""
+    return {"task": cell.task, "params": dict(cell.params), "seed": cell.seed, "seq_len": cell.seq_len, **extra}
+
+
 def save_trained(model, p: TrainParams, cell: "Cell", extra: dict[str, Any]) -> None:
+    """Save the model under the user's `save_dir` (params.save_dir/<cell_id>/), when set."""
     if not p.save_dir:
         return
     from harness.model.checkpoint import save_checkpoint
 
-    save_checkpoint(model, Path(p.save_dir).expanduser() / cell.cell_id,
-                    extra={"task": cell.task, "params": dict(cell.params), "seed": cell.seed,
-                           "seq_len": cell.seq_len, **extra})
+    save_checkpoint(model, Path(p.save_dir).expanduser() / cell.cell_id, extra=_producer(cell, extra))
+
+
+def save_cell_checkpoint(model, cell: "Cell", extra: Optional[dict[str, Any]] = None) -> Optional[Path]:
+    """Save a trained model where the runner asked (`cell.checkpoint_dir`, set when another cell
+    of the sweep consumes this one's checkpoint); None when it did not ask."""
+    if not cell.checkpoint_dir:
+        return None
+    from harness.model.checkpoint import save_checkpoint
+
+    return save_checkpoint(model, Path(cell.checkpoint_dir).expanduser(),
+                           extra={"cell_id": cell.cell_id, **_producer(cell, extra or {})})
 
 
 def diverged_rows(result, metrics: list[tuple[str, Optional[str], Optional[int]]]) -> list[dict[str, Any]]:
