@@ -2,19 +2,25 @@
 warnings and signals reach the user is harness.console).
 
 Exit codes (docs/suites.md): 0 all cells ok; 1 some cell not ok; 2 invalid suite, arguments or
-results directory, or another error that stopped the command; 128 + signal when interrupted
-(130 Ctrl-C, 143 SIGTERM).
+results directory, or another error that stopped the command (a report that cannot be built
+after a sweep is said, but keeps the cells' code); 128 + signal when interrupted (130 Ctrl-C,
+143 SIGTERM; 141 when the reader of the output went away, `| head -1`).
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
+import select
+import sys
+import traceback
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import typer
 
-from harness.console import _DEBUG_HELP, err_console, fail, guarded, path_option
+from harness.console import _DEBUG_HELP, _debug_env, err_console, fail, guarded, path_option
 
 app = typer.Typer(no_args_is_help=True, help="Hybrid linear-attention harness.", pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -22,7 +28,76 @@ cache_app = typer.Typer(no_args_is_help=True, help="The cache of generated data 
                         rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 DEFAULT_SUITE = "quickstart"
+#: the exit status of a command whose output was cut off (`harness variants | head -1`), as a
+#: Unix tool killed by SIGPIPE returns it: 128 + 13
+EXIT_BROKEN_PIPE = 128 + 13
+
+
+def _pipe_closed(fd: int) -> bool:
+    """Whether `fd` is a pipe whose reading end is closed (poll says POLLERR then)."""
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll (Windows), or a closed fd
+        return False
+
+
+def _file_id(fd: int) -> Optional[tuple[int, int]]:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def quiet_broken_pipe(fn: F) -> F:
+    """End a command whose standard output was closed by its reader (`| head -1`) quietly with
+    EXIT_BROKEN_PIPE, as Unix tools do, instead of an "unexpected" error. Sits inside `guarded`.
+    A BrokenPipeError of anything else (a worker's pipe) is not this: it goes on to `guarded`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        stdout_before = _file_id(1)
+        try:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if sys.stdout is not None:  # inside the try: a buffered write fails here, not at exit
+                    sys.stdout.flush()
+        except BrokenPipeError:
+            if not _pipe_closed(1):
+                raise
+            _silence_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
+        except SystemExit as exc:
+            # rich, on a broken pipe, points stdout at os.devnull and raises SystemExit(1)
+            if exc.code == 1 and stdout_before != _file_id(1) and _file_id(1) == _devnull_id():
+                raise typer.Exit(EXIT_BROKEN_PIPE) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _devnull_id() -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(os.devnull)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _silence_stdout() -> None:
+    """Point stdout at os.devnull, so that Python's flush at exit does not fail again (and print
+    'Exception ignored ... BrokenPipeError')."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _version(value: bool) -> None:
@@ -41,6 +116,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 @app.command()
 @guarded
+@quiet_broken_pipe
 def variants(as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON."),
              debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
     """List the registered token mixers (built-in and plug-in) with their metadata."""
@@ -56,6 +132,7 @@ def variants(as_json: bool = typer.Option(False, "--json", help="Print the regis
 
 @app.command()
 @guarded
+@quiet_broken_pipe
 def suites(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
            debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
     """List the suites `harness sweep NAME` finds: yours in ./suites first, then those shipped."""
@@ -81,6 +158,7 @@ def suites(as_json: bool = typer.Option(False, "--json", help="Print the list as
 
 @app.command()
 @guarded
+@quiet_broken_pipe
 def sweep(
     suite: Optional[str] = typer.Argument(
         None, help="Suite file, or a suite name (`harness suites` lists them). Default: quickstart."
@@ -156,12 +234,14 @@ def sweep(
     print_summary(summary, err)
     if summary.interrupted or summary.error:
         raise typer.Exit(summary.exit_code)
-    report_code = 0 if no_report else _build_report(results_dir, None, err)
-    raise typer.Exit(summary.exit_code or report_code)
+    if not no_report:  # a report that cannot be built is said, but the exit code is the cells'
+        _build_report(results_dir, None, err, after_sweep=True)
+    raise typer.Exit(summary.exit_code)
 
 
 @app.command()
 @guarded
+@quiet_broken_pipe
 def report(
     results: str = typer.Argument(..., help="A results directory (results/<suite>) or a results .parquet file."),
     out: Optional[str] = typer.Option(None, "--out", help="Report directory. Default: beside the table, "
@@ -177,13 +257,14 @@ def report(
         results_path = Path("results") / results_path.name  # `harness report quickstart`
     if not results_path.exists():
         fail(f"no results at {results_path}")
-    code = _build_report(results_path, out_dir, err)
+    code = _build_report(results_path, out_dir, err, debug=debug)
     if code:
         raise typer.Exit(code)
 
 
 @app.command()
 @guarded
+@quiet_broken_pipe
 def recommend(
     results: str = typer.Argument(..., help="A results directory (results/<suite>) or a results .parquet file."),
     seq_len: int = typer.Option(..., "--seq-len", help="The context length the model must serve."),
@@ -217,12 +298,18 @@ def recommend(
     except ValueError as exc:
         fail(str(exc))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             df = load_results(results_path)
     except (FileNotFoundError, ResultsError, ValueError) as exc:
         fail(f"cannot read the results at {results_path}: {exc}")
-    answer = ask(df, c)
+    try:
+        answer = ask(df, c)
+    except ValueError as exc:  # a floor the table's score cannot reach (--min-score 2 for a recall)
+        fail(str(exc))
+    # rows that could not be read (a damaged cell file without a copy) may change the answer:
+    # the answer says so, as the report does
+    answer.warnings[:0] = [f"{w.message} (the answer is from the rows that could be read)" for w in caught]
     typer.echo(answer.markdown())
     if not answer.answered:
         raise typer.Exit(1)
@@ -230,6 +317,7 @@ def recommend(
 
 @cache_app.command("info")
 @guarded
+@quiet_broken_pipe
 def cache_info(debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
     """Where the generated-data cache is ($HARNESS_CACHE_DIR), its files and size."""
     from harness.data.cache import ENV_VAR
@@ -242,6 +330,7 @@ def cache_info(debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -
 
 @cache_app.command("clear")
 @guarded
+@quiet_broken_pipe
 def cache_clear(debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) -> None:
     """Delete the cached generated data (only the cache's own files); it is regenerated when needed."""
     from harness.data.cache import cache_dir, clear_cache
@@ -268,35 +357,57 @@ def _unavailable_devices(cells) -> list[str]:
     return [p for p in (device_problem(d) for d in sorted({c.device for c in cells})) if p]
 
 
-def _build_report(results: Path, out: Optional[Path], console) -> int:
-    """Build the report; 0, or (with a message) 2 if there is no usable table at `results`, 1 if
-    the report failed on one. A missing report package is not a failure of the sweep: the tables
-    are the product, the report a view."""
-    from harness.sweep.store import ResultsError, load_results
+def _build_report(results: Path, out: Optional[Path], console, after_sweep: bool = False,
+                  debug: bool = False) -> int:
+    """Build the report; 0, or 2 with a message when it cannot be built (no usable table at
+    `results`, a report folder that cannot be written, a failure of the report itself). After a
+    sweep (`after_sweep`) the message is a warning and the caller keeps the cells' exit code: the
+    tables are the product, the report a view. A missing report package is not a failure."""
+    from harness.sweep.store import ResultsError, load_results, os_error_text
 
     try:
         from harness.report import build_report
     except ImportError as exc:
         console.print(f"report not available ({exc}); the results table is written", highlight=False)
         return 0
+    label = "[yellow]warning[/]" if after_sweep else "[red]error[/]"
     try:
         with warnings.catch_warnings():  # build_report reads it again and warns then
             warnings.simplefilter("ignore")
             n_rows = len(load_results(results))
     except (FileNotFoundError, ResultsError, ValueError) as exc:
-        console.print(f"[red]error[/]: no report: {exc}", highlight=False)
+        console.print(f"{label}: no report: {exc}", highlight=False)
         return 2
     if n_rows == 0:
-        console.print(f"[red]error[/]: no report: the table at {results} has no rows (no cell has run)", highlight=False)
+        console.print(f"{label}: no report: the table at {results} has no rows (no cell has run)", highlight=False)
         return 2
+    skip = "; or pass --no-report to skip it" if after_sweep else ""
     try:
         path = build_report(results, out)
-    except Exception as exc:  # the results are safe; say what broke and how to retry
-        console.print(f"[red]report failed[/]: {type(exc).__name__}: {exc}\n"
-                      f"the results are saved; retry with: harness report {results}", highlight=False)
-        return 1
+    except OSError as exc:  # where the report goes cannot be written: retrying there fails again
+        where = out or _default_report_dir(results)
+        console.print(f"{label}: cannot write the report in {where}: {os_error_text(exc)}"
+                      + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(where) else "")
+                      + f". The results are saved; build the report somewhere writable: harness report {results} "
+                        f"--out DIR{skip}", highlight=False)
+        return 2
+    except Exception as exc:  # the results are safe; say what broke
+        if debug or _debug_env():
+            traceback.print_exc()
+        console.print(f"{label}: the report failed: {type(exc).__name__}: {exc}. The results are saved; "
+                      f"`harness report {results} --debug` shows the traceback{skip}", highlight=False)
+        return 2
     console.print(f"report: {path}", highlight=False)
     return 0
+
+
+def _default_report_dir(results: Path) -> Path:
+    try:
+        from harness.report import default_report_dir
+
+        return Path(default_report_dir(results))
+    except Exception:  # only for a message
+        return results / "report"
 
 
 def _table(title: str, cols: tuple[str, ...], rows: list[dict]) -> None:

@@ -100,7 +100,8 @@ class DepConsumer(Task):
 
 # ---------------------------------------------------------------------------------------------
 
-from harness.sweep import Suite, SuiteError, expand_cells, load_suite  # noqa: E402
+from harness.sweep import SuiteError, expand_cells, load_suite  # noqa: E402
+from harness.sweep.validate import validate  # noqa: E402
 from harness.sweep.driver import run_sweep  # noqa: E402
 from harness.sweep.store import load_results  # noqa: E402
 
@@ -121,7 +122,7 @@ def suite_dict(**over) -> dict:
 
 
 def sweep(raw: dict, out: Path, **kw):
-    cells = expand_cells(Suite.from_dict(raw))
+    cells = expand_cells(validate(raw, None))
     return cells, run_sweep(raw["name"], cells, out, console=Console(file=io.StringIO()), progress=False, **kw)
 
 
@@ -139,7 +140,7 @@ def values(table: pd.DataFrame, metric: str) -> dict[tuple, float]:
 
 
 def test_consumer_names_its_producer_and_takes_its_model():
-    cells = expand_cells(Suite.from_dict(suite_dict()))
+    cells = expand_cells(validate(suite_dict(), None))
     producers = {(c.model["layout"], c.seed): c for c in cells if c.task == "dep_producer"}
     consumers = [c for c in cells if c.task == "dep_consumer"]
     assert len(producers) == len(consumers) == 4
@@ -154,21 +155,21 @@ def test_consumer_names_its_producer_and_takes_its_model():
 
 
 def test_producer_is_part_of_the_consumer_identity():
-    a = expand_cells(Suite.from_dict(suite_dict()))
+    a = expand_cells(validate(suite_dict(), None))
     raw = suite_dict()
     raw["task"][1]["params"]["value"] = 3.0  # a different producer, the same consumer settings
-    b = expand_cells(Suite.from_dict(raw))
+    b = expand_cells(validate(raw, None))
     ids = lambda cells, task: sorted(c.cell_id for c in cells if c.task == task)  # noqa: E731
     assert set(ids(a, "dep_producer")).isdisjoint(ids(b, "dep_producer"))
     assert set(ids(a, "dep_consumer")).isdisjoint(ids(b, "dep_consumer"))
-    assert ids(a, "dep_consumer") == ids(expand_cells(Suite.from_dict(suite_dict())), "dep_consumer")  # stable
+    assert ids(a, "dep_consumer") == ids(expand_cells(validate(suite_dict(), None)), "dep_consumer")  # stable
 
 
 def test_a_producer_axis_the_consumer_lacks_gives_one_consumer_per_producer():
     # params.value is the producer's alone, but a suite axis: each consumer cell matches its own
     raw = suite_dict(axes={"layout": ["pure"], "seed": [0], "seq_len": [64], "params.value": [1.0, 2.0]})
     raw["task"][1]["params"] = {}
-    cells = expand_cells(Suite.from_dict(raw))
+    cells = expand_cells(validate(raw, None))
     consumers = [c for c in cells if c.task == "dep_consumer"]
     assert len(consumers) == 2
     assert len({c.dependencies()[0].cell_id for c in consumers}) == 2
@@ -180,7 +181,7 @@ def test_selector_picks_the_producer_cell():
     raw["task"][1]["axes"] = {"seq_len": [64, 128]}
     raw["task"][0]["axes"] = {"seq_len": [256, 512]}
     raw["task"][0]["params"]["checkpoint"] = {"from": "dep_producer", "seq_len": 64}
-    cells = expand_cells(Suite.from_dict(raw))
+    cells = expand_cells(validate(raw, None))
     prod64 = next(c for c in cells if c.task == "dep_producer" and c.seq_len == 64)
     consumers = [c for c in cells if c.task == "dep_consumer"]
     assert sorted(c.seq_len for c in consumers) == [256, 512]
@@ -191,7 +192,7 @@ def test_reference_as_an_axis_value(tmp_path):
     raw = suite_dict(axes={"layout": ["pure"], "seed": [0], "seq_len": [64],
                            "params.checkpoint": [{"from": "dep_producer"}, str(tmp_path)]})
     raw["task"][0]["params"] = {}
-    cells = expand_cells(Suite.from_dict(raw))
+    cells = expand_cells(validate(raw, None))
     consumers = [c for c in cells if c.task == "dep_consumer"]
     assert sorted(len(c.dependencies()) for c in consumers) == [0, 1]
 
@@ -202,7 +203,7 @@ def test_reference_as_an_axis_value(tmp_path):
 
 def errors_of(raw: dict) -> str:
     with pytest.raises(SuiteError) as info:
-        expand_cells(Suite.from_dict(raw))
+        expand_cells(validate(raw, None))
     return str(info.value)
 
 
@@ -254,11 +255,11 @@ def test_consumer_of_an_impossible_producer_follows_skip_invalid():
     raw = suite_dict(skip_invalid=True)
     raw["task"][1]["axes"] = {"n_heads": [2, 3]}  # 3 does not divide the head dims
     raw["task"][0]["params"]["checkpoint"] = {"from": "dep_producer", "n_heads": 2}
-    assert len(expand_cells(Suite.from_dict(raw))) == 8
+    assert len(expand_cells(validate(raw, None))) == 8
     raw["task"][0]["params"]["checkpoint"] = {"from": "dep_producer"}
     raw["task"][0]["axes"] = {"n_heads": [2, 3]}
     notes: list[str] = []
-    assert len(expand_cells(Suite.from_dict(raw), notes)) == 8
+    assert len(expand_cells(validate(raw, None), notes)) == 8
     assert "skipped 8 impossible combination(s)" in notes[0]
     assert any("the 'dep_producer' cell it names is an impossible combination" in n for n in notes)
     msg = errors_of({**raw, "skip_invalid": False})
@@ -341,7 +342,7 @@ def test_stored_failed_producer_is_named_for_a_new_consumer(tmp_path):
 def test_consumer_run_outside_a_sweep_fails_cleanly():
     from harness.sweep.execute import execute_cell, make_context
 
-    consumer = next(c for c in expand_cells(Suite.from_dict(suite_dict())) if c.task == "dep_consumer")
+    consumer = next(c for c in expand_cells(validate(suite_dict(), None)) if c.task == "dep_consumer")
     (row,) = execute_cell(consumer, make_context())
     assert row["status"] == "failed" and "unresolved input(s): checkpoint" in row["error"]
 

@@ -28,7 +28,8 @@ from harness.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E
 from harness.model.config import ModelConfig  # noqa: E402
 from harness.model.resolve import resolve_model  # noqa: E402
 from harness.model.lm import HybridLM  # noqa: E402
-from harness.sweep import Suite, expand_cells  # noqa: E402
+from harness.sweep import expand_cells  # noqa: E402
+from harness.sweep.validate import validate  # noqa: E402
 from harness.sweep.cell import Cell  # noqa: E402
 from harness.tasks.lm_eval import LmEval, results_to_rows  # noqa: E402
 
@@ -253,7 +254,7 @@ def test_checkpoint_must_match_the_cell(ckpt):
     raw = {"name": "lmeval", "task": "lm_eval", "params": {"tasks": ["harness_toy_mc"], "checkpoint": str(ckpt)},
            "model": {"n_layers": 8, "d_model": 16},
            "axes": {"variant": ["hgrn"], "layout": ["pure"]}}
-    (cell,) = expand_cells(Suite.from_dict(raw))
+    (cell,) = expand_cells(validate(raw, None))
     assert (cell.model["variant"], cell.model["layout"], cell.model["n_layers"], cell.model["d_model"]) == (
         CFG.variant, "1:1", CFG.n_layers, CFG.d_model)
     LmEval().check(cell)  # and it passes the task's own consistency check

@@ -15,6 +15,11 @@ costs used; the objective picks one feasible model ("accuracy": the most accurat
 "latency": the cheapest). When the table cannot answer, the answer says why (no rows at that
 length, nothing learned, nothing feasible) and what it has; ties within the seeds' spread and
 timings taken on a loaded machine are flagged.
+
+A question that cannot mean what it says is refused (ValueError; `harness recommend` exits 2):
+a budget that is not positive (NaN included), an `accuracy_len` that is not a positive length
+or "all", a floor outside what the table's score can be (a recall of 2, a negative loss).
+`harness recommend` on a folder with cell files it cannot read names them in the answer.
 """
 from __future__ import annotations
 
@@ -46,10 +51,22 @@ class Constraints:
     accuracy_len: Union[int, str, None] = None
 
     def __post_init__(self) -> None:
+        """Refuse a question that cannot mean what it says (each message names the option)."""
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}")
-        if self.seq_len <= 0:
-            raise ValueError(f"seq_len must be positive, got {self.seq_len}")
+        if isinstance(self.seq_len, bool) or not isinstance(self.seq_len, (int, np.integer)) or self.seq_len <= 0:
+            raise ValueError(f"seq_len (--seq-len) must be a positive number of tokens, got {self.seq_len!r}")
+        for name, flag, value in (("max_cache_bytes", "--max-cache-bytes", self.max_cache_bytes),
+                                  ("max_decode_s", "--max-decode-ms", self.max_decode_s)):
+            # a NaN budget compares False with everything: nothing would fit, for no stated reason
+            if value is not None and not (value > 0):
+                raise ValueError(f"{name} ({flag}) must be a positive budget, got {value!r}; leave it out for "
+                                 f"no budget")
+        if self.min_score is not None and not np.isfinite(self.min_score):
+            raise ValueError(f"min_score (--min-score) must be a finite number, got {self.min_score!r}")
+        L = self.accuracy_len
+        if not (L is None or L == "all" or (isinstance(L, (int, np.integer)) and not isinstance(L, bool) and L > 0)):
+            raise ValueError(f"accuracy_len (--accuracy-len) must be a positive length or 'all', got {L!r}")
 
     def costs(self) -> list[str]:
         """The cost metrics this question needs."""
@@ -112,7 +129,7 @@ def _accuracy(ok: pd.DataFrame, c: Constraints) -> tuple[Optional[T.Score], Opti
     lengths = sorted({int(x) for x in rows["seq_len"].dropna()})
     if c.accuracy_len == "all":
         return score, None, f"accuracy averaged over every measured length ({', '.join(map(str, lengths))})"
-    want = int(c.accuracy_len or c.seq_len)
+    want = int(c.seq_len if c.accuracy_len is None else c.accuracy_len)
     if want not in lengths:
         return None, (f"accuracy ({score.metric}) was measured at length(s) {', '.join(map(str, lengths)) or 'none'}, "
                       f"not at {want}: rerun at {want}, or pass --accuracy-len with one of those lengths (or 'all') "
@@ -141,8 +158,28 @@ def _pareto(df: pd.DataFrame, higher: bool, costs: list[str]) -> pd.Series:
 
 
 def recommend(df: pd.DataFrame, c: Constraints) -> Recommendation:
-    """The best model of a results table `df` under `c`, with the rows behind the answer."""
-    return _recommend(ok_rows(normalize(df)), c)
+    """The best model of a results table `df` under `c`, with the rows behind the answer.
+    Raises ValueError when the floor cannot be a value of the table's score (`check_floor`)."""
+    ok = ok_rows(normalize(df))
+    check_floor(ok, c)
+    return _recommend(ok, c)
+
+
+def check_floor(ok: pd.DataFrame, c: Constraints) -> None:
+    """Raise ValueError when `c.min_score` lies outside every value the table's score can take
+    (a recall or lm-eval accuracy of 2; a negative loss): no model could meet it, which is a
+    mistake in the question (often a percentage for a fraction), not an answer."""
+    if c.min_score is None:
+        return
+    score = T.accuracy_score(ok)
+    if score is None:
+        return  # the answer says there is no score
+    if score.kind in ("recall", "lm_eval") and not 0 <= c.min_score <= 1:
+        raise ValueError(f"min_score (--min-score) {c.min_score:g} is outside 0..1, the range of the table's score "
+                         f"({score.description}); give a fraction, e.g. 0.9 for 90 %")
+    if score.kind == "lm" and not score.higher_is_better and c.min_score < 0:
+        raise ValueError(f"min_score (--min-score) {c.min_score:g} is negative, but the table's score is a loss "
+                         f"({score.description}), never below 0; give the largest loss you accept")
 
 
 def _recommend(ok: pd.DataFrame, c: Constraints) -> Recommendation:

@@ -9,9 +9,11 @@ a few file operations), so two sweeps never both win one cell. A claim is releas
 cell's rows are stored, and all of a sweep's claims when it ends (even on Ctrl-C or SIGTERM).
 
 Stale claims, left by a sweep that was killed (SIGKILL, a lost machine), are taken over: at
-once when the holder is a process of this host that no longer exists, otherwise when its
+once when the holder is a process of this host that no longer exists (or whose pid now belongs
+to another process: a claim records its process's start time), otherwise when its
 heartbeat (the claim file's mtime, touched every `heartbeat_s` by a background thread) is older
-than `stale_s`.
+than `stale_s`. A claim file that is not one (not JSON, no host, a pid that is not a process id)
+holds nothing: it is taken over, and the sweep names it.
 """
 from __future__ import annotations
 
@@ -39,7 +41,12 @@ class Claims:
     def __init__(self, results_dir: Path, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S):
         self.dir = Path(results_dir) / CLAIMS_DIR
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
-        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.me: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+        start = process_start(os.getpid())
+        if start is not None:  # tells this process from a later one given the same pid
+            self.me["pid_start"] = start
+        #: claims found that hold nothing and were taken over, one line each (for the user)
+        self.notes: list[str] = []
         self.held: set[str] = set()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -58,18 +65,34 @@ class Claims:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def holder(self, cell_id: str) -> Optional[dict[str, Any]]:
-        """Who holds the claim on `cell_id` (None: nobody, or a stale claim)."""
+        """Who holds the claim on `cell_id` (None: nobody, or a claim that holds nothing: stale,
+        left by a process that is gone, or not a claim at all; the last two say so in `notes`)."""
         path = self._path(cell_id)
         try:
-            info = json.loads(path.read_text())
+            data = path.read_bytes()
             age = time.time() - path.stat().st_mtime
-        except (OSError, ValueError):
+        except OSError:  # gone meanwhile (released)
             return None
-        if info.get("host") == self.me["host"] and not pid_alive(int(info.get("pid", -1))):
-            return None  # a dead process of this machine
+        info, why = parse_claim(data)
+        if info is None:
+            self._note(f"{path} is not a claim this harness wrote ({why}); taken over")
+            return None
+        if info["host"] == self.me["host"]:
+            if not pid_alive(info["pid"]):
+                return None  # a dead process of this machine: a killed sweep
+            start = process_start(info["pid"])
+            if start is not None and info.get("pid_start") != start:
+                if "pid_start" not in info:  # written by hand or by an older harness: say so
+                    self._note(f"{path} names process {info['pid']} of this host but not when it started, so "
+                               f"it cannot be the sweep's; taken over")
+                return None  # the pid belongs to another process now (reused, or never a sweep)
         if age > self.stale_s:
             return None  # no heartbeat for a while: a lost machine or a frozen process
         return info
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
     def claim(self, cell_id: str) -> bool:
         """Claim `cell_id` for this sweep; False when a live holder has it."""
@@ -77,7 +100,7 @@ class Claims:
             return True
         with self._locked():
             other = self.holder(cell_id)
-            if other is not None and other != self.me:
+            if other is not None and (other["host"], other["pid"]) != (self.me["host"], self.me["pid"]):
                 return False
             tmp = self.dir / f".{cell_id}.{os.getpid()}.tmp"
             tmp.write_text(json.dumps({**self.me, "since": time.time()}))
@@ -113,6 +136,37 @@ class Claims:
         for cell_id in list(self.held):
             with contextlib.suppress(OSError):
                 self.release(cell_id)
+
+
+#: the largest pid a claim may name (Linux's pid_max limit is 2**22; os.kill takes a C int)
+MAX_PID = 2**31 - 1
+
+
+def parse_claim(data: bytes) -> tuple[Optional[dict[str, Any]], str]:
+    """(the claim, "") from a claim file's bytes, or (None, why it is not a claim)."""
+    try:
+        info = json.loads(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        return None, "not JSON"
+    if not isinstance(info, dict):
+        return None, f"JSON {type(info).__name__}, not an object"
+    host, pid = info.get("host"), info.get("pid")
+    if not isinstance(host, str) or not host:
+        return None, "no host"
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= MAX_PID:
+        return None, f"pid {pid!r} is not a process id"
+    return info, ""
+
+
+def process_start(pid: int) -> Optional[str]:
+    """When process `pid` of this machine started (clock ticks since boot, from /proc), or None
+    where that cannot be read (no /proc: not Linux; the process is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state is field 3
+    return fields[19] if len(fields) > 19 else None  # field 22: starttime
 
 
 def shard_of(cell_id: str, n: int) -> int:

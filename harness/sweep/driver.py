@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -25,7 +23,7 @@ from harness.sweep.dependencies import (
 )
 from harness.sweep.execute import dependency_rows, make_context
 from harness.sweep.executors import make_executor
-from harness.sweep.progress import ELSEWHERE, Progress
+from harness.sweep.progress import ELSEWHERE, Progress, SweepSummary
 from harness.sweep.results import OK
 from harness.sweep.store import (
     RESULTS_FILE,
@@ -39,43 +37,9 @@ from harness.sweep.store import (
     os_error_text,
     read_cells,
     repair,
+    set_aside_damaged_table,
     write_cell,
 )
-
-
-@dataclass
-class SweepSummary:
-    suite: str
-    results_dir: Path
-    n_cells: int  # cells of the suite
-    n_skipped: int  # already in the store, not run
-    ran: Counter = field(default_factory=Counter)  # status -> cells run now
-    #: every cell of the suite whose stored rows are not all ok: (cell, status, first error)
-    not_ok: list[tuple[Cell, str, str]] = field(default_factory=list)
-    table: Optional[pd.DataFrame] = None
-    interrupted: bool = False
-    #: the signal that interrupted the sweep (SIGINT for Ctrl-C, SIGTERM), when interrupted
-    signal: Optional[int] = None
-    #: why the sweep stopped before its end although no cell failed (results could not be written)
-    error: Optional[str] = None
-    #: what the sweep repaired in the results directory before it started (store.repair)
-    repaired: list[str] = field(default_factory=list)
-    #: cells left to another sweep into the same folder (claimed by it, or stored meanwhile)
-    elsewhere: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.not_ok and not self.interrupted and not self.error
-
-    @property
-    def exit_code(self) -> int:
-        """The command line's exit status: 128 + signal when interrupted (130 Ctrl-C, 143
-        SIGTERM), 2 when results could not be written, 1 with a cell not ok, else 0."""
-        if self.interrupted:
-            return 128 + (self.signal or signal.SIGINT)
-        if self.error:
-            return 2
-        return 1 if self.not_ok else 0
 
 
 def _cell_status(rows: list[dict[str, Any]]) -> str:
@@ -117,8 +81,11 @@ def run_sweep(
 
     console = console or Console(stderr=True)
     results_dir = Path(results_dir)
-    check_writable_results(results_dir)  # a foreign results.parquet is never overwritten
-    repaired = _repair(results_dir) if results_dir.is_dir() else []
+    # an unreadable results.parquet beside intact cells is rebuilt from them (kept aside); a
+    # foreign one is never overwritten
+    repaired = set_aside_damaged_table(results_dir) if results_dir.is_dir() else []
+    check_writable_results(results_dir)
+    repaired += _repair(results_dir) if results_dir.is_dir() else []
     for line in repaired:
         console.print(f"[yellow]repaired[/]: {line}", highlight=False)
     clean_stale_tmp(results_dir)
@@ -203,6 +170,8 @@ def run_sweep(
             summary.error = str(exc)
         finally:
             summary.table = _consolidate(results_dir, summary)
+    for note in claims.notes:  # claim files that held nothing (hand-made, damaged): taken over
+        console.print(f"[yellow]claims[/]: {note}", highlight=False)
     summary.not_ok = _not_ok_cells(cells, summary.table)
     return summary
 

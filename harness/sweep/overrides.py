@@ -19,14 +19,13 @@ import copy
 from typing import Any, Optional, Sequence
 
 from harness.sweep.messages import SuiteError
+from harness.sweep.yaml_dialect import parse_yaml_value
 
 __all__ = ["apply_overrides", "parse_override"]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=VALUE` -> (["a", "b", "c"], the YAML value). Raises SuiteError."""
-    from harness.sweep.reading import parse_yaml_value
-
     key, sep, value = text.partition("=")
     path = [p for p in key.strip().split(".")]
     if not sep or not key.strip() or any(not p for p in path):
@@ -54,13 +53,27 @@ def apply_overrides(raw: Any, sets: Sequence[str] = (), device: Optional[str] = 
     return raw
 
 
-def _tasks(raw: dict) -> list[dict]:
-    """The suite's task entries as mappings (a bare name becomes {name: ...}, in place)."""
+def _tasks(raw: dict, editable: bool = False) -> list[dict]:
+    """The suite's task entries that are mappings, to edit in place; with `editable`, a bare name
+    first becomes {name: ...} (the same entry), so that it can take a setting. The form of
+    `task:` is kept: one entry stays one entry and a list stays a list, so an override that sets
+    nothing new changes no cell."""
     task = raw.get("task")
-    entries = task if isinstance(task, list) else [task] if task is not None else []
-    entries = [{"name": e} if isinstance(e, str) else e for e in entries]
-    raw["task"] = entries
-    return [e for e in entries if isinstance(e, dict)]
+    if isinstance(task, str) and editable:
+        task = raw["task"] = {"name": task}
+    if isinstance(task, dict):
+        return [task]
+    if isinstance(task, list):
+        if editable:
+            task[:] = [{"name": e} if isinstance(e, str) else e for e in task]
+        return [e for e in task if isinstance(e, dict)]
+    return []  # a bare name, missing or malformed (validation says what is wrong with it)
+
+
+def _names(raw: dict) -> list[str]:
+    task = raw.get("task")
+    entries = task if isinstance(task, list) else [task]
+    return [str(e.get("name")) if isinstance(e, dict) else str(e) for e in entries if e is not None]
 
 
 def _set(target: dict, path: list[str], value: Any, text: str) -> None:
@@ -77,17 +90,18 @@ def _set(target: dict, path: list[str], value: Any, text: str) -> None:
 def _apply(raw: dict, path: list[str], value: Any, text: str) -> None:
     head, rest = path[0], path[1:]
     if head == "task" and rest:
-        named = [e for e in _tasks(raw) if e.get("name") == rest[0]]
+        named = [e for e in _tasks(raw, editable=True) if e.get("name") == rest[0]]
         if not named or len(rest) < 2:
-            names = [str(e.get("name")) for e in _tasks(raw)]
+            names = _names(raw)
             raise SuiteError(f"{text}: write task.<task name>.<key>, with a task of this suite: {', '.join(names)}")
         for entry in named:
             _set(entry, rest[1:], value, text)
         return
-    if head == "params" and rest and len(_tasks(raw)) > 1:
+    if head == "params" and rest and len(_names(raw)) > 1:
         from harness.registry import TASKS
 
-        owners = [e for e in _tasks(raw) if isinstance(e.get("name"), str) and e["name"] in TASKS.names()
+        owners = [e for e in _tasks(raw, editable=True)
+                  if isinstance(e.get("name"), str) and e["name"] in TASKS.names()
                   and rest[0] in TASKS.get(e["name"]).Params.model_fields]
         if not owners:
             raise SuiteError(f"{text}: no task of this suite has a parameter {rest[0]!r}")

@@ -1,8 +1,12 @@
-"""What a sweep shows while it runs and when it ends: a progress bar and the summary table."""
+"""What a sweep shows while it runs and when it ends: a progress bar, and its outcome (`SweepSummary`)
+with the summary table."""
 from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from harness.sweep.cell import Cell
@@ -10,7 +14,42 @@ from harness.sweep.results import OK, STATUSES
 from harness.sweep.store import RESULTS_FILE
 
 if TYPE_CHECKING:
-    from harness.sweep.driver import SweepSummary
+    import pandas as pd
+
+
+@dataclass
+class SweepSummary:
+    suite: str
+    results_dir: Path
+    n_cells: int  # cells of the suite
+    n_skipped: int  # already in the store, not run
+    ran: Counter = field(default_factory=Counter)  # status -> cells run now
+    #: every cell of the suite whose stored rows are not all ok: (cell, status, first error)
+    not_ok: list[tuple[Cell, str, str]] = field(default_factory=list)
+    table: Optional["pd.DataFrame"] = None
+    interrupted: bool = False
+    #: the signal that interrupted the sweep (SIGINT for Ctrl-C, SIGTERM), when interrupted
+    signal: Optional[int] = None
+    #: why the sweep stopped before its end although no cell failed (results could not be written)
+    error: Optional[str] = None
+    #: what the sweep repaired in the results directory before it started (store.repair)
+    repaired: list[str] = field(default_factory=list)
+    #: cells left to another sweep into the same folder (claimed by it, or stored meanwhile)
+    elsewhere: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.not_ok and not self.interrupted and not self.error
+
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit status: 128 + signal when interrupted (130 Ctrl-C, 143
+        SIGTERM), 2 when results could not be written, 1 with a cell not ok, else 0."""
+        if self.interrupted:
+            return 128 + (self.signal or signal.SIGINT)
+        if self.error:
+            return 2
+        return 1 if self.not_ok else 0
 
 
 #: the progress status of a cell another sweep into the same folder runs (harness.sweep.claims)

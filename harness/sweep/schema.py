@@ -91,10 +91,27 @@ def _model_field_type(name: str) -> Any:
     return _MODEL_TYPES[name]
 
 
-# Partial ModelConfig: any subset of its fields, strictly typed ("4" is not an int).
+#: ModelConfig fields that may be null (None means "derive it", e.g. attn_heads from n_heads)
+NULLABLE_MODEL_FIELDS = [n for n in MODEL_FIELDS if type(None) in typing.get_args(_MODEL_TYPES[n])]
+_MODEL_DEFAULTS = ModelConfig().to_dict()
+
+
+def _no_null(value: Any, info: ValidationInfo) -> Any:
+    # A null (`d_model:` with nothing after it, `--set model.d_model=`) would otherwise reach the
+    # model builder and fail there with a message about something else (mixer_kwargs)
+    if value is None:
+        raise ValueError(f"an empty value (null) is not allowed for {info.field_name}; give a value, or leave "
+                         f"the key out for the default ({_MODEL_DEFAULTS.get(info.field_name)!r})")
+    return value
+
+
+# Partial ModelConfig: any subset of its fields, strictly typed ("4" is not an int). Fields are
+# Optional only so that an unset field reads None; a null written in the suite is refused.
 ModelOverrides = create_model(  # type: ignore[call-overload]
     "ModelOverrides",
     __config__=ConfigDict(extra="forbid", strict=True),
+    __validators__={"_no_null": field_validator(
+        *[n for n in MODEL_FIELDS if n not in NULLABLE_MODEL_FIELDS], mode="before")(_no_null)},
     **{name: (Optional[_model_field_type(name)], None) for name in MODEL_FIELDS},
 )
 
@@ -188,7 +205,7 @@ class TaskEntry(BaseModel):
 
 
 class Suite(BaseModel):
-    """A validated suite. Build it with `load_suite` (or `Suite.from_dict`), expand it with
+    """A validated suite. Build it with `load_suite` (or `harness.sweep.validate.validate` from a dict), expand it with
     `expand_cells`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -224,12 +241,6 @@ class Suite(BaseModel):
     def axes_order(self) -> list[str]:
         """Axis keys in the order written (the product's outermost first)."""
         return list(self._axes_order)
-
-    @classmethod
-    def from_dict(cls, raw: Any, source: Optional[Path] = None) -> "Suite":
-        from harness.sweep.validate import validate
-
-        return validate(raw, source)
 
 
 

@@ -4,6 +4,7 @@ Layout of a results directory (default ``results/<suite-name>/``)::
 
     cells/<cell_id>.parquet   the rows of one finished cell (the source of truth)
     results.parquet           all cells in one table (derived; rebuilt from cells/)
+    .results.lock             held (flock) while a sweep rebuilds results.parquet
 
 Crash safety comes from never writing a file in place: every file is written to a temporary
 name in the same directory, flushed to disk, then renamed over its target with `os.replace`,
@@ -20,7 +21,11 @@ Nothing is ever lost:
   the damaged file aside as ``*.corrupt`` and restores the cell from that copy (`repair`), and
   re-runs the cell only when no copy exists.
 - A ``results.parquet`` that this harness did not write (or cannot read) is never overwritten:
-  `check_writable_results` refuses the directory with a `ResultsError`.
+  `check_writable_results` refuses the directory with a `ResultsError`. One that cannot be read
+  at all beside readable cell files is moved aside as ``results.parquet.corrupt`` and rebuilt
+  from them (`set_aside_damaged_table`): the cells are the source of truth.
+- Sweeps sharing a directory rebuild ``results.parquet`` one at a time, each from the cell files
+  on disk once it holds the lock (`consolidate`), so the last writer never writes an older table.
 - ``results.parquet`` is rewritten only when its content changes, so a rerun with nothing to do
   writes nothing (and works on a read-only directory).
 
@@ -31,12 +36,14 @@ Load a table with::
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import pandas as pd
 
@@ -46,6 +53,8 @@ CELLS_DIR = "cells"
 RESULTS_FILE = "results.parquet"
 _TMP_SUFFIX = ".tmp"
 _CORRUPT_SUFFIX = ".corrupt"
+#: held while results.parquet is rebuilt, so that sweeps sharing a directory take turns
+_LOCK_FILE = ".results.lock"
 #: columns every table this harness writes has (any version); a table without them is foreign
 CORE_COLUMNS = ("cell_id", "metric", "value", "status")
 
@@ -228,6 +237,64 @@ def _same_table(a: pd.DataFrame, b: Optional[pd.DataFrame]) -> bool:
     return True
 
 
+def _kind_of(path: Path) -> str:
+    """'a directory', 'a symbolic link to nothing', ... : what is at `path` instead of a file."""
+    if path.is_dir():
+        return "a directory"
+    if path.is_symlink() and not path.exists():
+        return "a symbolic link to nothing"
+    return "not a regular file"
+
+
+def set_aside_damaged_table(results_dir: Path) -> list[str]:
+    """Move a ``results.parquet`` that cannot be read at all (not parquet: damaged on disk, a
+    truncated copy) aside as ``results.parquet.corrupt`` when readable cell files are beside it:
+    they are the source of truth, and the sweep rebuilds the table from them. Returns one line
+    per change. A readable table, a foreign one (other columns) or one without cells beside it is
+    left for `check_writable_results` to judge. Raises ResultsError when it cannot be moved."""
+    path = Path(results_dir) / RESULTS_FILE
+
+    def damaged() -> Optional[str]:
+        why = _unreadable_table(path)
+        intact = why is not None and any(_read_cell_file(p, columns=["status"]) is not None
+                                         for p in _cell_files(results_dir))
+        return why if intact else None
+
+    if damaged() is None:  # the usual case: no lock taken, no lock file made
+        return []
+    with consolidation_lock(results_dir):  # not while another sweep rebuilds it
+        why = damaged()
+        if why is None:  # rebuilt meanwhile
+            return []
+        bad = _free_name(path.with_name(path.name + _CORRUPT_SUFFIX))
+        try:
+            os.replace(path, bad)
+        except OSError as exc:
+            raise ResultsError(f"{path} cannot be read ({why}) and cannot be moved aside here "
+                               f"({os_error_text(exc)}); the cell files beside it are intact: move it away "
+                               f"yourself and rerun (the table is rebuilt from {CELLS_DIR}/)") from None
+    return [f"{path} could not be read ({why}): moved it aside as {bad.name}; the table is rebuilt from the "
+            f"cell files in {CELLS_DIR}/ (the source of truth)"]
+
+
+def _unreadable_table(path: Path) -> Optional[str]:
+    """Why the file at `path` cannot be read as parquet although its bytes can be read; None when
+    it is fine, absent, not a file, or cannot be opened at all (permissions: not damage)."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError:
+        return None
+    try:
+        pd.read_parquet(path, columns=[])
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    return None
+
+
 def check_writable_results(results_dir: Path) -> None:
     """Raise ResultsError if a sweep must not write into `results_dir` because its
     ``results.parquet`` is not one this harness wrote (or cannot be read): it would be
@@ -236,7 +303,7 @@ def check_writable_results(results_dir: Path) -> None:
     if not path.exists():
         return
     if not path.is_file():
-        raise ResultsError(f"{path} is not a file; choose another --out (or remove it)")
+        raise ResultsError(f"{path} is {_kind_of(path)}, not a file; move it away or choose another --out")
     try:
         read_table_file(path)
     except ResultsError as exc:
@@ -250,14 +317,39 @@ def check_writable_results(results_dir: Path) -> None:
 def consolidate(results_dir: Path) -> pd.DataFrame:
     """Rebuild ``results.parquet`` from the cell files (atomically) and return the table. The file
     is written only when its content changes (a rerun that ran nothing writes nothing), and never
-    over a table this harness did not write (ResultsError)."""
+    over a table this harness did not write (ResultsError).
+
+    Sweeps sharing the directory consolidate one at a time (`consolidation_lock`), each reading
+    the cell files once it holds the lock: otherwise a sweep that read the cells earlier could
+    finish writing after one that read them later, leaving a table without the newest cells."""
     results_dir = Path(results_dir)
-    df = read_cells(results_dir, warn=False)
-    if _cell_files(results_dir):
-        check_writable_results(results_dir)
-        if not _same_table(df, _consolidated(results_dir)):
-            _atomic_write_parquet(df, results_dir / RESULTS_FILE)
+    with consolidation_lock(results_dir):
+        df = read_cells(results_dir, warn=False)
+        if _cell_files(results_dir):
+            check_writable_results(results_dir)
+            if not _same_table(df, _consolidated(results_dir)):
+                _atomic_write_parquet(df, results_dir / RESULTS_FILE)
     return df
+
+
+@contextlib.contextmanager
+def consolidation_lock(results_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock (flock) on ``<results_dir>/.results.lock`` while inside. Where the
+    lock file cannot be created or opened (a read-only directory) it goes on unlocked: such a
+    directory cannot get a new ``results.parquet`` from anyone, so there is no race to prevent."""
+    path = Path(results_dir) / _LOCK_FILE
+    try:
+        fd: Optional[int] = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # read-only is enough for flock
+    except OSError:
+        fd = None
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def repair(results_dir: Path) -> list[str]:
@@ -317,8 +409,15 @@ def load_results(path: Union[str, os.PathLike]) -> pd.DataFrame:
     if path.is_dir():
         if _cell_files(path):
             return read_cells(path)
-        if (path / RESULTS_FILE).is_file():
-            return read_table_file(path / RESULTS_FILE)
+        table = path / RESULTS_FILE
+        if table.is_file():
+            return read_table_file(table)
+        if table.exists():  # there, but not a table: "missing" would send the user looking elsewhere
+            raise ResultsError(f"{table} is {_kind_of(table)}, not a results table (a single .parquet file); "
+                               f"move it away, or give the path of the results")
+        if path.suffix == ".parquet":
+            raise ResultsError(f"{path} is a directory, not a results .parquet file, and holds no results "
+                               f"({CELLS_DIR}/*.parquet); give a results directory or a .parquet file")
         raise FileNotFoundError(f"no results in {path}: neither {CELLS_DIR}/*.parquet nor {RESULTS_FILE}")
     if path.is_file():
         return read_table_file(path)

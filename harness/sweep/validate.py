@@ -67,7 +67,9 @@ def validate(raw: Any, source: Optional[Path]) -> "Suite":
         raise SuiteError(error_text(where, errors)) from None
     suite._source = Path(source) if source else None
     suite._axes_order = axes_order_of(raw.get("axes"))
-    raw_tasks = raw.get("task") if isinstance(raw.get("task"), list) else []
+    # the task entries as written: `task:` is a list of entries, or one entry (a name or a mapping)
+    raw_task = raw.get("task")
+    raw_tasks = raw_task if isinstance(raw_task, list) else [raw_task] if isinstance(raw_task, dict) else []
     for entry, raw_entry in zip(suite.task, raw_tasks):
         if isinstance(raw_entry, dict):
             entry._axes_order = axes_order_of(raw_entry.get("axes"))
