@@ -1,8 +1,12 @@
 """Test the paper's (and the harness's) stated claims against the results table.
 
-Each claim returns a `Claim` with a verdict ("holds", "fails", "partly", "no data"), one sentence
-with the numbers, and an optional Markdown table of the per-point evidence. Thresholds are stated
-in the sentence so a reader can disagree with them.
+Each claim returns a `Claim` with a verdict ("holds", "fails", "partly", "undecided", "no data"),
+one sentence with the numbers, and an optional Markdown table of the per-point evidence. Thresholds
+are stated in the sentence so a reader can disagree with them.
+
+Verdicts know noise (harness.report.stats): a difference within the seeds' spread is a tie, and a
+verdict that would rest on ties is **undecided**, with the reason. With one seed no spread is
+known: the summary says so and the verdict is at most "partly".
 """
 from __future__ import annotations
 
@@ -13,17 +17,19 @@ import pandas as pd
 
 from . import cost_tables as CT
 from . import tables as T
-from .fmt import fmt_delta, fmt_value, md_table
-from .stats import kendall_tau_b, spearman
+from .fmt import fmt_delta, fmt_mean_std, fmt_value, md_table
+from .stats import is_tie, noisy_rank_correlation, spread_known, tie_tolerance
 from .style import attn_fraction, is_hybrid, sort_layouts, sort_variants
 
-HOLDS, FAILS, PARTLY, NO_DATA = "holds", "fails", "partly", "no data"
+HOLDS, FAILS, PARTLY, UNDECIDED, NO_DATA = "holds", "fails", "partly", "undecided", "no data"
 
 SPEEDUP_MIN = 1.30  # "≥ 30 % faster": Transformer time / hybrid time ≥ 1.30
 MEM_SAVING_MIN = 0.40  # "≥ 40 % less memory": 1 − hybrid / Transformer ≥ 0.40
-SATURATION_TOL = 0.02  # recall points counted as "no real gain" (or 1 seed-std if larger)
+SATURATION_TOL = 0.02  # recall points counted as "no real gain" (or the seeds' spread if larger)
 LM_STABLE_REL = 0.01  # the paper's "less than 1 %" across ratios
 RANK_WEAK, RANK_STRONG = 0.4, 0.8  # Spearman ρ below / above: does not / does predict
+RANK_MIN_DECIDABLE = 0.5  # a rank correlation needs at least this share of pairs ordered beyond noise
+NO_SPREAD = "only one seed was run, so no spread is known and the verdict is at most 'partly'"
 
 
 @dataclass
@@ -35,14 +41,24 @@ class Claim:
 
 
 def combine(verdicts: list[str]) -> str:
+    """One verdict from many: undecided parts neither confirm nor refute. All decided parts hold
+    and none undecided: holds; all decided parts fail: fails; nothing decided: undecided."""
     v = [x for x in verdicts if x != NO_DATA]
     if not v:
         return NO_DATA
-    if all(x == HOLDS for x in v):
-        return HOLDS
-    if all(x == FAILS for x in v):
+    decided = [x for x in v if x != UNDECIDED]
+    if not decided:
+        return UNDECIDED
+    if all(x == HOLDS for x in decided):
+        return HOLDS if len(decided) == len(v) else PARTLY
+    if all(x == FAILS for x in decided):
         return FAILS
     return PARTLY
+
+
+def at_most_partly(verdict: str) -> str:
+    """With no known spread a claim cannot be said to hold everywhere."""
+    return PARTLY if verdict == HOLDS else verdict
 
 
 def _dm(d) -> str:
@@ -69,7 +85,10 @@ def _where(points: pd.DataFrame) -> str:
 
 
 def _ratio_table(ok: pd.DataFrame, metrics: list[str]) -> tuple[str | None, pd.DataFrame]:
-    """The first metric with hybrid-vs-Transformer pairs; ratio averaged per (d_model, variant, layout, seq_len)."""
+    """The first metric with hybrid-vs-Transformer pairs; ratio averaged per (d_model, variant,
+    layout, seq_len), with `rel_unc`, the ratio's relative uncertainty (the two seed stds over
+    their means, summed; 0 for analytic metrics, which are exact) and `no_spread` (a measured
+    value from one seed)."""
     for m in metrics:
         vt = CT.vs_transformer(ok, m)
         if vt.empty:
@@ -77,9 +96,81 @@ def _ratio_table(ok: pd.DataFrame, metrics: list[str]) -> tuple[str | None, pd.D
         vt = vt[vt["layout"].map(is_hybrid) & (vt["tf_mean"] > 0) & (vt["mean"] > 0)]
         if vt.empty:
             continue
-        g = vt.groupby(["d_model", "variant", "layout", "seq_len"], dropna=False)["ratio"].mean().reset_index()
+        exact = m in T.ANALYTIC_METRICS
+        vt = vt.assign(rel_unc=0.0 if exact else np.nan_to_num(vt["std"] / vt["mean"])
+                       + np.nan_to_num(vt["tf_std"] / vt["tf_mean"]),
+                       no_spread=False if exact else vt["std"].isna() | vt["tf_std"].isna())
+        g = vt.groupby(["d_model", "variant", "layout", "seq_len"], dropna=False).agg(
+            ratio=("ratio", "mean"), rel_unc=("rel_unc", "max"), no_spread=("no_spread", "any")).reset_index()
         return m, g
     return None, pd.DataFrame()
+
+
+def _threshold_state(value: pd.Series, threshold: float, unc: pd.Series) -> pd.Series:
+    """Per point: 1 meets `threshold`, −1 misses it, 0 undecided (the threshold lies within the
+    value's spread, value × unc), NaN not measured."""
+    state = np.where(value >= threshold, 1.0, -1.0)
+    state = np.where((value - threshold).abs() <= value.abs() * unc.fillna(0), 0.0, state)
+    return pd.Series(np.where(value.isna(), np.nan, state), index=value.index)
+
+
+def _points_verdict(states: pd.Series, n_undecided_note: list[str]) -> str:
+    """The claim's verdict from the points' states (1 / −1 / 0 / NaN)."""
+    judged = states.dropna()
+    verdicts = [HOLDS if x > 0 else FAILS if x < 0 else UNDECIDED for x in judged]
+    n_und = sum(v == UNDECIDED for v in verdicts)
+    if n_und:
+        n_undecided_note.append(f"{n_und} of {len(verdicts)} points are **undecided**: the threshold lies within "
+                                "the seeds' spread of their ratio")
+    return combine(verdicts)
+
+
+def _claim1_points(tt: pd.DataFrame, mm: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Claim 3.1's points: speedup and mem_saving (NaN where not measured) and each half's state
+    against its threshold (`_threshold_state`), plus `no_spread`."""
+    parts = []
+    if not tt.empty:
+        parts.append(tt.assign(speedup=1.0 / tt["ratio"], speed_state=_threshold_state(
+            1.0 / tt["ratio"], SPEEDUP_MIN, tt["rel_unc"])).drop(columns=["ratio", "rel_unc"]))
+    if not mm.empty:
+        # saving ≥ MEM_SAVING_MIN ⇔ ratio ≤ 1 − MEM_SAVING_MIN; its spread is the ratio's
+        parts.append(mm.assign(mem_saving=1.0 - mm["ratio"], mem_state=_threshold_state(
+            (1.0 - MEM_SAVING_MIN) / mm["ratio"], 1.0, mm["rel_unc"])).drop(columns=["ratio", "rel_unc"]))
+    pts = parts[0] if len(parts) == 1 else parts[0].merge(parts[1], on=keys, how="outer", suffixes=("", "_m"))
+    if "no_spread_m" in pts:
+        pts["no_spread"] = pts["no_spread"].fillna(False) | pts.pop("no_spread_m").fillna(False)
+    for c in ("speedup", "mem_saving", "speed_state", "mem_state"):
+        if c not in pts:
+            pts[c] = np.nan
+    return pts
+
+
+def _claim1_evidence(pts: pd.DataFrame, score, both: bool) -> str:
+    """Claim 3.1's evidence table: rows = (d_model, variant, layout), columns = lengths."""
+    rows = []
+    for (d, v, lay), g in pts.groupby(["d_model", "variant", "layout"], dropna=False, sort=False):
+        row = {"variant": v, "layout": lay}
+        if pts["d_model"].nunique() > 1:
+            row = {"d_model": d, **row}
+        for r in g.itertuples(index=False):
+            cell = []
+            if not np.isnan(r.speedup):
+                cell.append(f"{r.speedup:.2f}×")
+            if not np.isnan(r.mem_saving):
+                cell.append(f"{-r.mem_saving:+.0%} mem")
+            if r.holds == 1.0:
+                cell.append("✓")
+            elif r.state == 0:
+                cell.append("≈ (undecided)")
+            row[f"L={int(r.seq_len)}" if not np.isnan(r.seq_len) else "L=?"] = " ".join(cell)
+        if score is not None:
+            row[f"Δ {score.metric} vs Transformer"] = fmt_delta(g["acc_delta"].iloc[0], score.unit)
+        rows.append(row)
+    if not rows:
+        return ""
+    met = "both thresholds met" if both else "the tested threshold met"
+    return (f"Cells: speed-up (× Transformer) and memory change vs the Transformer; ✓ = {met}; ≈ = the threshold "
+            "lies within the seeds' spread.\n\n" + md_table(pd.DataFrame(rows).fillna("")))
 
 
 def claim_faster_and_smaller(ok: pd.DataFrame) -> Claim:
@@ -90,27 +181,12 @@ def claim_faster_and_smaller(ok: pd.DataFrame) -> Claim:
         return Claim(title, NO_DATA, "No hybrid and Transformer measured at the same length and width for "
                      "train_step_s / prefill_s or peak_mem_bytes / cache_bytes.")
     keys = ["d_model", "variant", "layout", "seq_len"]
-    if tmetric is not None:
-        tt = tt.assign(speedup=1.0 / tt["ratio"]).drop(columns="ratio")
-    if mmetric is not None:
-        mm = mm.assign(mem_saving=1.0 - mm["ratio"]).drop(columns="ratio")
+    pts = _claim1_points(tt, mm, keys)
+    pts["state"] = pts[["speed_state", "mem_state"]].min(axis=1, skipna=True)  # a miss outweighs a tie
     if tmetric is not None and mmetric is not None:
-        pts = tt.merge(mm, on=keys, how="outer")
-    else:
-        pts = tt if tmetric is not None else mm
-    if "speedup" not in pts:
-        pts["speedup"] = np.nan
-    if "mem_saving" not in pts:
-        pts["mem_saving"] = np.nan
-    fast = pts["speedup"] >= SPEEDUP_MIN
-    small = pts["mem_saving"] >= MEM_SAVING_MIN
-    if tmetric is not None and mmetric is not None:
-        judged = pts["speedup"].notna() & pts["mem_saving"].notna()
-        ok_pt = fast & small
-    else:
-        judged = pts["speedup"].notna() if tmetric is not None else pts["mem_saving"].notna()
-        ok_pt = fast if tmetric is not None else small
-    pts["holds"] = np.where(judged, ok_pt, np.nan)
+        pts.loc[pts["speed_state"].isna() | pts["mem_state"].isna(), "state"] = np.nan  # both halves needed
+    pts["holds"] = pts["state"].map(lambda x: np.nan if np.isnan(x) or x == 0 else float(x > 0))
+    judged = pts["state"].notna()
     # accuracy cost at each point: model score minus the Transformer's (same width)
     score = T.accuracy_score(ok)
     if score is not None:
@@ -124,14 +200,12 @@ def claim_faster_and_smaller(ok: pd.DataFrame) -> Claim:
     pts = T.order(pts)
     n_judged = int(judged.sum())
     hold = pts[pts["holds"] == 1.0]
-    if n_judged == 0:
-        verdict = NO_DATA
-    elif len(hold) == n_judged:
-        verdict = HOLDS
-    elif len(hold) == 0:
-        verdict = FAILS
-    else:
-        verdict = PARTLY
+    noise_notes: list[str] = []
+    verdict = _points_verdict(pts["state"], noise_notes)
+    if pts.loc[judged, "no_spread"].fillna(False).any():
+        verdict = at_most_partly(verdict)
+        noise_notes.append("some measured points come from one seed: no spread is known there, so the verdict "
+                           "is at most 'partly'")
     missing = []
     if tmetric is None:
         missing.append("speed (no train_step_s/prefill_s pairs)")
@@ -163,36 +237,71 @@ def claim_faster_and_smaller(ok: pd.DataFrame) -> Claim:
         parts.append("Accuracy cost: no accuracy rows to weigh it against.")
     if missing:
         parts.append("Not measurable: " + "; ".join(missing) + "; so the verdict is at most 'partly'.")
-    # evidence table: rows = (d_model, variant, layout), cols = lengths
-    rows = []
-    for (d, v, lay), g in pts.groupby(["d_model", "variant", "layout"], dropna=False, sort=False):
-        row = {"variant": v, "layout": lay}
-        if pts["d_model"].nunique() > 1:
-            row = {"d_model": d, **row}
-        for r in g.itertuples(index=False):
-            cell = []
-            if not np.isnan(r.speedup):
-                cell.append(f"{r.speedup:.2f}×")
-            if not np.isnan(r.mem_saving):
-                cell.append(f"{-r.mem_saving:+.0%} mem")
-            if r.holds == 1.0:
-                cell.append("✓")
-            row[f"L={int(r.seq_len)}" if not np.isnan(r.seq_len) else "L=?"] = " ".join(cell)
-        if score is not None:
-            row[f"Δ {score.metric} vs Transformer"] = fmt_delta(g["acc_delta"].iloc[0], score.unit)
-        rows.append(row)
-    details = ""
-    if rows:
-        df = pd.DataFrame(rows).fillna("")
-        met = "both thresholds met" if not missing else "the tested threshold met"
-        details = (f"Cells: speed-up (× Transformer) and memory change vs the Transformer; ✓ = {met}.\n\n"
-                   + md_table(df))
-    return Claim(title, verdict, " ".join(parts), details)
+    parts += [n[0].upper() + n[1:] + "." for n in noise_notes]
+    return Claim(title, verdict, " ".join(parts), _claim1_evidence(pts, score, both=not missing))
 
 
 # --------------------------------------------------------------------------- claim 2
 
 _SAT_TAIL = ["transformer", "3:1 → denser", "3:1 − Transformer", "saturates at", "verdict"]
+
+
+def _saturation(sv: pd.DataFrame, dense: list[tuple]) -> tuple[str, str, str]:
+    """(verdict, where it saturates, why) for one variant's layouts `sv` (index layout; mean, std,
+    learned) against its denser layouts `dense` [(name, mean, std)]: rising past 3:1 beyond the
+    seeds' spread and SATURATION_TOL fails; a gain above the floor but within the spread is
+    undecided; flat and first reached at 6:1 or 3:1 holds, earlier fails; a sparse layout that
+    already ties with the top (a ceiling: the task does not separate) is undecided."""
+    r3, s3 = sv.loc["3:1", "mean"], sv.loc["3:1", "std"]
+    name, md, sd = max(dense, key=lambda t: t[1])
+    gain = md - r3
+    if gain > tie_tolerance(s3, sd, SATURATION_TOL):
+        return FAILS, "not by 3:1", f"still rising past 3:1 ({fmt_delta(gain, 'accuracy')} at {name})"
+    if gain > SATURATION_TOL:
+        why = (f"{fmt_delta(gain, 'accuracy')} at {name} is within the seeds' spread "
+               f"(± {tie_tolerance(s3, sd):.3f}): rising or flat cannot be told")
+        return UNDECIDED, "—", why
+    top, top_std = (r3, s3) if r3 >= md else (md, sd)
+    sparse = sorted([lay for lay in sv.index if attn_fraction(lay) <= 0.25], key=attn_fraction)
+    sat = next((lay for lay in sparse if sv.loc[lay, "learned"]
+                and is_tie(sv.loc[lay, "mean"], sv.loc[lay, "std"], top, top_std, SATURATION_TOL)), "3:1")
+    flat = f"flat beyond 3:1 ({fmt_delta(gain, 'accuracy')} at {name})"
+    if attn_fraction(sat) == 0.0:
+        why = (f"{flat}, but pure already ties with the top: the task saturates without attention and cannot "
+               "show where added attention stops helping")
+        return UNDECIDED, sat, why
+    if sat in ("3:1", "6:1"):
+        return HOLDS, sat, f"{flat}, first reached at {sat}"
+    return FAILS, sat, f"{flat}, but reached earlier, at {sat}"
+
+
+def _saturation_row(sd: pd.DataFrame, v: str, tf: pd.DataFrame) -> tuple[str, dict, str]:
+    """(verdict, table row, note) of one variant at one width."""
+    sv = sd[sd["variant"] == v].set_index("layout")
+    row = {"variant": v, **{lay: fmt_value(sv.loc[lay, "mean"], "accuracy") + ("" if sv.loc[lay, "learned"] else " †")
+                            for lay in sort_layouts(sv.index)}}
+    if len(tf):
+        row["transformer"] = fmt_value(tf["mean"].mean(), "accuracy")
+    if "3:1" not in sv.index or not sv.loc["3:1", "learned"]:
+        row["verdict"] = "no 3:1" if "3:1" not in sv.index else "3:1 not learned"
+        return NO_DATA, row, ""
+    # denser: the variant's own layouts with more attention than 3:1; the Transformer only if none
+    dense = [(lay, sv.loc[lay, "mean"], sv.loc[lay, "std"])
+             for lay in sv.index if attn_fraction(lay) > 0.25 and sv.loc[lay, "learned"]]
+    dense = dense or [("transformer", m, s) for m, s in zip(tf["mean"], tf["std"])]
+    if not dense:
+        row["verdict"] = "no denser layout"
+        return NO_DATA, row, ""
+    verdict, sat, note = _saturation(sv, dense)
+    best = max(dense, key=lambda t: t[1])
+    r3 = sv.loc["3:1", "mean"]
+    row["3:1 → denser"] = f"{fmt_delta(best[1] - r3, 'accuracy')} ({best[0]})"
+    row["3:1 − Transformer"] = fmt_delta(r3 - tf["mean"].mean(), "accuracy") if len(tf) else "—"
+    row["saturates at"] = sat
+    row["verdict"] = verdict
+    if len(tf):
+        note += f"; {fmt_delta(r3 - tf['mean'].mean(), 'accuracy')} vs the Transformer at 3:1"
+    return verdict, row, note
 
 
 def claim_recall_saturates(ok: pd.DataFrame) -> Claim:
@@ -209,65 +318,24 @@ def claim_recall_saturates(ok: pd.DataFrame) -> Claim:
         for v in sort_variants(sd["variant"]):
             if v == "attention":
                 continue
-            sv = sd[sd["variant"] == v].set_index("layout")
-            row = {**({"d_model": _dm(d)} if multi else {}), "variant": v,
-                   **{lay: fmt_value(sv.loc[lay, "mean"], "accuracy") + ("" if sv.loc[lay, "learned"] else " †")
-                      for lay in sort_layouts(sv.index)}}
-            if len(tf):
-                row["transformer"] = fmt_value(tf["mean"].mean(), "accuracy")
-            if "3:1" not in sv.index:
-                row["verdict"] = "no 3:1"
-                rows.append(row)
-                verdicts.append(NO_DATA)
-                continue
-            if not sv.loc["3:1", "learned"]:
-                row["verdict"] = "3:1 not learned"
-                rows.append(row)
-                verdicts.append(NO_DATA)
-                continue
-            r3, s3 = sv.loc["3:1", "mean"], np.nan_to_num(sv.loc["3:1", "std"])
-            # denser: the variant's own layouts with more attention than 3:1; the Transformer only if none
-            dense = [(lay, sv.loc[lay, "mean"], np.nan_to_num(sv.loc[lay, "std"]))
-                     for lay in sv.index if attn_fraction(lay) > 0.25 and sv.loc[lay, "learned"]]
-            if not dense:
-                dense = [("transformer", m, np.nan_to_num(sd_)) for m, sd_ in zip(tf["mean"], tf["std"])]
-            if not dense:
-                row["verdict"] = "no denser layout"
-                rows.append(row)
-                verdicts.append(NO_DATA)
-                continue
-            best_dense = max(dense, key=lambda t: t[1])
-            tol = max(SATURATION_TOL, float(np.hypot(s3, best_dense[2])))
-            gain = best_dense[1] - r3
-            top = max(r3, best_dense[1])  # the level recall saturates at
-            cand = sorted([lay for lay in sv.index if attn_fraction(lay) <= 0.25], key=attn_fraction)
-            sat = next((lay for lay in cand if sv.loc[lay, "learned"] and sv.loc[lay, "mean"] >= top - tol), "3:1")
-            row["3:1 → denser"] = f"{fmt_delta(gain, 'accuracy')} ({best_dense[0]})"
-            row["3:1 − Transformer"] = fmt_delta(r3 - tf["mean"].mean(), "accuracy") if len(tf) else "—"
-            row["saturates at"] = sat if gain <= tol else "not by 3:1"
-            name = f"{v} (d_model={_dm(d)})" if multi else v
-            if gain > tol:
-                verdict = FAILS
-                notes.append(f"{name}: still rising past 3:1 ({fmt_delta(gain, 'accuracy')} at {best_dense[0]})")
-            elif sat in ("3:1", "6:1"):
-                verdict = HOLDS
-                notes.append(f"{name}: flat beyond 3:1 ({fmt_delta(gain, 'accuracy')} at {best_dense[0]}), "
-                             f"first reached at {sat}")
-            else:
-                verdict = FAILS
-                notes.append(f"{name}: saturates earlier, already at {sat}")
-            if len(tf):
-                notes[-1] += f", {fmt_delta(r3 - tf['mean'].mean(), 'accuracy')} vs the Transformer at 3:1"
-            row["verdict"] = verdict
+            verdict, row, note = _saturation_row(sd, v, tf)
+            rows.append({**({"d_model": _dm(d)} if multi else {}), **row})
             verdicts.append(verdict)
-            rows.append(row)
+            if note:
+                notes.append(f"{v} (d_model={_dm(d)})" if multi else v)
+                notes[-1] += f" ({verdict}): {note}"
     verdict = combine(verdicts)
     summary = (f"Per variant, recall at 3:1 ({score.description}) is compared with the variant's denser layouts "
-               f"(e.g. 1:1; the Transformer when there is none) and sparser ones; a change within {SATURATION_TOL:.2f} "
-               "(or one combined seed-std, if larger) counts as flat. Saturation 'around 3:1' means flat "
-               "beyond 3:1 and first reached at 6:1 or 3:1. Models that did not learn (†, at or below the "
-               "plateau) are no evidence either way and are left out. ")
+               f"(e.g. 1:1; the Transformer when there is none) and sparser ones. Two values tie when their "
+               f"difference is within the seeds' spread (the sum of their stds) or {SATURATION_TOL:.2f}, whichever "
+               "is larger. 'Around 3:1' means flat beyond 3:1 and first reached at 6:1 or 3:1; a gain above "
+               f"{SATURATION_TOL:.2f} but within the spread, or a pure model that already ties with the top (the "
+               "task saturates without attention), is **undecided**. Models that did not learn (†, at or below "
+               "the plateau) are no evidence either way and are left out. ")
     summary += ("; ".join(notes) + ".") if notes else "No variant had both a 3:1 layout and a denser one."
+    if verdict != NO_DATA and not spread_known(s.loc[s["variant"] != "attention", "std"]):
+        verdict = at_most_partly(verdict)
+        summary += f" Note: {NO_SPREAD}."
     details = ""
     if rows:
         df = pd.DataFrame(rows).fillna("")
@@ -279,11 +347,25 @@ def claim_recall_saturates(ok: pd.DataFrame) -> Claim:
 
 # --------------------------------------------------------------------------- claim 3
 
+def _lm_stability(g: pd.DataFrame) -> tuple[str, float, float]:
+    """(verdict, range, relative range) of one variant's LM score over its layouts: a relative
+    range ≤ LM_STABLE_REL holds; a larger range between two layouts that tie (within the seeds'
+    spread) is undecided; a larger range beyond the spread fails."""
+    hi, lo = g.loc[g["mean"].idxmax()], g.loc[g["mean"].idxmin()]
+    rng = hi["mean"] - lo["mean"]
+    rel = rng / abs(g["mean"].mean()) if g["mean"].mean() else np.nan
+    if rel <= LM_STABLE_REL:
+        return HOLDS, rng, rel
+    if is_tie(hi["mean"], hi["std"], lo["mean"], lo["std"]) and spread_known([hi["std"], lo["std"]]):
+        return UNDECIDED, rng, rel
+    return FAILS, rng, rel
+
+
 def claim_lm_stable(ok: pd.DataFrame) -> Claim:
     title = "LM quality is stable across ratios"
     score = T.lm_eval_score(ok) or T.lm_score(ok)
     if score is None:
-        return Claim(title, NO_DATA, "No lm-eval, val_loss, val_bpb, val_ppl or final_loss rows with status ok.")
+        return Claim(title, NO_DATA, f"No LM rows: {T.NO_LM_ROWS}.")
     s = score.summary()
     rec = T.recall_score(ok)
     rec_s = rec.summary() if rec is not None else None
@@ -292,13 +374,10 @@ def claim_lm_stable(ok: pd.DataFrame) -> Claim:
     for (d, v), g in s[s["variant"] != "attention"].groupby(["d_model", "variant"], dropna=False, sort=False):
         if len(g) < 2:
             continue
-        rng = g["mean"].max() - g["mean"].min()
-        rel = rng / abs(g["mean"].mean()) if g["mean"].mean() else np.nan
+        verdict, rng, rel = _lm_stability(g)
         noise = np.nan_to_num(g["std"]).max()
         hyb = g[g["layout"].map(is_hybrid)]
         hyb_rel = (hyb["mean"].max() - hyb["mean"].min()) / abs(hyb["mean"].mean()) if len(hyb) > 1 else np.nan
-        stable = (rel <= LM_STABLE_REL) or (noise > 0 and rng <= 2 * noise)
-        verdict = HOLDS if stable else FAILS
         verdicts.append(verdict)
         row = {**({"d_model": _dm(d)} if multi else {}), "variant": v, "layouts": len(g), f"min {score.metric}": fmt_value(g["mean"].min(), score.unit),
                f"max {score.metric}": fmt_value(g["mean"].max(), score.unit), "range": fmt_value(rng, score.unit, 2),
@@ -313,68 +392,96 @@ def claim_lm_stable(ok: pd.DataFrame) -> Claim:
     if not verdicts:
         return Claim(title, NO_DATA, f"{score.metric} is present but no variant has it at two or more layouts.")
     summary = (f"Spread of {score.metric} across layouts (pure and hybrids) per variant; stable means a relative "
-               f"range ≤ {LM_STABLE_REL:.0%} (the paper's 'less than 1%') or a range within twice the seed "
-               f"std. Relative ranges: {', '.join(notes)}.")
+               f"range ≤ {LM_STABLE_REL:.0%} (the paper's 'less than 1%'); a larger range whose ends tie within the "
+               f"seeds' spread (the sum of their stds) is **undecided**. Relative ranges: {', '.join(notes)}.")
     if rec_s is not None:
         summary += " The recall range per variant is shown beside it for contrast (the paper: ratio moves recall, not LM)."
-    return Claim(title, combine(verdicts), summary, md_table(pd.DataFrame(rows)))
+    verdict = combine(verdicts)
+    if verdict != NO_DATA and not spread_known(s.loc[s["variant"] != "attention", "std"]):
+        verdict = at_most_partly(verdict)
+        summary += f" Note: {NO_SPREAD}."
+    return Claim(title, verdict, summary, md_table(pd.DataFrame(rows)))
 
 
 # --------------------------------------------------------------------------- claim 4
+
+def _pure_and_best_hybrid(sd: pd.DataFrame, sign: float) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Per variant at one width: its pure (mean, std) and its best hybrid (mean, std, layout);
+    the variants that have both, in the report's order."""
+    sd = sd[sd["variant"] != "attention"]
+    pure = sd[sd["layout"] == "pure"].groupby("variant")[["mean", "std", "n"]].mean()
+    hyb = sd[sd["layout"].map(is_hybrid)].assign(key=lambda x: sign * x["mean"])
+    if hyb.empty or pure.empty:
+        return pure, hyb, None
+    best = hyb.loc[hyb.groupby("variant")["key"].idxmax()].set_index("variant")
+    return pure, best, [v for v in sort_variants(pure.index) if v in best.index]
+
+
+def _corr(x: float) -> str:
+    return "undefined (all tied)" if np.isnan(x) else f"{x:+.2f}"
+
+
+def _rank_verdict(r: dict, known: bool) -> tuple[str, str]:
+    """(verdict, why) from a noisy rank correlation (stats.noisy_rank_correlation)."""
+    if r["n_pairs"] and known and r["n_decidable"] < RANK_MIN_DECIDABLE * r["n_pairs"]:
+        return UNDECIDED, (f"only {r['n_decidable']} of {r['n_pairs']} pairs are ordered beyond the seeds' "
+                           "spread in both rankings; the rest are ties, so the ranks are mostly noise")
+    rho = r["rho"]
+    if np.isnan(rho):
+        return UNDECIDED, "every variant ties in one of the rankings: no order to correlate"
+    return (HOLDS if rho < RANK_WEAK else PARTLY if rho < RANK_STRONG else FAILS), ""
+
 
 def claim_ranking(ok: pd.DataFrame) -> Claim:
     title = "The standalone ranking of variants does not predict the hybrid ranking"
     scores = T.all_scores(ok)
     if not scores:
         return Claim(title, NO_DATA, "No accuracy rows (recall_acc, lm-eval or LM loss) with status ok.")
-    verdicts, notes, rows = [], [], []
+    verdicts, notes, rows, no_spread = [], [], [], False
     for score in scores:
         s = score.learned_summary()  # an unlearned model has no rank worth correlating
         sign = 1.0 if score.higher_is_better else -1.0
         for d in T.scales(s):
-            sd = T.at_scale(s, d)
-            sd = sd[sd["variant"] != "attention"]
-            pure = sd[sd["layout"] == "pure"].groupby("variant")["mean"].mean()
-            hyb = sd[sd["layout"].map(is_hybrid)].copy()
-            if hyb.empty or pure.empty:
+            pure, best, common = _pure_and_best_hybrid(T.at_scale(s, d), sign)
+            if common is None:
                 continue
-            hyb["key"] = sign * hyb["mean"]
-            best = hyb.loc[hyb.groupby("variant")["key"].idxmax()].set_index("variant")
-            common = [v for v in sort_variants(pure.index) if v in best.index]
             if len(common) < 3:
                 notes.append(f"{score.metric}: only {len(common)} variant(s) have both pure and hybrid rows")
                 continue
-            a = sign * pure.loc[common].values
-            b = sign * best.loc[common, "mean"].values
-            rho, tau = spearman(a, b), kendall_tau_b(a, b)
-            rank_a = pd.Series(a, index=common).rank(ascending=False, method="min")
-            rank_b = pd.Series(b, index=common).rank(ascending=False, method="min")
-            top_a, top_b = rank_a.idxmin(), rank_b.idxmin()
-            if np.isnan(rho):
-                verdict = NO_DATA
-            elif rho < RANK_WEAK:
-                verdict = HOLDS
-            elif rho < RANK_STRONG:
-                verdict = PARTLY
-            else:
-                verdict = FAILS
+            known = spread_known([*pure.loc[common, "std"], *best.loc[common, "std"]])
+            no_spread |= not known
+            r = noisy_rank_correlation(sign * pure.loc[common, "mean"].values, pure.loc[common, "std"].values,
+                                       sign * best.loc[common, "mean"].values, best.loc[common, "std"].values)
+            verdict, why = _rank_verdict(r, known)
             verdicts.append(verdict)
-            scale = "" if len(T.scales(s)) == 1 else f" (d_model={int(d) if not np.isnan(d) else '?'})"
-            notes.append(f"{score.metric}{scale}: Spearman ρ = {rho:+.2f}, Kendall τ = {tau:+.2f} over "
-                         f"{len(common)} variants; best pure = {top_a}, best hybrid = {top_b} "
-                         f"({best.loc[top_b, 'layout']})")
+            scale = "" if len(T.scales(s)) == 1 else f" (d_model={_dm(d)})"
+            rank_a, rank_b = pd.Series(r["ranks_a"], index=common), pd.Series(r["ranks_b"], index=common)
+            notes.append(f"{score.metric}{scale}: Spearman ρ = {_corr(r['rho'])}, Kendall τ-b = {_corr(r['tau'])} over "
+                         f"{len(common)} variants on tied ranks; {r['n_decidable']} of {r['n_pairs']} pairs decidable "
+                         f"({r['n_concordant']} concordant, {r['n_discordant']} discordant); best pure = "
+                         f"{', '.join(rank_a[rank_a == rank_a.min()].index)}, best hybrid = "
+                         f"{', '.join(rank_b[rank_b == rank_b.min()].index)}" + (f" — **undecided**: {why}" if why else ""))
             for v in common:
                 rows.append({"score": score.metric + scale, "variant": v,
-                             "pure": fmt_value(pure.loc[v], score.unit), "rank pure": int(rank_a[v]),
-                             "best hybrid": f"{fmt_value(best.loc[v, 'mean'], score.unit)} ({best.loc[v, 'layout']})",
-                             "rank hybrid": int(rank_b[v])})
+                             "pure": fmt_mean_std(*pure.loc[v, ["mean", "std", "n"]], score.unit),
+                             "rank pure": f"{rank_a[v]:g}",
+                             "best hybrid": f"{fmt_mean_std(*best.loc[v, ['mean', 'std', 'n']], score.unit)} "
+                                            f"({best.loc[v, 'layout']})",
+                             "rank hybrid": f"{rank_b[v]:g}"})
     if not verdicts:
         msg = "; ".join(notes) if notes else "no variant has both pure and hybrid accuracy rows"
         return Claim(title, NO_DATA, f"Needs ≥ 3 variants with pure and hybrid accuracy: {msg}.")
-    summary = (f"Rank correlation between each variant's pure score and its best-hybrid score; 'does not "
+    summary = (f"Rank correlation between each variant's pure score and its best-hybrid score. Two variants tie "
+               "(share a rank) when their scores differ by no more than the seeds' spread (the sum of their stds); "
+               "a pair is decidable when it is ordered beyond the spread in both rankings, and with fewer than "
+               f"{RANK_MIN_DECIDABLE:.0%} of the pairs decidable the verdict is **undecided**. Otherwise 'does not "
                f"predict' holds for ρ < {RANK_WEAK}, partly for {RANK_WEAK} ≤ ρ < {RANK_STRONG}, fails for "
                f"ρ ≥ {RANK_STRONG}. " + "; ".join(notes) + ".")
-    return Claim(title, combine(verdicts), summary, md_table(pd.DataFrame(rows)))
+    verdict = combine(verdicts)
+    if no_spread:
+        verdict = at_most_partly(verdict)
+        summary += f" Note: {NO_SPREAD}."
+    return Claim(title, verdict, summary, md_table(pd.DataFrame(rows)))
 
 
 def all_claims(ok: pd.DataFrame) -> list[Claim]:

@@ -9,6 +9,7 @@ import pandas as pd
 from harness import metrics as M
 from harness.metrics import x_axis
 
+from .stats import pair_signs
 from .tables import MODEL_KEYS, Score, at_smallest, metric_rows, order, summarize
 
 # --------------------------------------------------------------------------- efficiency
@@ -98,6 +99,15 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     return keep
 
 
+def decidably_dominated(efficiency: np.ndarray, score: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """True for the points that another point beats beyond the seeds' spread: at least as
+    efficient and a score higher by more than the two stds summed (stats.pair_signs). A point
+    off the mean front but not decidably dominated ties with the front."""
+    better = pair_signs(score, std) < 0  # [i, j]: j decidably above i
+    as_cheap = np.asarray(efficiency, float)[None, :] >= np.asarray(efficiency, float)[:, None]
+    return (better & as_cheap).any(1)
+
+
 def pareto_lengths(ok: pd.DataFrame) -> list[int]:
     """Lengths for the Pareto front: the paper's 4,096 and 32,768 if present, else the shortest and longest."""
     lens = sorted({int(v) for v in metric_rows(ok, "mixer_flops_per_token")["seq_len"].dropna()})
@@ -128,6 +138,8 @@ def pareto_points(ok: pd.DataFrame, score: Score, seq_len: int) -> pd.DataFrame:
     pts["inv_flops"] = 1.0 / pts["flops"]
     y = pts["mean"] if score.higher_is_better else -pts["mean"]
     pts["on_front"] = pareto_mask(np.column_stack([pts["inv_flops"].values, y.values]))
+    pts["ties_front"] = ~pts["on_front"] & ~decidably_dominated(pts["inv_flops"].values, y.values,
+                                                                pts["std"].values)
     pts["seq_len"] = seq_len
     pts.attrs["matched_on"] = matched_on
     return order(pts)

@@ -8,10 +8,15 @@ from harness.metrics import x_axis
 
 from . import cost_tables as CT
 from . import figures as F
+from . import stats as S
 from . import tables as T
 from .fmt import fmt_mean_std, fmt_value, md_table
 from .sections import ReportBase, _d, _measured, _scale_title, skip
 from .style import metric_unit
+
+
+def _int(x) -> str:
+    return "?" if pd.isna(x) else str(int(x))
 
 
 class FigureSections(ReportBase):
@@ -36,11 +41,12 @@ class FigureSections(ReportBase):
                     "Mean recall_acc over subtasks, per length panel; x runs from all-linear to all-attention."
                     + (" Grey lines: the plateau (dash-dot) and uninformed chance (dotted); points at or near "
                        "the plateau did not learn." if ref else ""), reference=ref))
+        self.recall_vs_state_size()
         # LM vs ratio
         self.add("### LM metric vs ratio")
         lm_scores = [s for s in (T.lm_eval_score(ok), T.lm_score(ok)) if s is not None]
         if not lm_scores:
-            self.add(skip("no LM-quality rows (`lm_eval/*`, `val_loss`, `val_bpb`, `val_ppl`, `final_loss`)."))
+            self.add(skip(f"no LM rows: {T.NO_LM_ROWS}."))
         for sc in lm_scores:
             s = sc.summary()
             for d in T.scales(s):
@@ -138,12 +144,47 @@ class FigureSections(ReportBase):
                         front = [f"L={L}: " + ", ".join(f"{r.variant} {r.layout}"
                                                         for r in p[p["on_front"]].itertuples())
                                  for L, p in pts.items() if not p.empty]
+                        ties = [f"L={L}: " + ", ".join(f"{r.variant} {r.layout}"
+                                                       for r in p[p["ties_front"]].itertuples())
+                                for L, p in pts.items() if not p.empty and p["ties_front"].any()]
                         self.add(f"Front members ({sc.metric}{', ' + _d(d) if multi else ''}): "
                                  + "; ".join(front) + "."
+                                 + (" Off the front by their means but within the seeds' spread of it (no "
+                                    "other model is as cheap and better beyond the two stds summed), so not "
+                                    "decidably worse: " + "; ".join(ties) + "." if ties else "")
+                                 + ("" if S.spread_known(sub.summary()["std"]) else
+                                    " Some models have one seed: no spread is known for them, so their ties "
+                                    "with the front cannot be seen.")
                                  + (f" Left out as not learned: {', '.join(f'{r.variant} {r.layout}' for r in nl.itertuples())}."
                                     if len(nl) else ""))
             if not drew:
                 self.add(skip("accuracy and FLOP rows do not share any (variant, layout)."))
+
+    def recall_vs_state_size(self) -> None:
+        """Zoology's headline figure and its table, where pure models of a variant were run at
+        ≥ 3 widths or head counts with analytic state rows."""
+        self.add("### Recall vs state size (zoology's headline figure)")
+        points = T.state_size_lines(T.recall_vs_state(self.ok))
+        if points.empty:
+            self.add(skip(
+                f"needs pure models of a variant at ≥ {T.STATE_SIZE_MIN_POINTS} widths (`d_model`) or head counts "
+                "(`n_heads`) with `recall_acc` rows and `analytic` rows (`state_bytes`) of the same variant, "
+                "d_model and n_heads; the Transformer's `kv_cache_bytes` is the reference. A suite gets it by "
+                "sweeping `d_model` (or `n_heads`) over ≥ 3 values for the `mqar` and the `analytic` task "
+                "together."))
+            return
+        ref = T.recall_reference(self.ok.assign(length=self.ok["context_len"].fillna(self.ok["seq_len"])), "length")
+        self.figure(F.recall_vs_state(
+            points, self.fig_dir, "recall-vs-state-size", "Recall vs state size",
+            "x = bytes a model carries per sequence while decoding (log): a pure linear model's recurrent state "
+            "(analytic `state_bytes`, independent of the length), the Transformer's KV cache at the recall length "
+            "(analytic `kv_cache_bytes`, black dashed); y = mean recall_acc over subtasks and seeds at that length, "
+            "error bars one std across seeds; one line per variant through its widths or head counts.",
+            reference=ref))
+        rows = [{"length": int(r.length), "variant": r.variant, "d_model": _int(r.d_model), "n_heads": _int(r.n_heads),
+                 "bytes": fmt_value(r.bytes, "bytes"), "what": "recurrent state" if r.kind == "state" else "KV cache",
+                 "recall_acc": fmt_mean_std(r.mean, r.std, r.n, "accuracy")} for r in points.itertuples(index=False)]
+        self.add(md_table(pd.DataFrame(rows)))
 
     def timing_note(self) -> None:
         """Which clock the times are on, and how many were taken on a loaded machine."""

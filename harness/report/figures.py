@@ -202,6 +202,48 @@ def score_vs_ratio(summary: pd.DataFrame, panel_col: str | None, ylabel: str, ti
     return save(fig, fig_dir, stem, title, caption)
 
 
+def recall_vs_state(points: pd.DataFrame, fig_dir: Path, stem: str, title: str, caption: str,
+                    reference: dict | None = None) -> FigureRef | None:
+    """Zoology's headline figure: one panel per recall length, x = bytes a model carries per
+    sequence (log; a linear model's recurrent state, the Transformer's KV cache at that length),
+    y = recall; one line per variant through its widths / head counts, the Transformer as a black
+    dashed reference. `points`: rows of tables.state_size_lines."""
+    if points.empty:
+        return None
+    panels = _pick(points["length"].dropna().unique().tolist(), MAX_PANELS)
+    fig, axes = _grid(len(panels), sharey=True)
+    for ax, L in zip(axes, panels):
+        sub = points[points["length"] == L]
+        for v in sort_variants(sub["variant"]):
+            s = sub[sub["variant"] == v].sort_values("bytes")
+            tf = v == "attention"
+            ax.errorbar(s["bytes"], s["mean"], yerr=_errs(s, 1.0), fmt="--*" if tf else "-o", ms=9 if tf else 4,
+                        lw=1.2 if tf else 1.5, color=variant_color(v), capsize=3,
+                        label=variant_label(v) + (" (KV cache)" if tf else ""))
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(LogLocator(base=4))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _bytes_tick(x)))
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.set_xlabel("state bytes per sequence (log)")
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("recall accuracy [fraction correct]")
+        lv = (reference or {}).get(L, {})
+        for name, ls in (("plateau", "-."), ("chance", ":")):
+            if lv.get(name) is not None and np.isfinite(lv[name]):
+                ax.axhline(lv[name], color="0.45", ls=ls, lw=1.2, zorder=0)
+        ax.set_ylim(0, 1.03)
+        ax.set_title(f"recall length = {int(L)}")
+    _finish(fig, axes, title)
+    return save(fig, fig_dir, stem, title, caption)
+
+
+def _bytes_tick(x: float) -> str:
+    for div, name in ((1024 ** 3, "GiB"), (1024 ** 2, "MiB"), (1024, "KiB")):
+        if x >= div:
+            return f"{x / div:g} {name}"
+    return f"{x:g} B"
+
+
 # --------------------------------------------------------------------------- length plots
 
 def lines_by_layout(summary: pd.DataFrame, xcol: str, metric: str, unit: str, title: str,

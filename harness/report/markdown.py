@@ -130,7 +130,10 @@ class Report(PaperSections, FigureSections, PlacementSections):
     # ------------------------------------------------------------------ 1. paper tables
     def claims_section(self) -> None:
         self.add("## 3. Claims\n\nEach stated claim is tested against the rows above. Verdicts: **holds** "
-                 "(everywhere tested), **partly** (somewhere), **fails** (nowhere), **no data**.")
+                 "(everywhere tested), **partly** (somewhere), **fails** (nowhere), **undecided** (the difference "
+                 "the verdict rests on is within the seeds' spread: a tie), **no data**. Two means tie when they "
+                 "differ by no more than their two stds across seeds summed (their `mean ± std` overlap); with "
+                 "one seed no spread is known and a claim is at most **partly**.")
         for i, c in enumerate(C.all_claims(self.ok), 1):
             self.add(f"### 3.{i} \"{c.title}\" — **{c.verdict}**\n\n{c.summary}")
             if c.details:

@@ -8,6 +8,7 @@ import pandas as pd
 from harness.model.layout import parse_ratio
 
 from . import paper as P
+from . import stats as S
 from . import tables as T
 from .fmt import fmt_delta, fmt_mean_std, fmt_value, md_table
 from .sections import PAPER_NOTE, ReportBase, _d, _present, _scale_title, skip
@@ -37,7 +38,11 @@ class PaperSections(ReportBase):
         self.add(f"Score: **{score.metric}** — {score.description}. Per variant, the layout with the "
                  f"{'highest' if score.higher_is_better else 'lowest'} mean over seeds"
                  + (f", among the layouts that learned (above the plateau + {T.NOT_LEARNED_MARGIN:g}; "
-                    "see 1.4)." if score.kind == "recall" else "."))
+                    "see 1.4)." if score.kind == "recall" else ".")
+                 + " *Ties with best*: the variant's other layouts whose mean is within the seeds' spread of the "
+                   "best's (the two stds summed): the best layout is not decided among them."
+                 + ("" if S.spread_known(best["std"].dropna().tolist() or [np.nan]) else
+                    " Only one seed was run: no spread is known, so no tie can be seen."))
         if score.kind == "lm_eval":
             paper_cols = [("best_ratio_lm_340m", "avg"), ("best_ratio_lm_1.3b", "avg")]
         elif score.kind == "recall":
@@ -52,6 +57,7 @@ class PaperSections(ReportBase):
                 row = {"variant": r.variant, "best layout": r.layout if r.learned else "none learned",
                        score.metric: fmt_mean_std(r.mean, r.std, r.n, score.unit),
                        "layouts tried": int(r.n_layouts),
+                       "ties with best": ", ".join(r.tied) or "—",
                        "pure": fmt_value(r.pure_mean, score.unit),
                        "best − pure": fmt_delta(r.mean - r.pure_mean, score.unit),
                        "best − Transformer": (fmt_delta(r.mean - r.transformer_mean, score.unit)
@@ -142,8 +148,7 @@ class PaperSections(ReportBase):
                 self.add(self._ratio_table(T.at_scale(s, d), score.unit, paper_name))
             done = True
         if not done:
-            self.add(skip("no LM-quality rows (`lm_eval/*`, `val_loss`, `val_bpb`, `val_ppl`, `final_loss`) "
-                          f"with status ok; metrics present: {_present(self.ok)}."))
+            self.add(skip(f"no LM rows: {T.NO_LM_ROWS}; metrics present: {_present(self.ok)}."))
 
     def recall_by_ratio(self) -> None:
         self.add("### 1.4 Recall by ratio × variant (Table 5)")

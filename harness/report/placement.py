@@ -88,8 +88,7 @@ class PlacementSections(ReportBase):
                  "layers; attn:i = explicit attention layer indices). Rows: variant and placement; columns: ratio; `mean ± std (n seeds)`. The cache does "
                  "not depend on placement (the same layers, reordered): its table is a check.")
         rec = T.recall_score(self.ok)
-        recall_tasks = set(self.ok.loc[self.ok["metric"] == "recall_acc", "task"])
-        lm = T.lm_score(self.ok[~self.ok["task"].isin(recall_tasks)])  # a recall task's training loss is not LM
+        lm = T.lm_score(self.ok)  # LM rows only: a recall task's training loss is not LM quality
         done = False
         for metric, label, unit, note in (
                 ("recall_acc", "recall accuracy [fraction correct]", "",

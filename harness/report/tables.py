@@ -14,13 +14,20 @@ import pandas as pd
 from harness import metrics as M
 from harness.metrics import get_metric, higher_is_better, lm_eval_base
 
+from .stats import is_tie
 from .style import layout_sort_key, sort_layouts, sort_variants, variant_sort_key
 
 SCALE = ["d_model"]
 MODEL_KEYS = ["d_model", "variant", "layout"]
 ANALYTIC_METRICS = M.names("analytic")
-#: the LM-quality metric to score by, in order of preference (the first one present)
-LM_METRICS = ["val_loss", "val_bpb", "val_ppl", "final_loss"]
+#: the LM-quality metric to score by, in order of preference (the first one present). Never
+#: `final_loss`: for a recall task (mqar, niah) it is the training loss on the answers, not LM quality
+LM_METRICS = ["val_loss", "val_bpb", "val_ppl"]
+#: the task whose rows are LM quality (docs/metrics.md)
+LM_TASK = "lm"
+#: why a table has no LM score (Table 1.3, claim 3.3, the LM figures)
+NO_LM_ROWS = ("no `lm_eval/*` accuracies and no `val_loss`, `val_bpb` or `val_ppl` rows of the `lm` task with "
+              "status ok (a recall task's `final_loss` is its training loss on the answers, not LM quality)")
 #: lm-eval per-task metric preference; only metrics the catalogue calls higher-is-better are averaged
 LM_EVAL_PREF = ["acc", "acc_norm", "exact_match", "em", "f1"]
 
@@ -214,9 +221,11 @@ def lm_eval_score(ok: pd.DataFrame) -> Score | None:
 
 
 def lm_score(ok: pd.DataFrame) -> Score | None:
-    """The first LM-quality metric present among val_loss, val_bpb, val_ppl, final_loss."""
+    """The first LM-quality metric of the `lm` task present among val_loss, val_bpb, val_ppl
+    (None without: a recall task's final_loss is no LM score)."""
+    lm = ok[ok["task"] == LM_TASK]
     for m in LM_METRICS:
-        rows = metric_rows(ok, m)
+        rows = metric_rows(lm, m)
         if not rows.empty:
             unit = rows["unit"].dropna()
             unit = unit.iloc[0] if len(unit) else ""
@@ -254,9 +263,11 @@ def best_ratio_per_variant(score: Score) -> pd.DataFrame:
 
     Only learned models compete (`Score.summary()['learned']`); a variant none of whose layouts
     learned keeps one row with layout None and `learned` False, so a table shows it as such.
-    Columns: d_model, variant, layout, mean, std, n, n_layouts, learned, pure_mean, transformer_mean.
+    Columns: d_model, variant, layout, mean, std, n, n_layouts, learned, tied (the other learned
+    layouts within the seeds' spread of the best: the best is not decided among them), pure_mean,
+    transformer_mean.
     """
-    cols = ["d_model", "variant", "layout", "mean", "std", "n", "n_layouts", "learned", "pure_mean",
+    cols = ["d_model", "variant", "layout", "mean", "std", "n", "n_layouts", "learned", "tied", "pure_mean",
             "transformer_mean"]
     s = score.summary()
     if s.empty:
@@ -273,11 +284,23 @@ def best_ratio_per_variant(score: Score) -> pd.DataFrame:
                                               "layout": None, "mean": np.nan, "std": np.nan, "n": 0,
                                               "learned": False})], ignore_index=True)
     best["n_layouts"] = [int(n_layouts.get((d, v), 0)) for d, v in zip(best["d_model"], best["variant"])]
+    best["tied"] = [_tied_layouts(cand, r) for r in best.itertuples(index=False)]
     pure = s[s["layout"] == "pure"].set_index(["d_model", "variant"])["mean"]
     best["pure_mean"] = [pure.get((d, v), np.nan) for d, v in zip(best["d_model"], best["variant"])]
     tf = s[s["variant"] == "attention"].groupby("d_model", dropna=False)["mean"].mean()
     best["transformer_mean"] = [tf.get(d, np.nan) for d in best["d_model"]]
     return order(best[cols])
+
+
+def _tied_layouts(cand: pd.DataFrame, best) -> list[str]:
+    """The learned layouts of `best`'s (d_model, variant) other than its own whose mean ties with
+    the best's (stats.is_tie)."""
+    if best.layout is None or pd.isna(best.layout):
+        return []
+    same = cand[(cand["variant"] == best.variant) & (cand["layout"] != best.layout)
+                & (cand["d_model"].fillna(-1) == (-1 if pd.isna(best.d_model) else best.d_model))]
+    return sort_layouts(r.layout for r in same.itertuples(index=False)
+                        if is_tie(r.mean, r.std, best.mean, best.std))
 
 
 def ratio_by_variant(summary: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
@@ -377,3 +400,64 @@ def flops_per_layer_vs_paper(ok: pd.DataFrame, formulas: list[dict]) -> pd.DataF
                     "paper_formula": f["formula"] if f else "", "paper_value": paper_val,
                     "ours_over_paper": ours / paper_val if paper_val and not np.isnan(paper_val) else np.nan})
     return order(pd.DataFrame(out))
+
+
+# --------------------------------------------------------------------------- recall vs state size
+
+#: a variant's line in "recall vs state size" needs pure models at this many widths / head counts
+STATE_SIZE_MIN_POINTS = 3
+STATE_KEYS = ["variant", "d_model", "n_heads"]
+
+
+def _per_sequence_bytes(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Analytic `metric` per sequence and per token of context (value / batch and / (batch ·
+    seq_len)), averaged per (variant, layout, d_model, n_heads) at the smallest batch."""
+    rows = at_smallest(metric_rows(ok[ok["task"].isin(["analytic", "efficiency"])], metric), "batch")
+    if rows.empty:
+        return pd.DataFrame(columns=STATE_KEYS + ["layout", "per_seq", "per_token"])
+    batch = rows["batch"].fillna(1.0)
+    rows = rows.assign(per_seq=rows["value"] / batch, per_token=rows["value"] / (batch * rows["seq_len"]))
+    return rows.groupby(["variant", "layout", "d_model", "n_heads"], dropna=False)[
+        ["per_seq", "per_token"]].mean().reset_index()
+
+
+def recall_vs_state(ok: pd.DataFrame) -> pd.DataFrame:
+    """Zoology's headline figure as a table: per recall length (`context_len`, else `seq_len`),
+    the pure models of each linear variant (recall mean/std/n across seeds, mean over subtasks)
+    at their analytic recurrent-state bytes per sequence (`state_bytes`, which does not depend on
+    the length), and the Transformer at its KV-cache bytes per sequence at that length
+    (`kv_cache_bytes` per token of context × length; the KV cache grows linearly). Both come
+    from the `analytic` rows of the same (variant, d_model, n_heads); models without them are
+    left out. Columns: length, variant, d_model, n_heads, mean, std, n, bytes, kind ("state" |
+    "kv")."""
+    cols = ["length", "variant", "d_model", "n_heads", "mean", "std", "n", "bytes", "kind"]
+    rec = metric_rows(ok, "recall_acc")
+    rec = rec[rec["layout"].isin(["pure", "transformer"])]
+    if rec.empty:
+        return pd.DataFrame(columns=cols)
+    rec = rec.assign(length=rec["context_len"].fillna(rec["seq_len"]))
+    s = across_seeds(per_seed(rec, STATE_KEYS + ["layout", "length"]), STATE_KEYS + ["layout", "length"])
+    state = _per_sequence_bytes(ok, "state_bytes")
+    kv = _per_sequence_bytes(ok, "kv_cache_bytes")
+    lin = s[s["layout"] == "pure"].merge(state[state["layout"] == "pure"], on=STATE_KEYS + ["layout"])
+    lin = lin.assign(bytes=lin["per_seq"], kind="state")
+    tf = s[s["layout"] == "transformer"].merge(kv[kv["layout"] == "transformer"], on=STATE_KEYS + ["layout"])
+    tf = tf.assign(bytes=tf["per_token"] * tf["length"], kind="kv")
+    out = pd.concat([lin, tf], ignore_index=True)
+    out = out[out["bytes"] > 0].assign(_v=lambda x: x["variant"].map(variant_sort_key))
+    return out.sort_values(["length", "_v", "bytes"], kind="stable")[cols].reset_index(drop=True)
+
+
+def state_size_lines(points: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `recall_vs_state` worth drawing: per length, the linear variants with pure
+    models at ≥ STATE_SIZE_MIN_POINTS widths or head counts, and the Transformer's reference rows
+    at the lengths where some variant has them. Empty when none qualifies."""
+    lin = points[points["kind"] == "state"]
+    n = lin.groupby(["length", "variant"])[["d_model", "n_heads"]].apply(lambda g: len(g.drop_duplicates()))
+    keep = n[n >= STATE_SIZE_MIN_POINTS].index
+    if not len(keep):
+        return points.iloc[0:0]
+    drawn = lin.set_index(["length", "variant"]).index.isin(keep)
+    lengths = {L for L, _ in keep}
+    tf = points[(points["kind"] == "kv") & points["length"].isin(lengths)]
+    return pd.concat([lin[drawn], tf], ignore_index=True)
