@@ -27,8 +27,9 @@ from harness.sweep.driver import run_sweep
 REPO = Path(__file__).resolve().parents[1]
 
 
-def toy_suite(tmp: Path, n: int, sleep_s: float, log: Path, name: str = "conc") -> Path:
-    path = tmp / f"{name}.yaml"
+def toy_suite(tmp: Path, n: int, sleep_s: float, log: Path, name: str = "conc", file: str = "") -> Path:
+    """A suite of `n` toy cells that sleep `sleep_s` each and log their starts to `log`."""
+    path = tmp / (file or f"{name}.yaml")
     path.write_text(textwrap.dedent(f"""\
         name: {name}
         task_modules: [tests.helpers_tasks]

@@ -38,7 +38,7 @@ from harness.sweep.claims import CLAIMS_DIR, Claims
 from harness.sweep.overrides import apply_overrides
 from harness.sweep.results import rows_to_frame
 from harness.sweep.store import RESULTS_FILE, ResultsError, cells_dir, consolidate, load_results, write_cell
-from tests.test_faults import MODEL, REPO, assert_message, cli, copy_of, snapshot, tiny
+from tests.test_faults import MODEL, REPO, assert_message, cli, copy_of, done, snapshot, tiny  # noqa: F401 (done: a fixture)
 
 MAPPING_SUITE = f"""\
 name: mapping
@@ -47,13 +47,6 @@ task: {{name: analytic, axes: {{variant: [gla, hgrn], layout: [pure, "3:1"]}}}}
 """
 
 
-@pytest.fixture(scope="module")
-def done(tmp_path_factory) -> Path:
-    """A finished results folder of the tiny suite (copy it before changing it)."""
-    tmp = tmp_path_factory.mktemp("done2")
-    code, out = cli("sweep", str(tiny(tmp)), "--out", str(tmp / "res"), "--no-report")
-    assert code == 0, out
-    return tmp / "res"
 
 
 def _cells(path: Path, *sets: str) -> list[str]:

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from rich.console import Console
 from harness.sweep import expand_cells, load_results, load_suite
 from harness.sweep.driver import run_sweep
 from harness.sweep.store import RESULTS_FILE, cells_dir
+from tests.test_concurrency import toy_suite
 
 REPO = Path(__file__).resolve().parents[1]
 N_CELLS = 8
@@ -46,16 +46,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _suite(tmp: Path, log: Path, sleep_s: float = SLEEP_S, name: str = "cluster") -> Path:
-    path = tmp / f"{name}-{sleep_s}.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        name: {name}
-        task_modules: [tests.helpers_tasks]
-        task: toy
-        params: {{sleep_s: {sleep_s}, log: {str(log)!r}}}
-        model: {{n_layers: 2, d_model: 32, n_heads: 2}}
-        axes: {{variant: gla, seq_len: [{', '.join(str(16 * (i + 1)) for i in range(N_CELLS))}]}}
-        """))
-    return path
+    """N_CELLS toy cells that sleep `sleep_s` each (its own file per sleep, in one folder)."""
+    return toy_suite(tmp, N_CELLS, sleep_s, log, name=name, file=f"{name}-{sleep_s}.yaml")
 
 
 @dataclass
