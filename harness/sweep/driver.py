@@ -81,6 +81,32 @@ def run_sweep(
 
     console = console or Console(stderr=True)
     results_dir = Path(results_dir)
+    summary, todo, statuses = _plan(suite_name, cells, results_dir, retry_failed, shard, console)
+    bar = Progress(console, suite_name, todo, enabled=progress, workers=_parallel(executor, workers))
+    run = _Run(results_dir, cells, summary, statuses, bar)
+    with _signals_as_interrupt(summary), run.claims:
+        try:
+            if todo:
+                with make_executor(executor, run.ctx, workers, address) as ex, bar:
+                    for wave in in_waves(with_checkpoint_dirs(cells, todo, results_dir)):
+                        run.wave(ex, wave)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            summary.signal = summary.signal or signal.SIGINT
+        except _WriteFailed as exc:
+            summary.error = str(exc)
+        finally:
+            summary.table = _consolidate(results_dir, summary)
+    for note in run.claims.notes:  # claim files that held nothing (hand-made, damaged): taken over
+        console.print(f"[yellow]claims[/]: {note}", highlight=False)
+    summary.not_ok = _not_ok_cells(cells, summary.table)
+    return summary
+
+
+def _plan(suite_name: str, cells: list[Cell], results_dir: Path, retry_failed: bool,
+          shard: Optional[tuple[int, int]], console: Any) -> tuple[SweepSummary, list[Cell], dict[str, str]]:
+    """Check and repair the results folder, then pick the cells to run: (the summary so far, the
+    cells to run, the stored cells' statuses). Says what it repaired, skips and reruns."""
     # an unreadable results.parquet beside intact cells is rebuilt from them (kept aside); a
     # foreign one is never overwritten
     repaired = set_aside_damaged_table(results_dir) if results_dir.is_dir() else []
@@ -91,7 +117,6 @@ def run_sweep(
     clean_stale_tmp(results_dir)
     # one read of what is stored: the cells to run and the claims' "stored since we looked" agree
     statuses = cell_statuses(results_dir)
-    stored_at_start = set(statuses)
     todo, skipped, skipped_bad = select_cells(cells, statuses, retry_failed)
     if shard is not None:
         todo = in_shard(todo, cells, *shard)
@@ -106,74 +131,68 @@ def run_sweep(
                       f"which is not in {checkpoints_dir(results_dir)}")
     if todo:
         check_can_write(results_dir)  # before any cell computes for nothing
-    ctx = make_context()
-    bar = Progress(console, suite_name, todo, enabled=progress, workers=_parallel(executor, workers))
-    errors: dict[str, str] = {}
-    by_id = {c.cell_id: c for c in cells}
-    claims = Claims(results_dir)
+    return summary, todo, statuses
 
-    def admit(cell: Cell) -> bool:
+
+class _Run:
+    """One sweep's running state: claims, what each finished cell stored, and the progress bar."""
+
+    def __init__(self, results_dir: Path, cells: list[Cell], summary: SweepSummary, statuses: dict[str, str],
+                 bar: Progress):
+        self.results_dir, self.summary, self.statuses, self.bar = results_dir, summary, statuses, bar
+        self.stored_at_start = set(statuses)
+        self.by_id = {c.cell_id: c for c in cells}
+        self.errors: dict[str, str] = {}
+        self.claims = Claims(results_dir)
+        self.ctx = make_context()
+
+    def wave(self, ex: Any, wave: list[Cell]) -> None:
+        """Run one wave of cells whose producers have run: blocked ones get their rows at once."""
+        ready = []
+        for cell in wave:
+            if any(d.cell_id in self.summary.elsewhere for d in cell.dependencies()):
+                self.elsewhere(cell)  # its producer runs in another sweep: so does it
+                continue
+            why = blocked_reason(cell, self.statuses, self.errors, self.by_id, self.results_dir)
+            if why:
+                self.record(cell, dependency_rows(cell, self.ctx, why))
+                continue
+            deps = cell.dependencies()
+            ready.append(cell.with_inputs({d.param: str(checkpoint_path(self.results_dir, d.cell_id))
+                                           for d in deps}) if deps else cell)
+        for cell, rows in ex.run(ready, self.admit) if ready else ():
+            if rows is None:
+                self.elsewhere(cell)
+            else:
+                self.record(cell, rows)
+
+    def admit(self, cell: Cell) -> bool:
         """Claim the cell; refuse it when another sweep holds it or has stored it meanwhile."""
-        if not claims.claim(cell.cell_id):
+        if not self.claims.claim(cell.cell_id):
             return False
-        if cell.cell_id not in stored_at_start and cell_path(results_dir, cell.cell_id).exists():
-            claims.release(cell.cell_id)  # finished by another sweep since we looked
+        if cell.cell_id not in self.stored_at_start and cell_path(self.results_dir, cell.cell_id).exists():
+            self.claims.release(cell.cell_id)  # finished by another sweep since we looked
             return False
         return True
 
-    def elsewhere(cell: Cell) -> None:
-        summary.elsewhere.append(cell.cell_id)
-        bar.advance(ELSEWHERE, cell)
+    def elsewhere(self, cell: Cell) -> None:
+        self.summary.elsewhere.append(cell.cell_id)
+        self.bar.advance(ELSEWHERE, cell)
 
-    def record(cell: Cell, rows: list[dict[str, Any]]) -> None:
+    def record(self, cell: Cell, rows: list[dict[str, Any]]) -> None:
         try:
-            write_cell(results_dir, cell.cell_id, rows)
+            write_cell(self.results_dir, cell.cell_id, rows)
         except OSError as exc:
-            raise _WriteFailed(f"cannot write the rows of cell {cell.cell_id} ({cell.label()}) in {results_dir}: "
-                               f"{os_error_text(exc)}. The sweep stopped; the cells written before are saved: "
-                               f"fix that, then rerun the same command to resume") from None
+            raise _WriteFailed(f"cannot write the rows of cell {cell.cell_id} ({cell.label()}) in "
+                               f"{self.results_dir}: {os_error_text(exc)}. The sweep stopped; the cells written "
+                               f"before are saved: fix that, then rerun the same command to resume") from None
         status = _cell_status(rows)
-        statuses[cell.cell_id] = status
+        self.statuses[cell.cell_id] = status
         if status != OK:
-            errors[cell.cell_id] = next((str(r["error"]) for r in rows if r.get("error")), "")
-        summary.ran[status] += 1
-        claims.release(cell.cell_id)
-        bar.advance(status, cell, _cell_seconds(rows))
-
-    with _signals_as_interrupt(summary), claims:
-        try:
-            if todo:
-                with make_executor(executor, ctx, workers, address) as ex, bar:
-                    for wave in in_waves(with_checkpoint_dirs(cells, todo, results_dir)):
-                        ready = []
-                        for cell in wave:
-                            if any(d.cell_id in summary.elsewhere for d in cell.dependencies()):
-                                elsewhere(cell)  # its producer runs in another sweep: so does it
-                                continue
-                            why = blocked_reason(cell, statuses, errors, by_id, results_dir)
-                            if why:
-                                record(cell, dependency_rows(cell, ctx, why))
-                            else:
-                                deps = cell.dependencies()
-                                ready.append(cell.with_inputs({d.param: str(checkpoint_path(results_dir, d.cell_id))
-                                                               for d in deps}) if deps else cell)
-                        if ready:
-                            for cell, rows in ex.run(ready, admit):
-                                if rows is None:
-                                    elsewhere(cell)
-                                else:
-                                    record(cell, rows)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            summary.signal = summary.signal or signal.SIGINT
-        except _WriteFailed as exc:
-            summary.error = str(exc)
-        finally:
-            summary.table = _consolidate(results_dir, summary)
-    for note in claims.notes:  # claim files that held nothing (hand-made, damaged): taken over
-        console.print(f"[yellow]claims[/]: {note}", highlight=False)
-    summary.not_ok = _not_ok_cells(cells, summary.table)
-    return summary
+            self.errors[cell.cell_id] = next((str(r["error"]) for r in rows if r.get("error")), "")
+        self.summary.ran[status] += 1
+        self.claims.release(cell.cell_id)
+        self.bar.advance(status, cell, _cell_seconds(rows))
 
 
 def in_shard(todo: list[Cell], cells: list[Cell], index: int, count: int) -> list[Cell]:
