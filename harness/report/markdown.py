@@ -114,18 +114,22 @@ class Report(PaperSections, FigureSections, PlacementSections):
         self.add("\n".join(lines))
 
     def which_hybrid_section(self) -> None:
-        from .recommend import which_hybrid_rows
+        from .recommend import NEAR_FLOOR, which_hybrid
 
         self.add("## Which hybrid to use\n\nPer length with analytic cache rows: the most accurate model that "
-                 "learned, and the model with the smallest inference cache whose score is within one std across "
-                 "seeds (at least 2 % of the best) of it. Accuracy is the report's score over every length it was "
-                 "measured at (the models are not re-measured at each length); the cache is the analytic "
-                 "`cache_bytes` at that length. For other budgets, floors or a decode-latency objective, ask "
-                 "`harness recommend " + self.source + " --seq-len L ...` (docs/report.md).")
-        rows = which_hybrid_rows(self.df)
+                 "learned, and the model with the smallest inference cache near it: tied with it within the "
+                 f"seeds' spread (the rule of the claims: means within their two stds summed), or within "
+                 f"{NEAR_FLOOR * 100:g} % of its score. Where other models tie with the most accurate, it is "
+                 "**undecided** between them, and they are named below the table. Accuracy is the report's score "
+                 "over every length it was measured at (the models are not re-measured at each length); the cache "
+                 "is the analytic `cache_bytes` at that length. For other budgets, floors or a decode-latency "
+                 "objective, ask `harness recommend " + self.source + " --seq-len L ...` (docs/report.md).")
+        rows, notes = which_hybrid(self.df)
         self.add(md_table(rows) if not rows.empty else skip(
             "the table needs accuracy rows (recall, lm-eval or LM loss) of a model that learned, and "
             "analytic `cache_bytes` rows."))
+        if not rows.empty and notes:
+            self.add("\n\n".join(notes))
 
     # ------------------------------------------------------------------ 1. paper tables
     def claims_section(self) -> None:

@@ -13,8 +13,16 @@ accuracy score and the costs the question needs, at the asked length:
 The feasible models meet every budget and the floor; the Pareto front is over accuracy and the
 costs used; the objective picks one feasible model ("accuracy": the most accurate; "cache" /
 "latency": the cheapest). When the table cannot answer, the answer says why (no rows at that
-length, nothing learned, nothing feasible) and what it has; ties within the seeds' spread and
-timings taken on a loaded machine are flagged.
+length, nothing learned, nothing feasible) and what it has; timings taken on a loaded machine are
+flagged.
+
+Ties use the report's one rule (harness.report.stats.is_tie: two means whose difference is at most
+their two stds across seeds summed). The most accurate model is named with every feasible model
+that ties with it (the answer is then undecided between them); with one seed no spread is known,
+and the answer says so. The report's "Which hybrid to use" (`which_hybrid_rows`) reads the same
+rule: its "cheapest near it" is the cheapest model that ties with the most accurate, with a floor
+of NEAR_FLOOR of the best score (the floor of `stats.tie_tolerance`), so one-seed tables still get an
+answer.
 
 A question that cannot mean what it says is refused (ValueError; `harness recommend` exits 2):
 a budget that is not positive (NaN included), an `accuracy_len` that is not a positive length
@@ -33,10 +41,13 @@ from . import tables as T
 from .cost_tables import pareto_mask
 from .fmt import fmt_mean_std, fmt_value, md_table
 from .load import normalize, ok_rows
+from .stats import is_tie, spread_known
 
 OBJECTIVES = ("accuracy", "cache", "latency")
 COST_METRICS = {"cache": "cache_bytes", "latency": "decode_token_s"}
 KEYS = ["d_model", "variant", "layout"]  # layout carries the placement ("3:1 bottom")
+#: "near the most accurate": tied with it within the seeds' spread, or within this fraction of its score
+NEAR_FLOOR = 0.02
 
 
 @dataclass
@@ -95,7 +106,10 @@ class Recommendation:
                  + (f", score floor {c.min_score}" if c.min_score is not None else "") + "."]
         if self.answered and self.choice:
             ch = self.choice
-            lines.append(f"**Answer.** `{ch['variant']}` at layout `{ch['layout']}` (d_model {int(ch['d_model'])}).")
+            tied = ch.get("tied") or []
+            lines.append(f"**Answer.** `{ch['variant']}` at layout `{ch['layout']}` (d_model {int(ch['d_model'])})"
+                         + (f"; undecided between it and {', '.join(tied)}: they tie within the seeds' spread."
+                            if tied else "."))
         else:
             lines.append("**The table cannot answer.**")
         lines += [f"- {r}" for r in self.reasons]
@@ -197,24 +211,9 @@ def _recommend(ok: pd.DataFrame, c: Constraints) -> Recommendation:
     if cand.empty:
         rec.reasons.append("no model learned the task: no accuracy to rank by")
         return rec
-    used = []
-    for kind in c.costs():
-        metric = COST_METRICS[kind]
-        per, lengths, loaded = _costs(ok, metric, c.seq_len)
-        if per.empty:
-            rec.reasons.append(f"no `{metric}` rows at L = {c.seq_len}; the table has it at "
-                               f"{', '.join(map(str, lengths)) or 'no length'} (run the efficiency/analytic task there)")
-            return rec
-        missing = cand.merge(per, on=KEYS, how="left")
-        gone = missing[missing[metric].isna()]
-        if not gone.empty:
-            rec.warnings.append(f"left out, no `{metric}` at L = {c.seq_len}: "
-                                + ", ".join(f"{v} {lay}" for v, lay in zip(gone["variant"], gone["layout"])))
-        cand = missing.dropna(subset=[metric])
-        if loaded and kind == "latency":
-            rec.warnings.append("some decode timings at this length were taken on a loaded machine (`loaded`): "
-                                "rerun them on an idle one before trusting a latency ranking")
-        used.append(metric)
+    cand, used = _with_costs(rec, ok, cand, c)
+    if cand is None:
+        return rec
     if cand.empty:
         rec.reasons.append("no learned model has every cost this question needs at this length")
         return rec
@@ -244,41 +243,134 @@ def _recommend(ok: pd.DataFrame, c: Constraints) -> Recommendation:
     rec.reasons.append(f"{len(pool)} of {len(cand)} candidates meet the constraints; "
                        + ("the most accurate of them" if c.objective == "accuracy" else
                           f"the one with the smallest {COST_METRICS[c.objective]}") + " is chosen")
-    if c.objective == "accuracy" and len(pool) > 1:
-        second = pool.iloc[1]
-        spreads = [float(s) for s in (best["std"], second["std"]) if not pd.isna(s)]
-        spread = max(spreads) if spreads else float("nan")
-        if np.isnan(spread):
-            rec.warnings.append("one seed per model: no spread across seeds to tell a real lead from noise")
-        elif abs(best["mean"] - second["mean"]) <= spread:
-            rec.warnings.append(f"tie within noise: {second['variant']} {second['layout']} is within one std "
-                                f"({fmt_value(spread)}) of the choice; the table cannot separate them")
+    if c.objective == "accuracy":
+        _flag_ties(rec, pool, best, names_with_d=cand["d_model"].nunique(dropna=False) > 1)
     return rec
 
 
+def _with_costs(rec: Recommendation, ok: pd.DataFrame, cand: pd.DataFrame,
+                c: Constraints) -> tuple[Optional[pd.DataFrame], list[str]]:
+    """The candidates with a column per cost the question needs (at `c.seq_len`) and those metrics;
+    None when the table has no rows of a cost there (the reason is added to `rec`)."""
+    used = []
+    for kind in c.costs():
+        metric = COST_METRICS[kind]
+        per, lengths, loaded = _costs(ok, metric, c.seq_len)
+        if per.empty:
+            rec.reasons.append(f"no `{metric}` rows at L = {c.seq_len}; the table has it at "
+                               f"{', '.join(map(str, lengths)) or 'no length'} "
+                               "(run the efficiency/analytic task there)")
+            return None, used
+        missing = cand.merge(per, on=KEYS, how="left")
+        gone = missing[missing[metric].isna()]
+        if not gone.empty:
+            rec.warnings.append(f"left out, no `{metric}` at L = {c.seq_len}: "
+                                + ", ".join(f"{v} {lay}" for v, lay in zip(gone["variant"], gone["layout"])))
+        cand = missing.dropna(subset=[metric])
+        if loaded and kind == "latency":
+            rec.warnings.append("some decode timings at this length were taken on a loaded machine (`loaded`): "
+                                "rerun them on an idle one before trusting a latency ranking")
+        used.append(metric)
+    return cand, used
+
+
+def model_name(row, with_d: bool = False) -> str:
+    """"variant layout" (with "d=…" where the table has several widths)."""
+    d = row["d_model"]
+    return f"{row['variant']} {row['layout']}" + (f" d={int(d)}" if with_d and not pd.isna(d) else "")
+
+
+def tied_with(rows: pd.DataFrame, best: pd.Series, floor: float = 0.0) -> pd.DataFrame:
+    """The rows whose mean ties with `best`'s (stats.is_tie: within the two stds summed, at least
+    `floor`), `best` itself included when it is one of `rows`."""
+    mask = [is_tie(best["mean"], best["std"], m, s, floor) for m, s in zip(rows["mean"], rows["std"])]
+    return rows[np.asarray(mask, dtype=bool)]
+
+
+def _flag_ties(rec: Recommendation, pool: pd.DataFrame, best: pd.Series, names_with_d: bool) -> None:
+    """Name the feasible models that tie with the most accurate `best` (the answer is undecided
+    between them), or say that no spread is known (one seed)."""
+    if len(pool) < 2:
+        return
+    others = pool.drop(index=best.name)
+    one_seed = [model_name(r, names_with_d) for _, r in pool.iterrows() if pd.isna(r["std"])]
+    if not spread_known(pool["std"]):
+        rec.warnings.append("one seed: no spread across seeds is known for " + (
+            "any model" if len(one_seed) == len(pool) else ", ".join(one_seed))
+            + ", so a lead over them cannot be told from noise")
+    tied = tied_with(others, best)
+    rec.choice["tied"] = [model_name(r, names_with_d) for _, r in tied.iterrows()]
+    if not tied.empty:
+        worst = max(abs(best["mean"] - m) for m in tied["mean"])
+        rec.warnings.append(f"tie within the seeds' spread: {len(tied)} other feasible model(s) score within their "
+                            f"two stds summed of the choice (up to {fmt_value(worst)} below it): "
+                            f"{', '.join(rec.choice['tied'])}; the table cannot separate them: undecided")
+
+
 def which_hybrid_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The report's "Which hybrid to use" table: per length with analytic cache rows, the most
-    accurate learned model and the one with the smallest cache whose score is within one std
-    (at least 2 % of the best) of it. Accuracy: every measured length, averaged."""
+    """The report's "Which hybrid to use" table (see `which_hybrid`)."""
+    return which_hybrid(df)[0]
+
+
+def which_hybrid(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The report's "Which hybrid to use": per length with analytic cache rows, the most accurate
+    learned model (undecided, with the models tied with it, where others tie within the seeds'
+    spread: the `harness recommend` rule) and the one with the smallest cache near it (tied with
+    it, at least NEAR_FLOOR of its score: the floor of `stats.tie_tolerance`). Accuracy: every
+    measured length, averaged. Returns the table and the notes that name the ties (or say that no
+    spread is known)."""
     ok = ok_rows(normalize(df))
     lengths = sorted({int(x) for x in ok.loc[ok["metric"] == "cache_bytes", "seq_len"].dropna()})
-    score = T.accuracy_score(ok) if lengths else None
-    out = []
+    out, ties = [], {}
     for L in lengths:
         top = _recommend(ok, Constraints(seq_len=L, objective="accuracy", accuracy_len="all"))
         if not top.answered:
             continue
-        best = top.choice
-        higher = score.higher_is_better
-        slack = max(float(best["std"]) if not pd.isna(best["std"]) else 0.0, 0.02 * abs(float(best["mean"])))
-        floor = best["mean"] - slack if higher else best["mean"] + slack
-        cheap = _recommend(ok, Constraints(seq_len=L, objective="cache", min_score=floor, accuracy_len="all"))
-        ch = cheap.choice or best
-        out.append({"seq_len": L, "most accurate": f"{best['variant']} {best['layout']}",
+        best, rows = pd.Series(top.choice), top.rows
+        with_d = rows["d_model"].nunique(dropna=False) > 1
+        tied = list(top.choice.get("tied") or [])
+        near = tied_with(rows, best, floor=NEAR_FLOOR * abs(float(best["mean"])))
+        ch = near.sort_values(["cache_bytes", "mean"], ascending=[True, not _higher(ok)]).iloc[0]
+        name = model_name(best, with_d)
+        if tied:
+            ties.setdefault((name, fmt_mean_std(best["mean"], best["std"], best["n"]), tuple(tied)), []).append(L)
+        out.append({"seq_len": L, "most accurate": _most_accurate(name, tied, rows["std"]),
                     "its score": fmt_mean_std(best["mean"], best["std"], best["n"]),
                     "its cache": fmt_value(best["cache_bytes"], "bytes"),
-                    "cheapest near it": f"{ch['variant']} {ch['layout']}",
+                    "cheapest near it": model_name(ch, with_d),
                     "score": fmt_mean_std(ch["mean"], ch["std"], ch["n"]),
                     "cache": fmt_value(ch["cache_bytes"], "bytes"),
                     "cache saved": f"{best['cache_bytes'] / ch['cache_bytes']:.3g}×" if ch["cache_bytes"] else "—"})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out), _tie_notes(ties, ok, lengths)
+
+
+def _higher(ok: pd.DataFrame) -> bool:
+    score = T.accuracy_score(ok)
+    return True if score is None else score.higher_is_better
+
+
+def _most_accurate(name: str, tied: list[str], stds: pd.Series) -> str:
+    if tied:
+        return (f"undecided between {name}, {', '.join(tied)}" if len(tied) <= 2 else
+                f"undecided: {name} and {len(tied)} tied with it (below)")
+    return name if spread_known(stds) else f"{name} (one seed: no spread known)"
+
+
+def _tie_notes(ties: dict, ok: pd.DataFrame, lengths: list[int]) -> list[str]:
+    """One line per distinct set of models tied with the most accurate; one on unknown spread."""
+    notes = [f"**Ties at L = {', '.join(map(str, Ls))}.** {name} has the highest mean, {score}, but "
+             f"{len(tied)} model(s) tie with it within the seeds' spread (their means differ by no more than "
+             f"the two stds summed, the rule of the claims): {', '.join(tied)}. The table cannot name one most "
+             f"accurate model: undecided between these {len(tied) + 1}."
+             for (name, score, tied), Ls in ties.items()]
+    score = T.accuracy_score(ok) if lengths else None
+    if score is not None:
+        s = score.learned_summary()
+        if not s.empty and not spread_known(s["std"]):
+            few = s["std"].notna().any()
+            notes.append(f"**One seed{' for some models' if few else ''}.** No spread across seeds is known"
+                         + (" for " + ", ".join(model_name(r) for _, r in s[s["std"].isna()].iterrows()) if few
+                            else "")
+                         + ": a lead cannot be told from noise, and \"near it\" "
+                         f"means within {NEAR_FLOOR * 100:g} % of the most accurate score.")
+    return notes
