@@ -16,7 +16,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import typer
 
@@ -191,30 +191,15 @@ def sweep(
 ) -> None:
     """Run a suite's cells (skipping finished ones) into a results table, then build its report
     beside the table (<results>/report/report.md)."""
-    from harness.sweep import SuiteError, expand_cells, find_suite, load_suite
     from harness.sweep.driver import run_sweep
-    from harness.sweep.executors import EXECUTORS
     from harness.sweep.progress import print_summary
     from harness.sweep.store import ResultsError
 
     err = err_console()
     out_dir = path_option(out, "--out", "results/<suite-name>")
-    if executor is None:
-        executor = "ray" if address else "pool" if (workers or 1) > 1 else "serial"
-    if executor not in EXECUTORS:
-        fail(f"unknown --executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    if address and executor != "ray":
-        fail("--address is for --executor ray")
+    executor = _choose_executor(executor, workers, address)
     shard_of = _parse_shard(shard)
-    notes: list[str] = []
-    try:
-        spec = load_suite(find_suite(suite or DEFAULT_SUITE), sets or (), device, dtype)
-        cells = expand_cells(spec, notes)
-    except SuiteError as exc:
-        err.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(2)
-    for note in notes:
-        err.print(note, markup=False, highlight=False)
+    spec, cells = _suite_cells(suite or DEFAULT_SUITE, sets or (), device, dtype, err)
     results_dir = out_dir or Path("results") / spec.name
     if results_dir.exists() and not results_dir.is_dir():
         fail(f"--out {results_dir} is a file, not a directory; choose a directory (it is created if missing)")
@@ -237,6 +222,35 @@ def sweep(
     if not no_report:  # a report that cannot be built is said, but the exit code is the cells'
         _build_report(results_dir, None, err, after_sweep=True)
     raise typer.Exit(summary.exit_code)
+
+
+def _choose_executor(executor: Optional[str], workers: Optional[int], address: Optional[str]) -> str:
+    """--executor, or what --workers / --address imply; refuses an unknown one or a mismatch."""
+    from harness.sweep.executors import EXECUTORS
+
+    if executor is None:
+        executor = "ray" if address else "pool" if (workers or 1) > 1 else "serial"
+    if executor not in EXECUTORS:
+        fail(f"unknown --executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if address and executor != "ray":
+        fail("--address is for --executor ray")
+    return executor
+
+
+def _suite_cells(suite: str, sets: Sequence[str], device: Optional[str], dtype: Optional[str], err: Any):
+    """(the validated suite, its cells), its notes printed; every problem of the suite, exit 2."""
+    from harness.sweep import SuiteError, expand_cells, find_suite, load_suite
+
+    notes: list[str] = []
+    try:
+        spec = load_suite(find_suite(suite), sets, device, dtype)
+        cells = expand_cells(spec, notes)
+    except SuiteError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2)
+    for note in notes:
+        err.print(note, markup=False, highlight=False)
+    return spec, cells
 
 
 @app.command()
