@@ -181,6 +181,39 @@ def deterministic_mode(enabled: bool = True):
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on embeddings, norms and biases)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 and "embeddings" not in name else no_decay).append(p)
+    # fused AdamW: one kernel per parameter instead of a dozen tiny ops (CPU and CUDA; the
+    # update is the same math and deterministic, so reruns stay bit-identical)
+    params = decay + no_decay
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=cfg.betas, **({"fused": True} if fused else {}),
+    )
+
+
+def _loss_diverged(value: float, initial: float, step: int, cfg: TrainConfig) -> Optional[str]:
+    """Why training diverged at this loss (non-finite, or diverge_factor x the first), or None."""
+    if not math.isfinite(value):
+        return f"non-finite training loss {value} at step {step}"
+    if step > 0 and math.isfinite(initial) and value > cfg.diverge_factor * initial:
+        return (f"training loss {value:.4g} at step {step} exceeds {cfg.diverge_factor:g} x the "
+                f"initial loss {initial:.4g}")
+    return None
+
+
+def _clipped_grad_norm(model: nn.Module, cfg: TrainConfig) -> float:
+    """The gradients' global norm, clipping them to cfg.grad_clip when set."""
+    if cfg.grad_clip:
+        return float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+    return float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in model.parameters() if p.grad is not None)))
+
+
 def train(
     model: nn.Module,
     data: DataSource,
@@ -197,18 +230,7 @@ def train(
     sample = _Sampler(data, cfg.batch_size, g) if isinstance(data, Mapping) else data
     param_dtype = next(model.parameters()).dtype
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 and "embeddings" not in name else no_decay).append(p)
-    # fused AdamW: one kernel per parameter instead of a dozen tiny ops (CPU and CUDA; the
-    # update is the same math and deterministic, so reruns stay bit-identical)
-    params = decay + no_decay
-    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=cfg.betas, **({"fused": True} if fused else {}),
-    )
+    opt = _optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, cfg))
 
     losses: list[float] = []
@@ -229,22 +251,13 @@ def train(
             losses.append(value)
             if step == 0:
                 initial = value
-            if not math.isfinite(value):
-                status, error = "diverged", f"non-finite training loss {value} at step {step}"
-                break
-            if step > 0 and math.isfinite(initial) and value > cfg.diverge_factor * initial:
+            error = _loss_diverged(value, initial, step, cfg)
+            if error:
                 status = "diverged"
-                error = (f"training loss {value:.4g} at step {step} exceeds {cfg.diverge_factor:g} x the "
-                         f"initial loss {initial:.4g}")
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip:
-                gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-            else:
-                gnorm = float(torch.sqrt(sum((p.grad.float() ** 2).sum() for p in model.parameters()
-                                             if p.grad is not None)))
-            if not math.isfinite(gnorm):
+            if not math.isfinite(_clipped_grad_norm(model, cfg)):
                 status, error = "diverged", f"non-finite gradient norm at step {step}"
                 break
             opt.step()
