@@ -131,17 +131,21 @@ def run_isolated(
             proc.kill()
         proc.join()
     if not finished:
-        code = proc.exitcode
-        where = f" during {stage}" if stage else ""
-        if code is not None and code < 0:
-            sig = -code
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            oom = sig == signal.SIGKILL
-            hint = " (probably the kernel's out-of-memory killer)" if oom else ""
-            raise WorkerDied(f"measurement worker killed by {name}{hint}{where}", oom=oom, stage=stage)
-        raise WorkerDied(f"measurement worker exited with code {code}{where} without reporting", oom=False,
-                         stage=stage)
+        raise _died(proc.exitcode, stage)
     return items
+
+
+def _died(code: Optional[int], stage: Optional[str]) -> WorkerDied:
+    """The error for a worker that ended without finishing: killed by a signal (SIGKILL: out of
+    memory, probably), or exited with `code`; `stage` says where it was."""
+    where = f" during {stage}" if stage else ""
+    if code is not None and code < 0:
+        sig = -code
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        oom = sig == signal.SIGKILL
+        hint = " (probably the kernel's out-of-memory killer)" if oom else ""
+        return WorkerDied(f"measurement worker killed by {name}{hint}{where}", oom=oom, stage=stage)
+    return WorkerDied(f"measurement worker exited with code {code}{where} without reporting", oom=False, stage=stage)
 
 
 def worker_available() -> bool:
