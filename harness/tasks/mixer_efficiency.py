@@ -160,71 +160,117 @@ def _sdpa_inputs(family: str, kw: dict[str, Any], n_heads: int) -> tuple[Any, An
     return q, k, v[..., : k.shape[-1]]
 
 
-def _measure(spec: dict[str, Any]) -> Iterator[Any]:
-    import torch
-    import torch.nn.functional as F
+class _Bench:
+    """One cell's measuring context: device, clock, threads, what to measure, and its rows."""
 
-    from harness.integrations.fla_references import fla_reference, op_kwargs
-    from harness.model.config import ModelConfig
-    from harness.model.lm import build_model
-    from harness.ops.dispatch import get_op
-    from harness.runtime.devices import free_device_memory, is_oom
-    from harness.runtime.memory import PeakMemory
-    from harness.runtime.timing import device_sync, time_calls
+    def __init__(self, spec: dict[str, Any], backend: str):
+        import torch
 
-    p = spec["params"]
-    torch.manual_seed(spec["seed"])
-    device, dtype = spec["device"], getattr(torch, spec["dtype"])
-    cfg = ModelConfig.from_dict(spec["model"])
-    model = build_model(cfg, device, dtype, spec["backend"])  # one layer; we use its mixer
-    backend = model.backend
-    mixer = model.layers[0].mixer
-    del model
-    B, L, mode = spec["batch"], spec["seq_len"], p["mode"]
-    sync, clock = device_sync(device), spec.get("clock", "wall")
-    threads, on_cpu = spec.get("threads") or torch.get_num_threads(), device == "cpu"
-    measure = p["measure"]
-    x = torch.randn(B, L, cfg.d_model, device=device, dtype=dtype)
+        from harness.runtime.timing import device_sync
 
-    def row(metric: str, value: Any, impl: Optional[str] = None, **kw: Any) -> dict[str, Any]:
+        self.p, self.device, self.backend = spec["params"], spec["device"], backend
+        self.measure = self.p["measure"]
+        self.sync, self.clock = device_sync(self.device), spec.get("clock", "wall")
+        self.threads, self.on_cpu = spec.get("threads") or torch.get_num_threads(), self.device == "cpu"
+
+    def row(self, metric: str, value: Any, impl: Optional[str] = None, **kw: Any) -> dict[str, Any]:
         r = metric_row(metric, value, subtask=impl, **kw)
-        r["backend"] = backend if metric.startswith("mixer_") or impl == "fla" else "torch"  # layer: the cell's
+        r["backend"] = self.backend if metric.startswith("mixer_") or impl == "fla" else "torch"  # layer: the cell's
         return r
 
-    def timed(metrics: dict[str, tuple[str, str]], impl: Optional[str], fwd: Callable, fwd_bwd: Callable,
+    def timed(self, metrics: dict[str, str], impl: Optional[str], fwd: Callable, fwd_bwd: Callable,
               decode: Optional[Callable] = None) -> Iterator[dict[str, Any]]:
         """Rows of one implementation; an out-of-memory error gives "oom" rows for the rest."""
+        from harness.runtime.memory import PeakMemory
+
         plan = [("forward", fwd), ("train", fwd_bwd), ("decode", decode)]
         for i, (stage, fn) in enumerate(plan):
-            if fn is None or (stage not in measure and not (stage == "train" and "memory" in measure)):
+            if fn is None or (stage not in self.measure and not (stage == "train" and "memory" in self.measure)):
                 continue
-            pm = PeakMemory(device) if stage == "train" and "memory" in measure else None
-            error = None
-            try:
-                if stage == "decode":
-                    t = time_calls(fn, p["decode_warmup"], p["decode_steps"], sync, clock=clock)
-                else:
-                    t = time_calls(fn, p["warmup"], p["repeats"], sync, clock=clock,
-                                   around_first=(lambda: pm) if pm else None)
-            except Exception as exc:
-                if not is_oom(exc):
-                    raise
-                error = f"{type(exc).__name__}: {exc}"[:2000]
+            pm = PeakMemory(self.device) if stage == "train" and "memory" in self.measure else None
+            t, error = self._time(stage, fn, pm)
             if error is not None:
-                free_device_memory(device)
-                memory_pending = "memory" in measure and stage != "decode"  # reported with train
-                later = [s for s, f in plan[i:] if f is not None and s in measure] + (["memory"] if memory_pending else [])
-                for s in dict.fromkeys(later):
-                    if s in metrics:
-                        yield row(metrics[s], None, impl, status="oom", error=error)
+                yield from self._oom_rows(metrics, impl, [s for s, f in plan[i:] if f is not None], stage, error)
                 return
-            if stage in measure:
-                yield row(metrics[stage], t.median, impl, spread=t.spread, n_repeats=t.n,
-                          **t.provenance(threads, on_cpu))
+            if stage in self.measure:
+                yield self.row(metrics[stage], t.median, impl, spread=t.spread, n_repeats=t.n,
+                               **t.provenance(self.threads, self.on_cpu))
             if pm is not None and pm.bytes is not None:
-                yield row(metrics["memory"], pm.bytes, impl, n_repeats=1)
+                yield self.row(metrics["memory"], pm.bytes, impl, n_repeats=1)
 
-    # ---- the layer
+    def _time(self, stage: str, fn: Callable, pm: Any) -> tuple[Any, Optional[str]]:
+        """(the timing, None), or (None, the error) when the device ran out of memory."""
+        from harness.runtime.devices import is_oom
+        from harness.runtime.timing import time_calls
+
+        p = self.p
+        try:
+            if stage == "decode":
+                return time_calls(fn, p["decode_warmup"], p["decode_steps"], self.sync, clock=self.clock), None
+            return time_calls(fn, p["warmup"], p["repeats"], self.sync, clock=self.clock,
+                              around_first=(lambda: pm) if pm else None), None
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            return None, f"{type(exc).__name__}: {exc}"[:2000]
+
+    def _oom_rows(self, metrics: dict[str, str], impl: Optional[str], stages: list[str], stage: str,
+                  error: str) -> Iterator[dict[str, Any]]:
+        """"oom" rows for `stages` (from the one that failed on) and the memory row they owe."""
+        from harness.runtime.devices import free_device_memory
+
+        free_device_memory(self.device)
+        memory_pending = "memory" in self.measure and stage != "decode"  # reported with train
+        later = [s for s in stages if s in self.measure] + (["memory"] if memory_pending else [])
+        for s in dict.fromkeys(later):
+            if s in metrics:
+                yield self.row(metrics[s], None, impl, status="oom", error=error)
+
+    def op_rows(self, impl: str, call: Callable[..., Any], inputs: dict[str, Any]) -> Iterator[Any]:
+        """An op's forward and forward + backward on `inputs` (grads taken w.r.t. float tensors)."""
+        import torch
+
+        grads = {k: (v.detach().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v)
+                 for k, v in inputs.items()}
+
+        def fwd() -> None:
+            with torch.no_grad():
+                call(**inputs)
+
+        def fwd_bwd() -> None:
+            for v in grads.values():
+                if torch.is_tensor(v):
+                    v.grad = None
+            out = call(**grads)
+            out = out[0] if isinstance(out, tuple) else out
+            out.float().pow(2).mean().backward()
+
+        yield ("stage", f"op:{impl}")
+        yield from self.timed(OP_METRICS, impl, fwd, fwd_bwd)
+
+
+def _measure(spec: dict[str, Any]) -> Iterator[Any]:
+    import torch
+
+    from harness.model.config import ModelConfig
+    from harness.model.lm import build_model
+
+    torch.manual_seed(spec["seed"])
+    dtype = getattr(torch, spec["dtype"])
+    cfg = ModelConfig.from_dict(spec["model"])
+    model = build_model(cfg, spec["device"], dtype, spec["backend"])  # one layer; we use its mixer
+    bench, mixer = _Bench(spec, model.backend), model.layers[0].mixer
+    del model
+    x = torch.randn(spec["batch"], spec["seq_len"], cfg.d_model, device=spec["device"], dtype=dtype)
+    seen = yield from _layer_rows(bench, mixer, x, spec["seq_len"])
+    yield from _op_rows(bench, spec, cfg, mixer, seen)
+
+
+def _layer_rows(bench: _Bench, mixer: Any, x: Any, L: int) -> Iterator[Any]:
+    """The layer's forward, forward + backward and decode step; returns the op call it captured."""
+    import torch
+
+    mode = bench.p["mode"]
     yield ("stage", "layer")
     seen = _capture_op_call(mixer)
     mixer.eval()
@@ -242,7 +288,7 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
         y, _ = mixer(x_req, mode=mode)
         y.float().pow(2).mean().backward()
 
-    x1 = torch.randn(B, 1, cfg.d_model, device=device, dtype=dtype)
+    x1 = torch.randn(x.shape[0], 1, x.shape[-1], device=x.device, dtype=x.dtype)
 
     def layer_decode() -> None:
         with torch.no_grad():
@@ -250,68 +296,53 @@ def _measure(spec: dict[str, Any]) -> Iterator[Any]:
 
     # the step-by-step path is tagged, so that tables never average it with the chunked one
     tag = None if mode == "chunk" else "recurrent"
-    yield from timed(LAYER_METRICS, tag, layer_fwd, layer_fwd_bwd, layer_decode)
+    yield from bench.timed(LAYER_METRICS, tag, layer_fwd, layer_fwd_bwd, layer_decode)
     mixer.zero_grad(set_to_none=True)
-    x_req = state = None
+    return seen
 
-    # ---- the op, and its baselines on the same inputs
-    if spec["model"]["variant"] == "attention" or cfg.layout == "transformer":
-        family, kw = "sdpa", None
-    elif "call" in seen:
-        family, args, kwargs = seen["call"]
-        kw = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in op_kwargs(family, args, kwargs).items()}
-    else:
-        return
-    impls = p["impls"]
 
-    def with_grad(names: dict[str, Any]) -> dict[str, Any]:
-        return {k: (v.detach().requires_grad_(True) if torch.is_tensor(v) and v.is_floating_point() else v)
-                for k, v in names.items()}
+def _op_rows(bench: _Bench, spec: dict[str, Any], cfg: Any, mixer: Any, seen: dict[str, Any]) -> Iterator[Any]:
+    """The op the layer called, and its baselines (SDPA, fla's naive reference, fla's kernel) on
+    the same inputs."""
+    import torch
+    import torch.nn.functional as F
 
-    def op_rows(impl: str, call: Callable[..., Any], inputs: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        grads = with_grad(inputs)
+    from harness.integrations.fla_references import fla_reference, op_kwargs
+    from harness.ops.dispatch import get_op
 
-        def fwd() -> None:
-            with torch.no_grad():
-                call(**inputs)
-
-        def fwd_bwd() -> None:
-            for v in grads.values():
-                if torch.is_tensor(v):
-                    v.grad = None
-            out = call(**grads)
-            out = out[0] if isinstance(out, tuple) else out
-            out.float().pow(2).mean().backward()
-
-        yield ("stage", f"op:{impl}")
-        yield from timed(OP_METRICS, impl, fwd, fwd_bwd)
+    p, impls, mode, device = bench.p, bench.p["impls"], bench.p["mode"], bench.device
+    B, L = spec["batch"], spec["seq_len"]
 
     def sdpa(q: Any, k: Any, v: Any) -> Any:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-    if family == "sdpa":  # the Transformer cell: its op is attention itself
+    if spec["model"]["variant"] == "attention" or cfg.layout == "transformer":  # its op is attention itself
         if "sdpa" in impls:
             shape = (B, mixer.n_heads, L, mixer.head_dim)
-            qkv = {n: torch.randn(shape, device=device, dtype=dtype) for n in ("q", "k", "v")}
-            yield from op_rows("sdpa", sdpa, qkv)
+            qkv = {n: torch.randn(shape, device=device, dtype=getattr(torch, spec["dtype"])) for n in ("q", "k", "v")}
+            yield from bench.op_rows("sdpa", sdpa, qkv)
         return
+    if "call" not in seen:
+        return
+    family, args, kwargs = seen["call"]
+    kw = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in op_kwargs(family, args, kwargs).items()}
     kw.pop("initial_state", None)
     if mode == "recurrent":  # the baselines do not depend on our path: measured in chunk mode
         if "harness" in impls:
-            yield from op_rows("recurrent", get_op(family, "recurrent", "torch"), kw)
+            yield from bench.op_rows("recurrent", get_op(family, "recurrent", "torch"), kw)
         return
     if "harness" in impls:
-        yield from op_rows("harness", get_op(family, mode, "torch"), kw)
+        yield from bench.op_rows("harness", get_op(family, mode, "torch"), kw)
     if "sdpa" in impls:
         q, k, v = _sdpa_inputs(family, kw, cfg.n_heads)
-        yield from op_rows("sdpa", sdpa, {"q": q, "k": k, "v": v})
+        yield from bench.op_rows("sdpa", sdpa, {"q": q, "k": k, "v": v})
     if "fla_naive" in impls:
         ref = fla_reference(family, kw)
         if ref is not None and (not ref.stepwise or L <= p["naive_stepwise_max_len"]):
-            yield from op_rows("fla_naive", ref.fn, kw)
+            yield from bench.op_rows("fla_naive", ref.fn, kw)
     if "fla" in impls and device.startswith("cuda"):
         from harness.integrations.fla_kernels import fla_installed, register_fla_ops
 
         if fla_installed():
             register_fla_ops()
-            yield from op_rows("fla", get_op(family, "chunk", "fla"), kw)
+            yield from bench.op_rows("fla", get_op(family, "chunk", "fla"), kw)
