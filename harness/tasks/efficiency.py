@@ -161,135 +161,160 @@ def measure_job(spec: dict[str, Any]) -> Iterator[Any]:
         yield from _measure(spec)
 
 
-def _measure(spec: dict[str, Any]) -> Iterator[Any]:
-    import torch
-    import torch.nn.functional as F
+class _ModelBench:
+    """One cell's model, its random tokens and its measuring context (device, clock, threads)."""
 
-    from harness.model.config import ModelConfig
-    from harness.model.lm import build_model
-    from harness.runtime.devices import free_device_memory, is_oom
-    from harness.runtime.memory import PeakMemory
-    from harness.runtime.timing import device_sync, time_calls
+    def __init__(self, spec: dict[str, Any]):
+        import torch
 
-    p = spec["params"]
-    torch.manual_seed(spec["seed"])
-    device, dtype = spec["device"], getattr(torch, spec["dtype"])
-    cfg = ModelConfig.from_dict(spec["model"])
-    model = build_model(cfg, device, dtype, spec["backend"])
-    backend = model.backend  # what "auto" resolved to (harness.runtime.devices.resolve_backend)
-    B, L, V = spec["batch"], spec["seq_len"], cfg.vocab_size
-    gen = torch.Generator(device="cpu").manual_seed(spec["seed"])
+        from harness.model.config import ModelConfig
+        from harness.model.lm import build_model
+        from harness.runtime.timing import device_sync
 
-    def rand_tokens(n: int) -> torch.Tensor:
-        return torch.randint(0, V, (B, n), generator=gen).to(device)
+        self.p, self.device = spec["params"], spec["device"]
+        torch.manual_seed(spec["seed"])
+        cfg = ModelConfig.from_dict(spec["model"])
+        self.model = build_model(cfg, self.device, getattr(torch, spec["dtype"]), spec["backend"])
+        self.backend = self.model.backend  # what "auto" resolved to (harness.runtime.devices.resolve_backend)
+        self.B, self.L, self.V = spec["batch"], spec["seq_len"], cfg.vocab_size
+        self.gen = torch.Generator(device="cpu").manual_seed(spec["seed"])
+        self.tokens, self.targets = self.rand_tokens(self.L), self.rand_tokens(self.L)
+        self.sync, self.measure, self.clock = device_sync(self.device), self.p["measure"], spec.get("clock", "wall")
+        self.threads, self.on_cpu = spec.get("threads") or torch.get_num_threads(), self.device == "cpu"
+        self.cache: Any = None  # the last prefill's
 
-    tokens, targets = rand_tokens(L), rand_tokens(L)
-    sync = device_sync(device)
-    measure = p["measure"]
-    clock = spec.get("clock", "wall")
-    threads, on_cpu = spec.get("threads") or torch.get_num_threads(), device == "cpu"
+    def rand_tokens(self, n: int) -> Any:
+        import torch
 
-    def row(metric: str, value: Any, **kw: Any) -> dict[str, Any]:
+        return torch.randint(0, self.V, (self.B, n), generator=self.gen).to(self.device)
+
+    def row(self, metric: str, value: Any, **kw: Any) -> dict[str, Any]:
         r = metric_row(metric, value, **kw)
-        r["backend"] = backend
+        r["backend"] = self.backend
         return r
 
-    def oom_rows(stage: str, msg: str, contexts: Optional[list[int]] = None,
+    def oom_rows(self, stage: str, msg: str, contexts: Optional[list[int]] = None,
                  memory: bool = False, timed: bool = False) -> list[dict[str, Any]]:
         if stage == "decode":
-            return [row("decode_token_s", None, context_len=c, status="oom", error=msg) for c in contexts or []]
+            return [self.row("decode_token_s", None, context_len=c, status="oom", error=msg) for c in contexts or []]
         metrics = (STAGE_METRICS[stage] if timed else []) + ([MEMORY_METRIC[stage]] if memory else [])
-        return [row(m, None, status="oom", error=msg) for m in metrics]
+        return [self.row(m, None, status="oom", error=msg) for m in metrics]
 
-    def train_step() -> None:
-        model.zero_grad(set_to_none=True)
-        logits = model(tokens)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    def train_step(self) -> None:
+        import torch.nn.functional as F
+
+        self.model.zero_grad(set_to_none=True)
+        logits = self.model(self.tokens)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), self.targets.flatten())
         loss.backward()
 
-    state: dict[str, Any] = {"cache": None}
+    def prefill(self) -> None:
+        self.cache = None  # free the previous cache first
+        _, self.cache = self.model.prefill(self.tokens, last_only=True)
 
-    def prefill() -> None:
-        state["cache"] = None  # free the previous cache first
-        _, state["cache"] = model.prefill(tokens, last_only=True)
+    def forget(self, error: Optional[str] = None) -> None:
+        """Drop the cache and gradients (and, after an out-of-memory error, the device's cache)."""
+        from harness.runtime.devices import free_device_memory
 
-    def stage(name: str, fn: Any, timed: bool, memory: bool, train: bool) -> Iterator[Any]:
-        """Timings; peak memory of the first timed call (after `warmup` calls, so steady state)."""
-        yield ("stage", name)
-        model.train(train)
-        pm = PeakMemory(device) if memory else None
-        out: list[dict[str, Any]] = []
+        self.cache = None
+        self.model.zero_grad(set_to_none=True)
+        if error is not None:
+            free_device_memory(self.device)
+
+
+def _measure(spec: dict[str, Any]) -> Iterator[Any]:
+    bench = _ModelBench(spec)
+    measure, memory = bench.measure, "memory" in bench.measure
+    if "train" in measure or memory:
+        yield from _stage_rows(bench, "train", bench.train_step, "train" in measure, memory, True)
+    if "prefill" in measure or memory:
+        yield from _stage_rows(bench, "prefill", bench.prefill, "prefill" in measure, memory, False)
+    if "decode" in measure:
+        yield ("stage", "decode")
+        yield from _decode_rows(bench, list(spec["contexts"]))
+    bench.cache = None
+
+
+def _stage_rows(bench: _ModelBench, name: str, fn: Any, timed: bool, memory: bool, train: bool) -> Iterator[Any]:
+    """Timings; peak memory of the first timed call (after `warmup` calls, so steady state)."""
+    from harness.runtime.devices import is_oom
+    from harness.runtime.memory import PeakMemory
+    from harness.runtime.timing import time_calls
+
+    p = bench.p
+    yield ("stage", name)
+    bench.model.train(train)
+    pm = PeakMemory(bench.device) if memory else None
+    out: list[dict[str, Any]] = []
+    error = None
+    try:
+        if timed:
+            t = time_calls(fn, p["warmup"], p["repeats"], bench.sync, around_first=(lambda: pm) if pm else None,
+                           clock=bench.clock)
+            rate, rate_iqr = t.rate(bench.B * bench.L)
+            timing = t.provenance(bench.threads, bench.on_cpu)
+            time_metric, rate_metric, *_ = STAGE_METRICS[name]
+            out.append(bench.row(time_metric, t.median, spread=t.spread, n_repeats=t.n, **timing))
+            out.append(bench.row(rate_metric, rate, spread=rate_iqr, n_repeats=t.n, **timing))
+            if not train:
+                out.append(bench.row("measured_cache_bytes", bench.cache.nbytes()))
+        elif pm is not None:
+            for _ in range(p["warmup"]):
+                fn()
+            with pm:
+                fn()
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+    # outside the except block: its traceback no longer pins the failed call's tensors
+    if pm is not None and pm.bytes is not None:
+        out.append(bench.row(MEMORY_METRIC[name], pm.bytes, n_repeats=1))
+    if error is not None:
+        bench.forget(error)
+        done = {r["metric"] for r in out}
+        out += [r for r in bench.oom_rows(name, error, memory=memory, timed=timed) if r["metric"] not in done]
+    yield from out
+    bench.model.zero_grad(set_to_none=True)
+
+
+def _decode_rows(bench: _ModelBench, contexts: list[int]) -> Iterator[Any]:
+    """A decode step's time after each context length; out of memory at one: "oom" for the rest."""
+    import torch
+
+    from harness.runtime.devices import free_device_memory, is_oom
+    from harness.runtime.timing import time_calls
+
+    p, model = bench.p, bench.model
+    model.eval()
+    step_token = bench.rand_tokens(1)[:, 0]
+    compiled = bool(p.get("compile_decode"))
+    decode = model.decode_fn(compile=compiled)
+    # a compiled step compiles on its first call and recompiles once when the KV cache
+    # grows (dynamic shapes): two untimed steps at least, so neither is timed
+    decode_warmup = max(p["decode_warmup"], 2) if compiled else p["decode_warmup"]
+    for i, c in enumerate(contexts):
         error = None
         try:
-            if timed:
-                t = time_calls(fn, p["warmup"], p["repeats"], sync, around_first=(lambda: pm) if pm else None,
-                               clock=clock)
-                rate, rate_iqr = t.rate(B * L)
-                timing = t.provenance(threads, on_cpu)
-                time_metric, rate_metric, *_ = STAGE_METRICS[name]
-                out.append(row(time_metric, t.median, spread=t.spread, n_repeats=t.n, **timing))
-                out.append(row(rate_metric, rate, spread=rate_iqr, n_repeats=t.n, **timing))
-                if not train:
-                    out.append(row("measured_cache_bytes", state["cache"].nbytes()))
-            elif pm is not None:
-                for _ in range(p["warmup"]):
-                    fn()
-                with pm:
-                    fn()
+            if c == bench.L and bench.cache is not None:
+                cache = bench.cache  # the last prefill's cache: exactly L tokens
+            else:
+                bench.cache = None
+                with torch.no_grad():
+                    _, cache = model.prefill(bench.rand_tokens(c), last_only=True)
+            bench.cache = None
+            t = time_calls(lambda: decode(step_token, cache), decode_warmup, p["decode_steps"], bench.sync,
+                           clock=bench.clock)
         except Exception as exc:
             if not is_oom(exc):
                 raise
             error = f"{type(exc).__name__}: {exc}"[:2000]
-        # outside the except block: its traceback no longer pins the failed call's tensors
-        if pm is not None and pm.bytes is not None:
-            out.append(row(MEMORY_METRIC[name], pm.bytes, n_repeats=1))
+        cache = None
         if error is not None:
-            state["cache"] = None
-            model.zero_grad(set_to_none=True)
-            free_device_memory(device)
-            done = {r["metric"] for r in out}
-            out += [r for r in oom_rows(name, error, memory=memory, timed=timed) if r["metric"] not in done]
-        yield from out
-        model.zero_grad(set_to_none=True)
-
-    memory = "memory" in measure
-    if "train" in measure or memory:
-        yield from stage("train", train_step, "train" in measure, memory, True)
-    if "prefill" in measure or memory:
-        yield from stage("prefill", prefill, "prefill" in measure, memory, False)
-
-    if "decode" in measure:
-        yield ("stage", "decode")
-        model.eval()
-        step_token = rand_tokens(1)[:, 0]
-        contexts = list(spec["contexts"])
-        compiled = bool(p.get("compile_decode"))
-        decode = model.decode_fn(compile=compiled)
-        # a compiled step compiles on its first call and recompiles once when the KV cache
-        # grows (dynamic shapes): two untimed steps at least, so neither is timed
-        decode_warmup = max(p["decode_warmup"], 2) if compiled else p["decode_warmup"]
-        for i, c in enumerate(contexts):
-            error = None
-            try:
-                if c == L and state["cache"] is not None:
-                    cache = state["cache"]  # the last prefill's cache: exactly L tokens
-                else:
-                    state["cache"] = None
-                    with torch.no_grad():
-                        _, cache = model.prefill(rand_tokens(c), last_only=True)
-                state["cache"] = None
-                t = time_calls(lambda: decode(step_token, cache), decode_warmup, p["decode_steps"], sync, clock=clock)
-            except Exception as exc:
-                if not is_oom(exc):
-                    raise
-                error = f"{type(exc).__name__}: {exc}"[:2000]
-            cache = None
-            if error is not None:
-                state["cache"] = None
-                free_device_memory(device)
-                # longer contexts need more: report them all as out of memory
-                yield from oom_rows("decode", error, contexts=contexts[i:])
-                break
-            yield row("decode_token_s", t.median, context_len=c, spread=t.spread, n_repeats=t.n,
-                      **t.provenance(threads, on_cpu))
-    state["cache"] = None
+            bench.cache = None
+            free_device_memory(bench.device)
+            # longer contexts need more: report them all as out of memory
+            yield from bench.oom_rows("decode", error, contexts=contexts[i:])
+            return
+        yield bench.row("decode_token_s", t.median, context_len=c, spread=t.spread, n_repeats=t.n,
+                        **t.provenance(bench.threads, bench.on_cpu))
