@@ -23,8 +23,17 @@ class FigureSections(ReportBase):
     def figures_section(self) -> None:
         self.add("## 2. Figures\n\nOne colour per variant throughout; the Transformer is black (dashed where it "
                  "is a reference line). Each figure is also saved as SVG.")
+        self._recall_vs_ratio_figures()
+        self.recall_vs_state_size()
+        self._lm_vs_ratio_figures()
+        self._flops_figures()
+        self._measured_figures()
+        self._cache_figures()
+        self._pareto_figures()
+
+    def _recall_vs_ratio_figures(self) -> None:
+        """Recall vs ratio, one figure per model scale."""
         ok, fd = self.ok, self.fig_dir
-        # recall vs ratio
         self.add("### Recall vs ratio")
         rs = T.recall_score(ok)
         if rs is None:
@@ -41,8 +50,10 @@ class FigureSections(ReportBase):
                     "Mean recall_acc over subtasks, per length panel; x runs from all-linear to all-attention."
                     + (" Grey lines: the plateau (dash-dot) and uninformed chance (dotted); points at or near "
                        "the plateau did not learn." if ref else ""), reference=ref))
-        self.recall_vs_state_size()
-        # LM vs ratio
+
+    def _lm_vs_ratio_figures(self) -> None:
+        """The LM metrics (lm-eval, the lm task) vs ratio."""
+        ok, fd = self.ok, self.fig_dir
         self.add("### LM metric vs ratio")
         lm_scores = [s for s in (T.lm_eval_score(ok), T.lm_score(ok)) if s is not None]
         if not lm_scores:
@@ -56,7 +67,10 @@ class FigureSections(ReportBase):
                     T.at_scale(s, d), None, f"{sc.metric} [{sc.unit}] ({arrow})",
                     f"{sc.metric} vs ratio{_scale_title(d, len(T.scales(s)))}", fd,
                     F.slug("lm_vs_ratio", sc.metric, _d(d) if multi else ""), sc.description + "."))
-        # FLOPs vs length
+
+    def _flops_figures(self) -> None:
+        """Analytic FLOPs vs length: one layer (Fig. 4) and the whole model."""
+        ok, fd = self.ok, self.fig_dir
         self.add("### FLOPs vs sequence length")
         per_layer = T.summarize(ok, "mixer_flops_per_token_per_layer", T.MODEL_KEYS + ["seq_len"])
         model = T.summarize(ok, "mixer_flops_per_token", T.MODEL_KEYS + ["seq_len"])
@@ -79,7 +93,9 @@ class FigureSections(ReportBase):
                     f"Whole-model token-mixer FLOPs per token vs length{_scale_title(d, len(T.scales(model)))}", fd,
                     F.slug("model_mixer_flops_vs_length", _d(d) if multi else ""),
                     "All token-mixer layers of the model; one panel per layout, Transformer dashed in each."))
-        # measured time and memory
+
+    def _measured_figures(self) -> None:
+        """Measured time, memory and decode latency vs length; one mixer layer."""
         self.add("### Measured time and peak memory vs length")
         self.timing_note()
         any_eff = False
@@ -101,7 +117,10 @@ class FigureSections(ReportBase):
         if not drew:
             self.add(skip("no `mixer_*` rows (run the `mixer_efficiency` task)."))
         self.op_table()
-        # cache vs ratio
+
+    def _cache_figures(self) -> None:
+        """Cache bytes vs ratio."""
+        ok, fd = self.ok, self.fig_dir
         self.add("### Cache bytes vs ratio")
         cm = next((m for m in ("cache_bytes", "kv_cache_bytes") if T.has_metric(ok, m)), None)
         if cm is None:
@@ -113,7 +132,10 @@ class FigureSections(ReportBase):
                 self.figure(F.cache_vs_ratio(
                     T.at_scale(cs, d), cm, fd, F.slug("cache_vs_ratio", _d(d) if multi else ""),
                     f"`{cm}` per layout at up to three lengths ({_d(d)}); log scale where values span decades."))
-        # Pareto
+
+    def _pareto_figures(self) -> None:
+        """The performance-efficiency Pareto front (Fig. 3), per score and scale."""
+        ok, fd = self.ok, self.fig_dir
         self.add("### Performance–efficiency Pareto front (the paper's Fig. 3)")
         lens = CT.pareto_lengths(ok)
         # recall (what the ratio moves) and the LM score (the paper's Fig. 3 axis)
@@ -159,6 +181,7 @@ class FigureSections(ReportBase):
                                     if len(nl) else ""))
             if not drew:
                 self.add(skip("accuracy and FLOP rows do not share any (variant, layout)."))
+
 
     def recall_vs_state_size(self) -> None:
         """Zoology's headline figure and its table, where pure models of a variant were run at
