@@ -24,20 +24,17 @@ from harness.sweep.dependencies import (
 from harness.sweep.execute import dependency_rows, make_context
 from harness.sweep.executors import make_executor
 from harness.sweep.progress import ELSEWHERE, Progress, SweepSummary
+from harness.sweep.repair import check_can_write, clean_stale_tmp, repair, set_aside_damaged_table
 from harness.sweep.results import OK
 from harness.sweep.store import (
     RESULTS_FILE,
     ResultsError,
     cell_path,
     cell_statuses,
-    check_can_write,
     check_writable_results,
-    clean_stale_tmp,
     consolidate,
     os_error_text,
     read_cells,
-    repair,
-    set_aside_damaged_table,
     write_cell,
 )
 

@@ -32,7 +32,7 @@ class SweepSummary:
     signal: Optional[int] = None
     #: why the sweep stopped before its end although no cell failed (results could not be written)
     error: Optional[str] = None
-    #: what the sweep repaired in the results directory before it started (store.repair)
+    #: what the sweep repaired in the results directory before it started (harness.sweep.repair)
     repaired: list[str] = field(default_factory=list)
     #: cells left to another sweep into the same folder (claimed by it, or stored meanwhile)
     elsewhere: list[str] = field(default_factory=list)

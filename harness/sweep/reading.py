@@ -3,7 +3,7 @@ the command line's overrides, validate."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 from harness._lazy import package_dir
 from harness.sweep.messages import SuiteError, hint
