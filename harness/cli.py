@@ -8,19 +8,15 @@ after a sweep is said, but keeps the cells' code); 128 + signal when interrupted
 """
 from __future__ import annotations
 
-import functools
 import json
-import os
-import select
-import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Optional, Sequence
 
 import typer
 
-from harness.console import _DEBUG_HELP, _debug_env, err_console, fail, guarded, path_option
+from harness.console import _DEBUG_HELP, _debug_env, err_console, fail, guarded, path_option, quiet_broken_pipe
 
 app = typer.Typer(no_args_is_help=True, help="Hybrid linear-attention harness.", pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -28,76 +24,7 @@ cache_app = typer.Typer(no_args_is_help=True, help="The cache of generated data 
                         rich_markup_mode=None)
 app.add_typer(cache_app, name="cache")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 DEFAULT_SUITE = "quickstart"
-#: the exit status of a command whose output was cut off (`harness variants | head -1`), as a
-#: Unix tool killed by SIGPIPE returns it: 128 + 13
-EXIT_BROKEN_PIPE = 128 + 13
-
-
-def _pipe_closed(fd: int) -> bool:
-    """Whether `fd` is a pipe whose reading end is closed (poll says POLLERR then)."""
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
-    except (OSError, ValueError, AttributeError):  # no poll (Windows), or a closed fd
-        return False
-
-
-def _file_id(fd: int) -> Optional[tuple[int, int]]:
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def quiet_broken_pipe(fn: F) -> F:
-    """End a command whose standard output was closed by its reader (`| head -1`) quietly with
-    EXIT_BROKEN_PIPE, as Unix tools do, instead of an "unexpected" error. Sits inside `guarded`.
-    A BrokenPipeError of anything else (a worker's pipe) is not this: it goes on to `guarded`."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        stdout_before = _file_id(1)
-        try:
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                if sys.stdout is not None:  # inside the try: a buffered write fails here, not at exit
-                    sys.stdout.flush()
-        except BrokenPipeError:
-            if not _pipe_closed(1):
-                raise
-            _silence_stdout()
-            raise typer.Exit(EXIT_BROKEN_PIPE) from None
-        except SystemExit as exc:
-            # rich, on a broken pipe, points stdout at os.devnull and raises SystemExit(1)
-            if exc.code == 1 and stdout_before != _file_id(1) and _file_id(1) == _devnull_id():
-                raise typer.Exit(EXIT_BROKEN_PIPE) from None
-            raise
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _devnull_id() -> Optional[tuple[int, int]]:
-    try:
-        st = os.stat(os.devnull)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _silence_stdout() -> None:
-    """Point stdout at os.devnull, so that Python's flush at exit does not fail again (and print
-    'Exception ignored ... BrokenPipeError')."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    finally:
-        os.close(devnull)
 
 
 def _version(value: bool) -> None:

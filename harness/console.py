@@ -1,11 +1,13 @@
 """How the command line talks to the user: every failure as a short message (the traceback only
 with --debug or HARNESS_DEBUG=1), warnings as one line each, SIGTERM handled like Ctrl-C, and the
 exit codes of docs/suites.md (0 ok, 1 some cell not ok, 2 invalid input or another error that
-stopped the command, 128 + signal when interrupted: 130 Ctrl-C, 143 SIGTERM)."""
+stopped the command, 128 + signal when interrupted: 130 Ctrl-C, 143 SIGTERM), and a closed pipe
+(`| head -1`) ending a command quietly with 141, as Unix tools do."""
 from __future__ import annotations
 
 import functools
 import os
+import select
 import signal
 import sys
 import traceback
@@ -139,3 +141,70 @@ def path_option(value: Optional[str], option: str, default: str = "") -> Optiona
     return Path(value).expanduser()
 
 
+#: the exit status of a command whose output was cut off (`harness variants | head -1`), as a
+#: Unix tool killed by SIGPIPE returns it: 128 + 13
+EXIT_BROKEN_PIPE = 128 + 13
+
+
+def _pipe_closed(fd: int) -> bool:
+    """Whether `fd` is a pipe whose reading end is closed (poll says POLLERR then)."""
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll (Windows), or a closed fd
+        return False
+
+
+def _file_id(fd: int) -> Optional[tuple[int, int]]:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def quiet_broken_pipe(fn: F) -> F:
+    """End a command whose standard output was closed by its reader (`| head -1`) quietly with
+    EXIT_BROKEN_PIPE, as Unix tools do, instead of an "unexpected" error. Sits inside `guarded`.
+    A BrokenPipeError of anything else (a worker's pipe) is not this: it goes on to `guarded`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        stdout_before = _file_id(1)
+        try:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if sys.stdout is not None:  # inside the try: a buffered write fails here, not at exit
+                    sys.stdout.flush()
+        except BrokenPipeError:
+            if not _pipe_closed(1):
+                raise
+            _silence_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE) from None
+        except SystemExit as exc:
+            # rich, on a broken pipe, points stdout at os.devnull and raises SystemExit(1)
+            if exc.code == 1 and stdout_before != _file_id(1) and _file_id(1) == _devnull_id():
+                raise typer.Exit(EXIT_BROKEN_PIPE) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _devnull_id() -> Optional[tuple[int, int]]:
+    try:
+        st = os.stat(os.devnull)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _silence_stdout() -> None:
+    """Point stdout at os.devnull, so that Python's flush at exit does not fail again (and print
+    'Exception ignored ... BrokenPipeError')."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

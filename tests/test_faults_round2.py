@@ -351,7 +351,7 @@ def test_10_a_closed_pipe_ends_the_command_quietly(tmp_path, args):
 
 
 def test_10_a_broken_pipe_that_is_not_stdout_is_still_an_error():
-    from harness.cli import quiet_broken_pipe
+    from harness.console import quiet_broken_pipe
 
     @quiet_broken_pipe
     def command() -> None:
