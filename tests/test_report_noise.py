@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.report import build_report_from_frame
+from harness.report import build_report_from_frame, state_size
 from harness.report import claims as C
 from harness.report import stats as S
 from harness.report import tables as T
@@ -151,7 +151,7 @@ def _state_table(widths) -> pd.DataFrame:
 
 def test_recall_vs_state_size_drawn_with_three_widths(tmp_path):
     df = _state_table([32, 64, 128])
-    points = T.state_size_lines(T.recall_vs_state(ok_rows(normalize(df))))
+    points = state_size.state_size_lines(state_size.recall_vs_state(ok_rows(normalize(df))))
     gla = points[points["variant"] == "gla"].set_index("d_model")
     assert list(gla["bytes"]) == [4 * 32 * 32 / 2, 4 * 64 * 64 / 2, 4 * 128 * 128 / 2]  # per sequence
     tf = points[points["variant"] == "attention"].set_index("d_model")
@@ -166,14 +166,14 @@ def test_recall_vs_state_size_drawn_with_three_widths(tmp_path):
 
 def test_recall_vs_state_size_absent_below_three_widths(tmp_path):
     df = _state_table([32, 64])
-    assert T.state_size_lines(T.recall_vs_state(ok_rows(normalize(df)))).empty
+    assert state_size.state_size_lines(state_size.recall_vs_state(ok_rows(normalize(df)))).empty
     text = build_report_from_frame(df, tmp_path / "two", source="synthetic").read_text()
     section = text.split("### Recall vs state size")[1].split("###")[0]
     assert "recall-vs-state-size" not in section and "**Skipped:**" in section
     assert not (tmp_path / "two" / "figures" / "recall-vs-state-size.png").exists()
     # three widths but no analytic rows: no state bytes, no figure
     no_costs = _state_table([32, 64, 128])
-    assert T.recall_vs_state(ok_rows(normalize(no_costs[no_costs["task"] != "analytic"]))).empty
+    assert state_size.recall_vs_state(ok_rows(normalize(no_costs[no_costs["task"] != "analytic"]))).empty
 
 
 def _speed_table(hybrid_s: float, seed_spread: float) -> pd.DataFrame:

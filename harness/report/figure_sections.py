@@ -8,6 +8,7 @@ from harness.metrics import x_axis
 
 from . import cost_tables as CT
 from . import figures as F
+from . import state_size
 from . import stats as S
 from . import tables as T
 from .fmt import fmt_mean_std, fmt_value, md_table
@@ -187,10 +188,10 @@ class FigureSections(ReportBase):
         """Zoology's headline figure and its table, where pure models of a variant were run at
         ≥ 3 widths or head counts with analytic state rows."""
         self.add("### Recall vs state size (zoology's headline figure)")
-        points = T.state_size_lines(T.recall_vs_state(self.ok))
+        points = state_size.state_size_lines(state_size.recall_vs_state(self.ok))
         if points.empty:
             self.add(skip(
-                f"needs pure models of a variant at ≥ {T.STATE_SIZE_MIN_POINTS} widths (`d_model`) or head counts "
+                f"needs pure models of a variant at ≥ {state_size.STATE_SIZE_MIN_POINTS} widths (`d_model`) or head counts "
                 "(`n_heads`) with `recall_acc` rows and `analytic` rows (`state_bytes`) of the same variant, "
                 "d_model and n_heads; the Transformer's `kv_cache_bytes` is the reference. A suite gets it by "
                 "sweeping `d_model` (or `n_heads`) over ≥ 3 values for the `mqar` and the `analytic` task "

@@ -63,19 +63,14 @@ def order(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df.reset_index(drop=True)
     tmp = df.copy()
-    sort_cols = []
-    for c in ("d_model", "device", "dtype", "batch", "task"):
-        if c in tmp.columns:
-            sort_cols.append(c)
+    sort_cols = [c for c in ("d_model", "device", "dtype", "batch", "task") if c in tmp.columns]
     if "variant" in tmp.columns:
-        tmp["_v"] = tmp["variant"].map(lambda v: variant_sort_key(v))
+        tmp["_v"] = tmp["variant"].map(variant_sort_key)
         sort_cols.append("_v")
     if "layout" in tmp.columns:
-        tmp["_l"] = tmp["layout"].map(lambda v: layout_sort_key(v))
+        tmp["_l"] = tmp["layout"].map(layout_sort_key)
         sort_cols.append("_l")
-    for c in ("seq_len", "context_len", "subtask"):
-        if c in tmp.columns:
-            sort_cols.append(c)
+    sort_cols += [c for c in ("seq_len", "context_len", "subtask") if c in tmp.columns]
     tmp = tmp.sort_values(sort_cols, kind="stable", na_position="first")
     return tmp.drop(columns=[c for c in ("_v", "_l") if c in tmp.columns]).reset_index(drop=True)
 
@@ -400,64 +395,3 @@ def flops_per_layer_vs_paper(ok: pd.DataFrame, formulas: list[dict]) -> pd.DataF
                     "paper_formula": f["formula"] if f else "", "paper_value": paper_val,
                     "ours_over_paper": ours / paper_val if paper_val and not np.isnan(paper_val) else np.nan})
     return order(pd.DataFrame(out))
-
-
-# --------------------------------------------------------------------------- recall vs state size
-
-#: a variant's line in "recall vs state size" needs pure models at this many widths / head counts
-STATE_SIZE_MIN_POINTS = 3
-STATE_KEYS = ["variant", "d_model", "n_heads"]
-
-
-def _per_sequence_bytes(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Analytic `metric` per sequence and per token of context (value / batch and / (batch ·
-    seq_len)), averaged per (variant, layout, d_model, n_heads) at the smallest batch."""
-    rows = at_smallest(metric_rows(ok[ok["task"].isin(["analytic", "efficiency"])], metric), "batch")
-    if rows.empty:
-        return pd.DataFrame(columns=STATE_KEYS + ["layout", "per_seq", "per_token"])
-    batch = rows["batch"].fillna(1.0)
-    rows = rows.assign(per_seq=rows["value"] / batch, per_token=rows["value"] / (batch * rows["seq_len"]))
-    return rows.groupby(["variant", "layout", "d_model", "n_heads"], dropna=False)[
-        ["per_seq", "per_token"]].mean().reset_index()
-
-
-def recall_vs_state(ok: pd.DataFrame) -> pd.DataFrame:
-    """Zoology's headline figure as a table: per recall length (`context_len`, else `seq_len`),
-    the pure models of each linear variant (recall mean/std/n across seeds, mean over subtasks)
-    at their analytic recurrent-state bytes per sequence (`state_bytes`, which does not depend on
-    the length), and the Transformer at its KV-cache bytes per sequence at that length
-    (`kv_cache_bytes` per token of context × length; the KV cache grows linearly). Both come
-    from the `analytic` rows of the same (variant, d_model, n_heads); models without them are
-    left out. Columns: length, variant, d_model, n_heads, mean, std, n, bytes, kind ("state" |
-    "kv")."""
-    cols = ["length", "variant", "d_model", "n_heads", "mean", "std", "n", "bytes", "kind"]
-    rec = metric_rows(ok, "recall_acc")
-    rec = rec[rec["layout"].isin(["pure", "transformer"])]
-    if rec.empty:
-        return pd.DataFrame(columns=cols)
-    rec = rec.assign(length=rec["context_len"].fillna(rec["seq_len"]))
-    s = across_seeds(per_seed(rec, STATE_KEYS + ["layout", "length"]), STATE_KEYS + ["layout", "length"])
-    state = _per_sequence_bytes(ok, "state_bytes")
-    kv = _per_sequence_bytes(ok, "kv_cache_bytes")
-    lin = s[s["layout"] == "pure"].merge(state[state["layout"] == "pure"], on=STATE_KEYS + ["layout"])
-    lin = lin.assign(bytes=lin["per_seq"], kind="state")
-    tf = s[s["layout"] == "transformer"].merge(kv[kv["layout"] == "transformer"], on=STATE_KEYS + ["layout"])
-    tf = tf.assign(bytes=tf["per_token"] * tf["length"], kind="kv")
-    out = pd.concat([lin, tf], ignore_index=True)
-    out = out[out["bytes"] > 0].assign(_v=lambda x: x["variant"].map(variant_sort_key))
-    return out.sort_values(["length", "_v", "bytes"], kind="stable")[cols].reset_index(drop=True)
-
-
-def state_size_lines(points: pd.DataFrame) -> pd.DataFrame:
-    """The rows of `recall_vs_state` worth drawing: per length, the linear variants with pure
-    models at ≥ STATE_SIZE_MIN_POINTS widths or head counts, and the Transformer's reference rows
-    at the lengths where some variant has them. Empty when none qualifies."""
-    lin = points[points["kind"] == "state"]
-    n = lin.groupby(["length", "variant"])[["d_model", "n_heads"]].apply(lambda g: len(g.drop_duplicates()))
-    keep = n[n >= STATE_SIZE_MIN_POINTS].index
-    if not len(keep):
-        return points.iloc[0:0]
-    drawn = lin.set_index(["length", "variant"]).index.isin(keep)
-    lengths = {L for L, _ in keep}
-    tf = points[(points["kind"] == "kv") & points["length"].isin(lengths)]
-    return pd.concat([lin[drawn], tf], ignore_index=True)
