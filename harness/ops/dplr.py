@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from harness.ops.chunking import intra_chunk_scores, run_chunked, split_chunks
+from harness.ops.chunking import run_chunked, split_chunks, strict_scores
 from harness.ops.prelude import acc_dtype, prepare_qkv, to_acc
 from harness.ops.step import check_one_token
 
@@ -80,8 +80,9 @@ def chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tenso
     A_ab[t, s] = sum_k a_tk b_sk exp(G^-_tk - G_sk) and A_ak likewise with k, for s < t; then
         O = (q * exp(G)) S_0 + A_qb U + A_qk V          (A_q.[t, s], s <= t, with G_t - G_s)
         S_C = exp(G_C) * S_0 + (b * exp(G_C - G))^T U + (k * exp(G_C - G))^T V.
-    The pairwise terms use harness.ops.chunking.intra_chunk_scores (fla's secondary chunking for
-    per-channel decays). In training, blocks of `checkpoint_block` tokens are recomputed in
+    The pairwise terms use harness.ops.chunking.strict_scores (binary factoring, every exponent
+    <= 0, no [C, C, K] tensor); `sub_chunk_size` is accepted for compatibility (fla's secondary
+    chunking) and unused. In training, blocks of `checkpoint_block` tokens are recomputed in
     backward (harness.ops.chunking.blockwise)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     fn = functools.partial(_chunk_dplr, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
@@ -101,28 +102,27 @@ def _chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tens
     N = q.shape[2]
     G = g.cumsum(3)  # inclusive
     G_ex = G - g  # exclusive: the decay up to step t - 1
-    strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
-    A_ab = intra_chunk_scores(a, b, G_ex, G, sub_chunk_size).masked_fill(~strict, 0)
-    A_ak = intra_chunk_scores(a, k, G_ex, G, sub_chunk_size).masked_fill(~strict, 0)
-    A_qb = intra_chunk_scores(q, b, G, G, sub_chunk_size)
-    A_qk = intra_chunk_scores(q, k, G, G, sub_chunk_size)
-    eye = torch.eye(C, device=q.device, dtype=q.dtype)
-    T_inv = torch.linalg.solve_triangular(eye - A_ab, eye.expand_as(A_ab), upper=False, unitriangular=True)
-    U0 = T_inv @ (A_ak @ v)  # [B, H, N, C, V]: the part of U that does not depend on S_0
-    W = T_inv @ (a * G_ex.exp())  # [B, H, N, C, K]: U = U0 + W S_0
-    q_in = q * G.exp()
+    # the four score matrices in one factoring: rows a (G^-) and q (G) against columns b and k (G)
+    A = strict_scores(torch.stack((a, q), 4), torch.stack((b, k), 4), torch.stack((G_ex, G), 4), G.unsqueeze(4))
+    # s = t for the q rows: exp(G_t - G_t) = 1, added in place on the diagonals
+    A[:, :, :, 1].diagonal(dim1=-2, dim2=-1).add_(torch.stack(((q * b).sum(-1), (q * k).sum(-1)), 3))
+    A_ab, A_ak, A_qb, A_qk = A.flatten(3, 4).unbind(3)  # [B, H, N, C, C] each (a rows s < t, q rows s <= t)
+    # (I - A_ab) [U0 | W] = [A_ak V | a exp(G^-)], U = U0 + W S_0: one solve for both right-hand
+    # sides. unitriangular: the solve reads only the strict lower part (the I is implied)
+    rhs = torch.cat((A_ak @ v, a * G_ex.exp()), -1)  # [B, H, N, C, V + K]
+    U0, W = torch.linalg.solve_triangular(-A_ab, rhs, upper=False, unitriangular=True).split((V, K), -1)
     G_last = G[:, :, :, -1:]  # [B, H, N, 1, K]
     to_end = (G_last - G).exp()  # [B, H, N, C, K]: from after step t to the chunk's end
     b_out = (b * to_end).transpose(-1, -2)  # [B, H, N, K, C]
-    k_out = (k * to_end).transpose(-1, -2)
+    kv = (k * to_end).transpose(-1, -2) @ v  # [B, H, N, K, V]
     state_decay = G_last.exp().transpose(-1, -2)  # [B, H, N, K, 1]
-    kv = k_out @ v  # [B, H, N, K, V]
-    outs = []
+    starts, us = [], []
+    # the only sequential part: chunk-start states and the rows U; the outputs are batched after.
     # unbind once: per-chunk indexing under autograd would build a full-size gradient per chunk
-    per_chunk = zip(*(t.unbind(2) for t in (U0, W, q_in, A_qb, A_qk, v, b_out, kv, state_decay)))
-    for U0_n, W_n, q_n, A_qb_n, A_qk_n, v_n, b_n, kv_n, decay_n in per_chunk:
-        U_n = U0_n + W_n @ S
-        outs.append(q_n @ S + A_qb_n @ U_n + A_qk_n @ v_n)
-        S = S * decay_n + b_n @ U_n + kv_n
-    o = torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
+    for U0_n, W_n, b_n, kv_n, decay_n in zip(*(t.unbind(2) for t in (U0, W, b_out, kv, state_decay))):
+        starts.append(S)
+        us.append(U0_n + W_n @ S)
+        S = S * decay_n + b_n @ us[-1] + kv_n
+    o = (q * G.exp()) @ torch.stack(starts, 2) + A_qb @ torch.stack(us, 2) + A_qk @ v  # [B, H, N, C, V]
+    o = o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
     return o.to(dtype), S

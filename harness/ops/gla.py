@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from harness.ops.chunking import intra_chunk_scores, run_chunked, split_chunks
+from harness.ops.chunking import run_chunked, split_chunks, strict_scores
 from harness.ops.prelude import prepare_qkv
 
 
@@ -48,9 +48,10 @@ def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[tor
 
     Every decay factor is exp of a non-positive number: inter-chunk terms use the chunk boundary
     as reference; intra-chunk terms use exact pairwise decays exp(G_t - G_s), s <= t, as a
-    [C, C] matrix for a scalar gate. For a per-channel gate, pairs in different sub-chunks (of
-    `sub_chunk_size`) factor through the end of the earlier sub-chunk, and only pairs inside one
-    sub-chunk need the [c, c, K] pairwise tensor (fla's secondary chunking).
+    [C, C] matrix for a scalar gate. For a per-channel gate, every pair factors through one
+    reference step between them (harness.ops.chunking.strict_scores, binary factoring: no
+    [C, C, K] tensor); `sub_chunk_size` is accepted for compatibility (fla's secondary chunking)
+    and unused.
 
     In training (grad enabled), time is cut into blocks of `checkpoint_block` tokens (default
     harness.ops.chunking.CHECKPOINT_BLOCK; 0 = off) that are recomputed in backward, so only the
@@ -77,7 +78,9 @@ def _chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[to
     N = q.shape[2]
     G = g.cumsum(3)  # in-chunk cumulative log decay
     if per_channel:
-        A = intra_chunk_scores(q, k, G, G, sub_chunk_size)
+        G1 = G.unsqueeze(4)  # [B, H, N, C, 1, K]
+        A = strict_scores(q.unsqueeze(4), k.unsqueeze(4), G1, G1)[:, :, :, 0, 0]  # [B, H, N, C, C], s < t
+        A.diagonal(dim1=-2, dim2=-1).add_((q * k).sum(-1))  # s = t: exp(G_t - G_t) = 1 (in place)
         G_last = G[:, :, :, -1]  # [B, H, N, K]
         q_in = q * G.exp()
         k_out = k * (G_last.unsqueeze(3) - G).exp()

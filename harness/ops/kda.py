@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from harness.ops.chunking import intra_chunk_scores, run_chunked, split_chunks
+from harness.ops.chunking import run_chunked, split_chunks, strict_scores
 from harness.ops.delta_rule import recurrent_delta_rule
 from harness.ops.prelude import prepare_qkv, to_acc
 from harness.ops.step import delta_rule_step
@@ -63,9 +63,10 @@ def chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Ten
     A_kk[t, s] = sum_c k_tc k_sc exp(G_tc - G_sc) for s < t; then
         O   = (q * exp(G)) S_0 + A_qk U                (A_qk likewise with q, for s <= t)
         S_C = exp(G_C) * S_0 + (k * exp(G_C - G))^T U.
-    The pairwise scores use harness.ops.chunking.intra_chunk_scores (fla's secondary chunking
-    over sub-chunks of `sub_chunk_size` steps). In training, blocks of `checkpoint_block` tokens
-    are recomputed in backward (harness.ops.chunking.blockwise)."""
+    The pairwise scores use harness.ops.chunking.strict_scores (binary factoring: every pair
+    through one reference step, no [C, C, K] tensor); `sub_chunk_size` is accepted for
+    compatibility (fla's secondary chunking) and unused. In training, blocks of
+    `checkpoint_block` tokens are recomputed in backward (harness.ops.chunking.blockwise)."""
     _check_gate(g, k)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     fn = functools.partial(_chunk_kda, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
@@ -84,24 +85,28 @@ def _chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     q, k, v, beta, g = split_chunks(C, q, k, v, beta, g)  # [B, H, N, C, ...]
     N = q.shape[2]
     G = g.cumsum(3)  # [B, H, N, C, K], inclusive
-    strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
-    A_kk = intra_chunk_scores(k, k, G, G, sub_chunk_size).masked_fill(~strict, 0)
-    A_qk = intra_chunk_scores(q, k, G, G, sub_chunk_size)
-    eye = torch.eye(C, device=q.device, dtype=q.dtype)
-    T_inv = torch.linalg.solve_triangular(eye + A_kk * beta[..., None], eye.expand_as(A_kk), upper=False,
-                                          unitriangular=True)
-    U = T_inv @ (v * beta[..., None])  # [B, H, N, C, V]: u = U - W S_0
+    # A_kk (the solve) and A_qk (the output) in one factoring: they share k's decay factors
+    G1 = G.unsqueeze(4)  # [B, H, N, C, 1, K]
+    A = strict_scores(torch.stack((k, q), 4), k.unsqueeze(4), G1, G1)  # [B, H, N, 2 (k, q), 1 (k), C, C]
+    A_kk, A_qk = A[:, :, :, 0, 0], A[:, :, :, 1, 0]  # [B, H, N, C, C] each, s < t
+    A_qk.diagonal(dim1=-2, dim2=-1).add_((q * k).sum(-1))  # s = t: exp(G_t - G_t) = 1 (in place)
+    beta = beta[..., None]  # [B, H, N, C, 1]
     decay = G.exp()  # [B, H, N, C, K]: from the chunk's start through step t
-    W = T_inv @ (k * (beta[..., None] * decay))  # [B, H, N, C, K]
-    q_in = q * decay
+    # (I + Diag(beta) A_kk) [U | W] = Diag(beta) [V | k exp(G)]: one solve for both right-hand sides,
+    # u = U - W S_0. unitriangular: the solve reads only the strict lower part (the I is implied)
+    UW = torch.linalg.solve_triangular(A_kk * beta, torch.cat((v, k * decay), -1) * beta, upper=False,
+                                       unitriangular=True)
+    U, W = UW.split((V, K), -1)  # [B, H, N, C, V], [B, H, N, C, K]
     G_last = G[:, :, :, -1:]  # [B, H, N, 1, K]
     k_out = (k * (G_last - G).exp()).transpose(-1, -2)  # [B, H, N, K, C]
     state_decay = G_last.exp().transpose(-1, -2)  # [B, H, N, K, 1]
-    outs = []
+    starts, us = [], []
+    # the only sequential part: chunk-start states and pseudo-values; the outputs are batched after.
     # unbind once: per-chunk indexing under autograd would build a full-size gradient per chunk
-    for U_n, W_n, q_n, A_n, k_n, decay_n in zip(*(t.unbind(2) for t in (U, W, q_in, A_qk, k_out, state_decay))):
-        u_n = U_n - W_n @ S
-        outs.append(q_n @ S + A_n @ u_n)
-        S = S * decay_n + k_n @ u_n
-    o = torch.stack(outs, 2).reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
+    for U_n, W_n, k_n, decay_n in zip(*(t.unbind(2) for t in (U, W, k_out, state_decay))):
+        starts.append(S)
+        us.append(U_n - W_n @ S)
+        S = S * decay_n + k_n @ us[-1]
+    o = (q * decay) @ torch.stack(starts, 2) + A_qk @ torch.stack(us, 2)  # [B, H, N, C, V]
+    o = o.reshape(B, H, N * C, V)[:, :, :T].transpose(1, 2)
     return o.to(dtype), S
