@@ -19,6 +19,13 @@ Subtasks (RULER's names; ``n_needles`` etc. are `NIAHConfig` fields):
 - ``multivalue``: ``n_values`` needles share one key; the answer lists every value, in the order
   the needles appear, separated by SEP (``QUERY k ANSWER v .. SEP v' .. SEP ...``).
 
+Layout: ``key_next_to_value`` (default False here, True in the `niah` task's defaults) writes the
+needle as ``NEEDLE IS k_1..k_kl v_1..v_vl SEP`` and the query as ``QUERY ANSWER k_1..k_kl`` (then
+the values), with the same lengths: the key sits right before its value, so finding the answer is
+one induction step (as in MQAR). With RULER's order the value sits after IS in the needle but
+right after ANSWER in the query; small Transformers did not learn that binding within 2,000 steps
+(issue 21, docs/training.md#niah-defaults).
+
 Needle depth: ``depth`` in [0, 1] puts every needle at that fraction of the haystack (as one
 group, in random order); ``None`` draws each needle's depth from RULER's grid of 40 evenly
 spaced depths.
@@ -69,6 +76,12 @@ class NIAHConfig:
     haystack: str = "repeat"
     n_filler: int = 16
     sentence_len: int = 4
+    #: False: RULER's order, needle ``NEEDLE k IS v SEP``, query ``QUERY k ANSWER v``. True: the key
+    #: right before its value, needle ``NEEDLE IS k v SEP``, query ``QUERY ANSWER k v`` (same
+    #: lengths), so the lookup is one induction step (find the key, copy the token after it) as in
+    #: MQAR; with RULER's order the value sits two tokens after its key but the query's answer one
+    #: token after it, and small models stayed on the copy-any-needle plateau (issue 21)
+    key_next_to_value: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -201,26 +214,30 @@ def _one(cfg: NIAHConfig, rng: random.Random) -> tuple[list[int], list[int], lis
         seq += hay[prev:pos]
         prev = pos
         k, v = pairs[i]
-        seq += [NEEDLE, *k, IS, *v, SEP]
+        seq += [NEEDLE, IS, *k, *v, SEP] if cfg.key_next_to_value else [NEEDLE, *k, IS, *v, SEP]
     seq += hay[prev:]
 
     # the question(s) and the answer(s); answers: list of (value tokens) in output order
     answers: list[list[int]] = []
+
+    def ask(key: list[int]) -> list[int]:
+        return [QUERY, ANSWER, *key] if cfg.key_next_to_value else [QUERY, *key, ANSWER]
+
     if cfg.subtask in ("single", "multikey"):
         j = rng.randrange(len(pairs))
-        seq += [QUERY, *pairs[j][0], ANSWER]
+        seq += ask(pairs[j][0])
         answers.append(pairs[j][1])
         starts = [len(seq)]
         seq += pairs[j][1]
     elif cfg.subtask == "multiquery":
         starts = []
         for j in rng.sample(range(len(pairs)), cfg.n_queries):
-            seq += [QUERY, *pairs[j][0], ANSWER]
+            seq += ask(pairs[j][0])
             starts.append(len(seq))
             answers.append(pairs[j][1])
             seq += pairs[j][1]
     else:  # multivalue: every value, in needle order
-        seq += [QUERY, *keys[0], ANSWER]
+        seq += ask(keys[0])
         starts = []
         for n, i in enumerate(order):
             if n:
