@@ -115,3 +115,50 @@ def test_pool_survives_a_dying_worker(tmp_path):
     assert status[1] == "failed" and {status[0], status[2], status[3]} == {"ok"}
     assert "worker process died" in df.loc[df["seed"] == 1, "error"].iloc[0]
     assert len(summary.not_ok) == 1
+
+
+def test_a_worker_dying_between_two_submissions_fails_only_its_own_cell(tmp_path, monkeypatch):
+    """The pool can break after a wait and before the next submit (a worker died meanwhile): the
+    submit then raises BrokenProcessPool. Seen once under load; forced here with a stand-in pool
+    whose seed-1 worker dies while seed 0 finishes, and whose death is seen only later."""
+    import threading
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from harness.sweep import executors
+    from harness.sweep.execute import execute_cell as run_cell
+
+    class DyingPool:
+        def __init__(self, *a, **kw):
+            self.broken = False
+
+        def submit(self, fn, cell, ctx):
+            if self.broken:
+                raise BrokenProcessPool("a child process terminated abruptly")
+            fut: Future = Future()
+            if cell.seed == 1:  # its worker dies; the pool notices a moment later
+                self.broken = True
+                threading.Timer(0.3, fut.set_exception, [BrokenProcessPool("died")]).start()
+            else:
+                fut.set_result(run_cell(cell, ctx))
+            return fut
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(executors.PoolExecutor, "_new_pool", lambda self: DyingPool())
+    path = tmp_path / "die3.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: die3
+        task_modules: [tests.helpers_tasks]
+        task: toy
+        params: {behavior: exit, bad_seeds: [1]}
+        model: {n_layers: 2, d_model: 32, n_heads: 2}
+        axes: {variant: gla, seed: [0, 1, 2, 3]}
+        """))
+    suite = load_suite(path)
+    summary = run_sweep(suite.name, expand_cells(suite), tmp_path / "res", executor="pool", workers=2,
+                        console=Console(file=io.StringIO()), progress=False)
+    status = load_results(tmp_path / "res").groupby("seed")["status"].first()
+    assert status[1] == "failed" and {status[0], status[2], status[3]} == {"ok"}, status
+    assert len(summary.not_ok) == 1

@@ -118,14 +118,24 @@ class PoolExecutor:
                 if suspects:
                     if not running:
                         cell = suspects.popleft()
-                        running[pool.submit(execute_cell, cell, self.ctx)] = cell
+                        fut = self._submit(pool, cell)
+                        if fut is None:  # the pool broke with nothing in flight: a fresh one
+                            suspects.appendleft(cell)
+                            pool.shutdown(wait=False, cancel_futures=True)
+                            pool = self._new_pool()
+                            continue
+                        running[fut] = cell
                 else:
                     while pending and len(running) < self.workers:
                         cell = pending.popleft()
                         if admit is not None and not admit(cell):
                             yield cell, None
                             continue
-                        running[pool.submit(execute_cell, cell, self.ctx)] = cell
+                        fut = self._submit(pool, cell)
+                        if fut is None:  # a worker died since the last wait: this one runs alone later
+                            suspects.append(cell)
+                            break
+                        running[fut] = cell
                     if not running:
                         continue
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -159,6 +169,14 @@ class PoolExecutor:
             if not finished:
                 _terminate_workers(pool)
             pool.shutdown(wait=finished, cancel_futures=True)
+
+    def _submit(self, pool: ProcessPoolExecutor, cell: Cell) -> Optional[Future]:
+        """The cell's future; None when the pool is already broken (a worker died since the last
+        wait), which the next wait sees through the futures still in flight."""
+        try:
+            return pool.submit(execute_cell, cell, self.ctx)
+        except BrokenProcessPool:
+            return None
 
     def _result(self, fut: Future, cell: Cell) -> Optional[list[dict[str, Any]]]:
         """The cell's rows; None when its worker died (the pool broke)."""
