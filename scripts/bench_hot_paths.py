@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from harness.model.config import ModelConfig  # noqa: E402
 from harness.model.lm import build_model  # noqa: E402
 from harness.registry import VARIANTS  # noqa: E402
+from harness.runtime.devices import machine_info  # noqa: E402
 from harness.runtime.train import TrainConfig, train  # noqa: E402
 
 OUT_DIR = ROOT / "reports" / "benchmarks"
@@ -118,19 +118,6 @@ def bench_train_compiled(variant: str, layout: str, data, steps: int, repeats: i
             "speedup": eager / compiled}
 
 
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count()}
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
-
-
 def tables(res: dict, before: dict | None) -> str:
     """Markdown tables; with `before`, its numbers beside these (label "before" prints alone)."""
     lines = []
@@ -180,7 +167,7 @@ def main() -> None:
     torch.set_num_threads(1)
     todo = [(v, l) for v, l in models()
             if args.variants is None or v in args.variants or key(v, l) in args.variants]
-    res: dict = {"label": args.label, "compile_decode": args.compile, "machine": machine(), "threads": torch.get_num_threads(),
+    res: dict = {"label": args.label, "compile_decode": args.compile, "machine": machine_info(), "threads": torch.get_num_threads(),
                  "clock": "time.process_time (process CPU time)", "load_avg_before": os.getloadavg(),
                  "settings": {"decode": "4 layers, d_model 64, n_heads 2, vocab 256, batch 1, fp32; min over 3 rounds of "
                                         f"the median of {args.decode_steps} steps (3 warm-up each), contexts "

@@ -30,7 +30,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from harness.runtime.devices import machine_info  # noqa: E402
 
 B, H, D = 1, 4, 64
 OPS = ("gla_scalar", "gla_channel", "delta_rule", "kda", "dplr", "hgrn")
@@ -190,17 +190,6 @@ def spawn_memory(op: str, impl: str, T: int) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "cpu": cpu}
-
-
 def _len(T: int) -> str:
     return f"{T // 1024}K" if T % 1024 == 0 else str(T)
 
@@ -254,7 +243,7 @@ def main() -> None:
     torch.set_num_threads(1)
     head = load_head_ops() if "head" in args.impls else None
     res: dict[str, Any] = {
-        "machine": machine(), "threads": torch.get_num_threads(),
+        "machine": machine_info(), "threads": torch.get_num_threads(),
         "clock": "time.process_time (process CPU time), min over repeats; one warm-up per implementation",
         "settings": {"B": B, "H": H, "head_dim": D, "dtype": "float32", "lengths": args.lengths,
                      "repeats": args.repeats, "impls": args.impls, "mem_len": args.mem_len,

@@ -21,7 +21,6 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -126,19 +125,6 @@ def spawn(kind: str, op: str, path: str, T: int, block: int | None, repeats: int
     return json.loads(out.strip().splitlines()[-1])
 
 
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "cpu": cpu}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mem-len", type=int, default=16384)
@@ -162,7 +148,9 @@ def main() -> None:
     except ImportError:  # before the lean path existed: only "old" can run
         CHECKPOINT_BLOCK = None
 
-    res = {"label": args.label, "machine": machine(), "threads": 1,
+    from harness.runtime.devices import machine_info
+
+    res = {"label": args.label, "machine": machine_info(), "threads": 1,
            "clock": "time.process_time (process CPU time), min over repeats after one warm-up",
            "memory": "peak RSS above the pre-input RSS (ru_maxrss), isolated subprocess; inputs, output grads "
                      "and input grads included",

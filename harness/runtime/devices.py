@@ -106,3 +106,19 @@ def resolve_backend(backend: str, device: Any) -> str:
     if backend == "fla":
         register_fla_ops()
     return backend
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark records of the machine it ran on: platform, Python, torch, cores, CPU."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "cpu": cpu}
