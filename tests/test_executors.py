@@ -73,19 +73,24 @@ def test_ray_matches_serial(tmp_path, serial_table):
 
 
 @pytest.mark.timeout(90)
+def dying_worker_suite(tmp_path: Path, name: str, sleep_s: float = 0.0):
+    """Four toy cells (seeds 0-3); seed 1 kills its worker process at once."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: {name}
+        task_modules: [tests.helpers_tasks]
+        task: toy
+        params: {{behavior: exit, bad_seeds: [1], sleep_s: {sleep_s}}}
+        model: {{n_layers: 2, d_model: 32, n_heads: 2}}
+        axes: {{variant: gla, seed: [0, 1, 2, 3]}}
+        """))
+    return load_suite(path)
+
+
 def test_a_dying_worker_fails_only_its_own_cell(tmp_path):
     """Two workers: seed 1 kills its worker while seed 0 runs beside it. The broken pool makes
     both look dead; each runs again alone, and only seed 1 gets the failed row."""
-    path = tmp_path / "die2.yaml"
-    path.write_text(textwrap.dedent("""\
-        name: die2
-        task_modules: [tests.helpers_tasks]
-        task: toy
-        params: {behavior: exit, bad_seeds: [1], sleep_s: 1.0}
-        model: {n_layers: 2, d_model: 32, n_heads: 2}
-        axes: {variant: gla, seed: [0, 1, 2, 3]}
-        """))
-    suite = load_suite(path)
+    suite = dying_worker_suite(tmp_path, "die2", sleep_s=1.0)
     summary = run_sweep(suite.name, expand_cells(suite), tmp_path / "res", executor="pool", workers=2,
                         console=Console(file=io.StringIO()), progress=False)
     df = load_results(tmp_path / "res")
@@ -96,16 +101,7 @@ def test_a_dying_worker_fails_only_its_own_cell(tmp_path):
 
 
 def test_pool_survives_a_dying_worker(tmp_path):
-    path = tmp_path / "die.yaml"
-    path.write_text(textwrap.dedent("""\
-        name: die
-        task_modules: [tests.helpers_tasks]
-        task: toy
-        params: {behavior: exit, bad_seeds: [1]}
-        model: {n_layers: 2, d_model: 32, n_heads: 2}
-        axes: {variant: gla, seed: [0, 1, 2, 3]}
-        """))
-    suite = load_suite(path)
+    suite = dying_worker_suite(tmp_path, "die")
     cells = expand_cells(suite)
     summary = run_sweep(suite.name, cells, tmp_path / "res", executor="pool", workers=1,
                         console=Console(file=io.StringIO()), progress=False)
@@ -147,16 +143,7 @@ def test_a_worker_dying_between_two_submissions_fails_only_its_own_cell(tmp_path
             pass
 
     monkeypatch.setattr(executors.PoolExecutor, "_new_pool", lambda self: DyingPool())
-    path = tmp_path / "die3.yaml"
-    path.write_text(textwrap.dedent("""\
-        name: die3
-        task_modules: [tests.helpers_tasks]
-        task: toy
-        params: {behavior: exit, bad_seeds: [1]}
-        model: {n_layers: 2, d_model: 32, n_heads: 2}
-        axes: {variant: gla, seed: [0, 1, 2, 3]}
-        """))
-    suite = load_suite(path)
+    suite = dying_worker_suite(tmp_path, "die3")
     summary = run_sweep(suite.name, expand_cells(suite), tmp_path / "res", executor="pool", workers=2,
                         console=Console(file=io.StringIO()), progress=False)
     status = load_results(tmp_path / "res").groupby("seed")["status"].first()
