@@ -14,15 +14,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any
 
 #: packages that are top-level folders of the repository: package -> folder name
 CHECKOUT_FOLDERS = {"harness.variants": "variants", "harness.suites": "suites"}
 
 
-def package_dir(name: str) -> Optional[Path]:
+def package_dir(name: str) -> Path | None:
     """The folder of package `name` without importing it (a checkout's folder for
     harness.variants / harness.suites when they are not installed), or None."""
     try:

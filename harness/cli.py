@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import traceback
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import typer
 
@@ -87,30 +88,30 @@ def suites(as_json: bool = typer.Option(False, "--json", help="Print the list as
 @guarded
 @quiet_broken_pipe
 def sweep(
-    suite: Optional[str] = typer.Argument(
+    suite: str | None = typer.Argument(
         None, help="Suite file, or a suite name (`harness suites` lists them). Default: quickstart."
     ),
-    out: Optional[str] = typer.Option(None, "--out", help="Results directory. Default: results/<suite-name>."),
-    sets: Optional[list[str]] = typer.Option(
+    out: str | None = typer.Option(None, "--out", help="Results directory. Default: results/<suite-name>."),
+    sets: list[str] | None = typer.Option(
         None, "--set", metavar="KEY=VALUE",
         help="Override a suite setting (repeatable; YAML value; part of the cells' identity), e.g. "
              "--set model.d_model=128, --set params.steps=100, --set axes.seq_len=[512,1024]."),
-    device: Optional[str] = typer.Option(None, "--device", help="Run every cell on this device (cpu, cuda, cuda:1, "
+    device: str | None = typer.Option(None, "--device", help="Run every cell on this device (cpu, cuda, cuda:1, "
                                                                  "mps); as --set axes.device=DEVICE."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, bfloat16, float16 or float64; as --set "
+    dtype: str | None = typer.Option(None, "--dtype", help="float32, bfloat16, float16 or float64; as --set "
                                                                "axes.dtype=DTYPE."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the suite and list its cells; run nothing."),
-    workers: Optional[int] = typer.Option(
+    workers: int | None = typer.Option(
         None, "--workers", min=1, help="Worker processes (pool) or local Ray CPUs. >1 implies --executor pool."
     ),
-    executor: Optional[str] = typer.Option(
+    executor: str | None = typer.Option(
         None, "--executor", help="serial | pool | ray. Default: serial; pool when --workers > 1; ray with --address."
     ),
-    address: Optional[str] = typer.Option(
+    address: str | None = typer.Option(
         None, "--address", help="Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray instance."
     ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Also re-run cells stored as failed/oom/diverged."),
-    shard: Optional[str] = typer.Option(
+    shard: str | None = typer.Option(
         None, "--shard", metavar="I/N", help="Run only share I (0-based) of N of the suite's cells, e.g. one per "
                                              "machine on a shared file system (each cell runs once: claims)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not build the report after the sweep."),
@@ -151,7 +152,7 @@ def sweep(
     raise typer.Exit(summary.exit_code)
 
 
-def _choose_executor(executor: Optional[str], workers: Optional[int], address: Optional[str]) -> str:
+def _choose_executor(executor: str | None, workers: int | None, address: str | None) -> str:
     """--executor, or what --workers / --address imply; refuses an unknown one or a mismatch."""
     from harness.sweep.executors import EXECUTORS
 
@@ -164,7 +165,7 @@ def _choose_executor(executor: Optional[str], workers: Optional[int], address: O
     return executor
 
 
-def _suite_cells(suite: str, sets: Sequence[str], device: Optional[str], dtype: Optional[str], err: Any):
+def _suite_cells(suite: str, sets: Sequence[str], device: str | None, dtype: str | None, err: Any):
     """(the validated suite, its cells), its notes printed; every problem of the suite, exit 2."""
     from harness.sweep import SuiteError, expand_cells, find_suite, load_suite
 
@@ -174,7 +175,7 @@ def _suite_cells(suite: str, sets: Sequence[str], device: Optional[str], dtype: 
         cells = expand_cells(spec, notes)
     except SuiteError as exc:
         err.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     for note in notes:
         err.print(note, markup=False, highlight=False)
     return spec, cells
@@ -185,7 +186,7 @@ def _suite_cells(suite: str, sets: Sequence[str], device: Optional[str], dtype: 
 @quiet_broken_pipe
 def report(
     results: str = typer.Argument(..., help="A results directory (results/<suite>) or a results .parquet file."),
-    out: Optional[str] = typer.Option(None, "--out", help="Report directory. Default: beside the table, "
+    out: str | None = typer.Option(None, "--out", help="Report directory. Default: beside the table, "
                                                           "<results directory>/report."),
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
@@ -209,15 +210,15 @@ def report(
 def recommend(
     results: str = typer.Argument(..., help="A results directory (results/<suite>) or a results .parquet file."),
     seq_len: int = typer.Option(..., "--seq-len", help="The context length the model must serve."),
-    max_cache_bytes: Optional[float] = typer.Option(None, "--max-cache-bytes", help="Budget: inference cache "
+    max_cache_bytes: float | None = typer.Option(None, "--max-cache-bytes", help="Budget: inference cache "
                                                     "(state + KV) at --seq-len, in bytes."),
-    max_decode_ms: Optional[float] = typer.Option(None, "--max-decode-ms", help="Budget: measured decode step "
+    max_decode_ms: float | None = typer.Option(None, "--max-decode-ms", help="Budget: measured decode step "
                                                   "at a context of --seq-len tokens, in milliseconds."),
-    min_score: Optional[float] = typer.Option(None, "--min-score", help="Accuracy floor: a minimum recall / "
+    min_score: float | None = typer.Option(None, "--min-score", help="Accuracy floor: a minimum recall / "
                                               "lm-eval accuracy, or a maximum loss when the table's score is a loss."),
     objective: str = typer.Option("accuracy", "--objective", help="accuracy (the most accurate that fits), "
                                   "cache or latency (the cheapest that meets the floor)."),
-    accuracy_len: Optional[str] = typer.Option(None, "--accuracy-len", help="Rank by accuracy measured at this "
+    accuracy_len: str | None = typer.Option(None, "--accuracy-len", help="Rank by accuracy measured at this "
                                                "length instead of --seq-len, or 'all' (every length, averaged)."),
     debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP),
 ) -> None:
@@ -280,7 +281,7 @@ def cache_clear(debug: bool = typer.Option(False, "--debug", help=_DEBUG_HELP)) 
     typer.echo(f"removed {n} file(s), {size / 2**20:.1f} MiB from {cache_dir()}")
 
 
-def _parse_shard(text: Optional[str]) -> Optional[tuple[int, int]]:
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     try:
@@ -298,7 +299,7 @@ def _unavailable_devices(cells) -> list[str]:
     return [p for p in (device_problem(d) for d in sorted({c.device for c in cells})) if p]
 
 
-def _build_report(results: Path, out: Optional[Path], console, after_sweep: bool = False,
+def _build_report(results: Path, out: Path | None, console, after_sweep: bool = False,
                   debug: bool = False) -> int:
     """Build the report; 0, or 2 with a message when it cannot be built (no usable table at
     `results`, a report folder that cannot be written, a failure of the report itself). After a

@@ -12,8 +12,9 @@ import signal
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
@@ -68,7 +69,7 @@ def guarded(fn: F) -> F:
                 code = 128 + (received[0] if received else signal.SIGINT)
                 err_console().print(f"[yellow]interrupted[/] ({signal.Signals(code - 128).name}); nothing more "
                                      f"was done", highlight=False)
-                raise typer.Exit(code)
+                raise typer.Exit(code) from None
             except Exception as exc:
                 from harness.sweep.store import ResultsError
 
@@ -78,7 +79,7 @@ def guarded(fn: F) -> F:
                 err.print(f"[red]error[/]: {_error_text(exc)}", markup=True, highlight=False)
                 if not debug and not isinstance(exc, ResultsError):
                     err.print(f"(unexpected: rerun with --debug or {DEBUG_ENV}=1 for the traceback)", highlight=False)
-                raise typer.Exit(2)
+                raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -130,7 +131,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def path_option(value: Optional[str], option: str, default: str = "") -> Optional[Path]:
+def path_option(value: str | None, option: str, default: str = "") -> Path | None:
     """A path option given as text: "" (an unset shell variable) is an error, not the current
     directory, which is what Path("") would silently mean."""
     if value is None:
@@ -156,7 +157,7 @@ def _pipe_closed(fd: int) -> bool:
         return False
 
 
-def _file_id(fd: int) -> Optional[tuple[int, int]]:
+def _file_id(fd: int) -> tuple[int, int] | None:
     try:
         st = os.fstat(fd)
     except OSError:
@@ -192,7 +193,7 @@ def quiet_broken_pipe(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _devnull_id() -> Optional[tuple[int, int]]:
+def _devnull_id() -> tuple[int, int] | None:
     try:
         st = os.stat(os.devnull)
     except OSError:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 __all__ = ["Metric", "register_metric", "get_metric", "lookup", "catalogue", "names", "x_axis",
            "higher_is_better", "time_metrics", "LM_EVAL_PREFIX", "lm_eval_base", "UnknownMetricError"]
@@ -34,7 +33,7 @@ class Metric:
     label: str  # what a figure's axis or a table's header says
     #: True: higher is better (accuracy, throughput); False: lower is better (times, bytes,
     #: losses); None: neither (a reference level, a count)
-    higher_is_better: Optional[bool]
+    higher_is_better: bool | None
     kind: str
     tasks: tuple[str, ...]
     description: str
@@ -67,7 +66,7 @@ def register_metric(metric: Metric) -> Metric:
 CATALOGUE_FILE = Path(__file__).with_name("metrics.yaml")
 
 
-def _load_catalogue() -> dict[str, tuple[str, Optional[bool]]]:
+def _load_catalogue() -> dict[str, tuple[str, bool | None]]:
     """Register the built-in metrics from metrics.yaml; return the lm-eval metric table."""
     import yaml
 
@@ -80,12 +79,12 @@ def _load_catalogue() -> dict[str, tuple[str, Optional[bool]]]:
 
 LM_EVAL_PREFIX = "lm_eval/"
 #: lm-eval metric -> (unit, higher is better), as lm-eval's metric registry declares them
-LM_EVAL_METRICS: dict[str, tuple[str, Optional[bool]]] = _load_catalogue()
+LM_EVAL_METRICS: dict[str, tuple[str, bool | None]] = _load_catalogue()
 #: the harness's own metrics (a plug-in's registered later are not among them)
 BUILTIN = frozenset(_CATALOGUE)
 
 
-def lm_eval_base(metric: str) -> Optional[str]:
+def lm_eval_base(metric: str) -> str | None:
     """The lm-eval metric of a row's ``lm_eval/<task>/<metric>[/<filter>]`` name (None otherwise)."""
     if not metric.startswith(LM_EVAL_PREFIX):
         return None
@@ -93,7 +92,7 @@ def lm_eval_base(metric: str) -> Optional[str]:
     return parts[2] if len(parts) >= 3 else None
 
 
-def lookup(name: str) -> Optional[Metric]:
+def lookup(name: str) -> Metric | None:
     """The catalogue's entry for `name` (an lm-eval row gets one made from its metric), or None."""
     hit = _CATALOGUE.get(name)
     if hit is not None:
@@ -126,12 +125,12 @@ def x_axis(name: str) -> str:
     return hit.x_axis if hit is not None else "seq_len"
 
 
-def higher_is_better(name: str) -> Optional[bool]:
+def higher_is_better(name: str) -> bool | None:
     hit = lookup(name)
     return hit.higher_is_better if hit is not None else None
 
 
-def names(kind: Optional[str] = None, prefix: str = "", task: Optional[str] = None) -> list[str]:
+def names(kind: str | None = None, prefix: str = "", task: str | None = None) -> list[str]:
     """Catalogued metric names (in definition order): of one kind, with a name prefix, of a task."""
     return [m.name for m in _CATALOGUE.values()
             if (kind is None or m.kind == kind) and m.name.startswith(prefix) and (task is None or task in m.tasks)]

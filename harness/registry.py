@@ -22,10 +22,11 @@ import difflib
 import importlib
 import importlib.util
 import pkgutil
+from collections.abc import Callable
 from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Generic, TypeVar
 
 from harness._lazy import import_package, package_dir
 
@@ -50,7 +51,7 @@ class Registry(Generic[T]):
         self._items: dict[str, type[T]] = {}
         self._loaded = False
 
-    def _base_class(self) -> Optional[type]:
+    def _base_class(self) -> type | None:
         if not self.base:
             return None
         module, _, name = self.base.partition(":")
@@ -90,7 +91,7 @@ class Registry(Generic[T]):
             except Exception as exc:  # a broken plug-in must not break the whole tool
                 import warnings
 
-                warnings.warn(f"could not load {self.kind} entry point {ep.name!r} ({ep.value}): {exc}")
+                warnings.warn(f"could not load {self.kind} entry point {ep.name!r} ({ep.value}): {exc}", stacklevel=2)
                 continue
             if isinstance(obj, type) and obj not in self._items.values():
                 self.register(ep.name)(obj)
@@ -156,7 +157,7 @@ def _literal(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def _module_file(module: str) -> Optional[Path]:
+def _module_file(module: str) -> Path | None:
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
@@ -165,7 +166,7 @@ def _module_file(module: str) -> Optional[Path]:
 
 
 @lru_cache(maxsize=256)
-def _parse(path: str) -> Optional[ast.Module]:
+def _parse(path: str) -> ast.Module | None:
     try:
         return ast.parse(Path(path).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError):

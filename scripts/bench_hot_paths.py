@@ -107,7 +107,7 @@ def bench_train_compiled(variant: str, layout: str, data, steps: int, repeats: i
     model = build_model(ModelConfig(variant=variant, layout=layout, n_layers=4, d_model=64, n_heads=2,
                                     vocab_size=64), backend="torch")
     runs = []
-    for r in range(repeats + 1):
+    for _r in range(repeats + 1):
         t0 = time.process_time()
         res = train(model, data, TrainConfig(steps=steps, batch_size=32, lr=3e-3, seed=0, compile=True,
                                             diverge_factor=1e30))  # reruns start from trained weights
@@ -128,7 +128,7 @@ def tables(res: dict, before: dict | None) -> str:
         tr = res["decode_ms"].get("transformer", {}).get("8192")
         for m, d in res["decode_ms"].items():
             b = (before or {}).get("decode_ms", {}).get(m, {})
-            bs = lambda c: f"{b[c]:.3f}" if c in b else "–"  # noqa: E731
+            bs = lambda c, b=b: f"{b[c]:.3f}" if c in b else "–"  # noqa: E731
             ratio = f"{d['8192'] / tr:.2f}" if tr else "–"
             lines.append(f"| {m} | {bs('512')} | {bs('8192')} | {d['512']:.3f} | {d['8192']:.3f} | "
                          f"{d['8192'] / d['512']:.2f} | {ratio} |")

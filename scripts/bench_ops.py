@@ -34,8 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ def inputs(op: str, T: int) -> dict[str, Any]:
             "g": -0.6065 * rn(B, T, H, D).sigmoid(), "scale": 1.0}
 
 
-def load_head_ops() -> Optional[Any]:
+def load_head_ops() -> Any | None:
     """harness/ops as committed at git HEAD, importable as `harness_head.ops` (None without git)."""
     try:
         names = subprocess.run(["git", "ls-tree", "--name-only", "HEAD", "harness/ops/"], cwd=ROOT,

@@ -82,8 +82,8 @@ def main() -> None:
                 y.float().pow(2).mean().backward()
 
             sync = device_sync(dev)
-            t_ours = time_calls(lambda: step(ours), warmup=5, repeats=20, sync=sync).median
-            t_fla = time_calls(lambda: step(theirs), warmup=5, repeats=20, sync=sync).median
+            t_ours = time_calls(lambda ours=ours: step(ours), warmup=5, repeats=20, sync=sync).median
+            t_fla = time_calls(lambda theirs=theirs: step(theirs), warmup=5, repeats=20, sync=sync).median
             n_ours = sum(p.numel() for p in ours.parameters())
             n_fla = sum(p.numel() for p in theirs.parameters())
             row = {**base, "ours_fwd_bwd_s": t_ours, "fla_fwd_bwd_s": t_fla, "overhead": t_ours / t_fla - 1,

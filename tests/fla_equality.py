@@ -95,7 +95,7 @@ def op_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 7
             def run(impl, q, k, v, g, h0):
                 return impl(q, k, v, g, initial_state=h0)
             names = ["q", "k", "v", gate, "h0"]
-            call = lambda impl: (lambda q, k, v, h0, **g: run(impl, q, k, v, g[gate], h0))  # noqa: E731
+            call = lambda impl, gate=gate: (lambda q, k, v, h0, **g: run(impl, q, k, v, g[gate], h0))  # noqa: E731
             cases[f"gla_{gate}_{mode}"] = _diff(_fwd_bwd(call(fla[("gla", mode)]), t, names, bwd),
                                                  _fwd_bwd(call(ours[("gla", mode)]), t, names, bwd))
         gdn = lambda impl: (lambda qn, kn, v, beta, g_scalar, h0: impl(qn, kn, v, beta, g_scalar, initial_state=h0))  # noqa: E731

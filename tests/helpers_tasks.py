@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from harness.metrics import Metric, register_metric
 from harness.registry import register_task
@@ -26,9 +26,9 @@ class Toy(Task):
         #: only cells with these seeds misbehave (all cells when empty)
         bad_seeds: list[int] = []
         #: fail unless this file exists (to test --retry-failed)
-        fail_unless_exists: Optional[str] = None
+        fail_unless_exists: str | None = None
         #: append "<cell_id> <pid>" to this file when the cell starts (to count runs)
-        log: Optional[str] = None
+        log: str | None = None
 
     def run(self, cell):
         p = self.params(cell)

@@ -14,7 +14,6 @@ import json
 import shutil
 import textwrap
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 import pytest
@@ -44,7 +43,7 @@ else:
     _register = register_task
 
 
-def _log(path: Optional[str], line: str) -> None:
+def _log(path: str | None, line: str) -> None:
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")
@@ -59,9 +58,9 @@ class DepProducer(Task):
     class Params(Task.Params):
         value: float = 1.0
         fail_seeds: list[int] = []
-        fail_unless_exists: Optional[str] = None
-        log: Optional[str] = None
-        source: Optional[str] = None  # may be a reference (for the cycle check)
+        fail_unless_exists: str | None = None
+        log: str | None = None
+        source: str | None = None  # may be a reference (for the cycle check)
 
     def run(self, cell):
         p = self.params(cell)
@@ -82,9 +81,9 @@ class DepConsumer(Task):
     """'Evaluates' a checkpoint: reports the producer's value times `scale`."""
 
     class Params(Task.Params):
-        checkpoint: Optional[str] = None
+        checkpoint: str | None = None
         scale: float = 1.0
-        log: Optional[str] = None
+        log: str | None = None
 
     def check(self, cell):
         if self.params(cell).scale < 0:
@@ -101,9 +100,9 @@ class DepConsumer(Task):
 # ---------------------------------------------------------------------------------------------
 
 from harness.sweep import SuiteError, expand_cells, load_suite  # noqa: E402
-from harness.sweep.validate import validate  # noqa: E402
 from harness.sweep.driver import run_sweep  # noqa: E402
 from harness.sweep.store import load_results  # noqa: E402
+from harness.sweep.validate import validate  # noqa: E402
 
 
 def suite_dict(**over) -> dict:

@@ -18,8 +18,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import pandas as pd
 import pytest
@@ -40,7 +40,7 @@ def tiny(tmp: Path, axes: str = "seq_len: [64, 128]", name: str = "tiny", extra:
     return path
 
 
-def cli(*args: str, env: Optional[dict] = None) -> tuple[int, str]:
+def cli(*args: str, env: dict | None = None) -> tuple[int, str]:
     """Run the command line in-process: (exit code, output with whitespace collapsed, so that
     a message wrapped by the console still matches)."""
     result = CliRunner().invoke(app, list(args), env=env)
@@ -60,13 +60,17 @@ def assert_message(code: int, out: str, want_code: int, fragment: str) -> None:
     assert "Traceback" not in out, out
 
 
-@pytest.fixture(scope="module")
-def done(tmp_path_factory) -> Path:
+def finished_tiny_results(tmp_path_factory) -> Path:
     """A finished results folder of the tiny suite (copy it before changing it)."""
     tmp = tmp_path_factory.mktemp("done")
     code, out = cli("sweep", str(tiny(tmp)), "--out", str(tmp / "res"), "--no-report")
     assert code == 0, out
     return tmp / "res"
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    return finished_tiny_results(tmp_path_factory)
 
 
 def copy_of(done: Path, tmp_path: Path) -> Path:

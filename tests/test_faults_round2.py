@@ -38,7 +38,13 @@ from harness.sweep.claims import CLAIMS_DIR, Claims
 from harness.sweep.overrides import apply_overrides
 from harness.sweep.results import rows_to_frame
 from harness.sweep.store import RESULTS_FILE, ResultsError, cells_dir, consolidate, load_results, write_cell
-from tests.test_faults import MODEL, REPO, assert_message, cli, copy_of, done, snapshot, tiny  # noqa: F401 (done: a fixture)
+from tests.test_faults import MODEL, REPO, assert_message, cli, copy_of, finished_tiny_results, snapshot, tiny
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    return finished_tiny_results(tmp_path_factory)
+
 
 MAPPING_SUITE = f"""\
 name: mapping

@@ -205,7 +205,7 @@ def test_every_third_party_import_is_declared():
 def test_the_base_install_reaches_the_cli_tasks_and_variants():
     """The reachability the checks rely on is not empty (a renamed entry would make rule 2 vacuous)."""
     reachable = base_reachable(*scan(ROOT, PACKAGES))
-    for name in ("harness.cli", "harness.console", "harness.sweep.driver", 
+    for name in ("harness.cli", "harness.console", "harness.sweep.driver",
                  "harness.tasks.recall", "harness.variants.gla", "harness.report.figures"):
         assert name in reachable, name
     assert "harness.integrations.lm_eval.adapter" not in reachable  # lm-eval's own entry

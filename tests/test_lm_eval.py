@@ -26,11 +26,11 @@ from harness.integrations.hub import OFFLINE_VARS, hf_offline  # noqa: E402
 from harness.integrations.lm_eval.adapter import ByteTokenizer, HarnessLM  # noqa: E402
 from harness.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from harness.model.config import ModelConfig  # noqa: E402
-from harness.model.resolve import resolve_model  # noqa: E402
 from harness.model.lm import HybridLM  # noqa: E402
+from harness.model.resolve import resolve_model  # noqa: E402
 from harness.sweep import expand_cells  # noqa: E402
-from harness.sweep.validate import validate  # noqa: E402
 from harness.sweep.cell import Cell  # noqa: E402
+from harness.sweep.validate import validate  # noqa: E402
 from harness.tasks.lm_eval import LmEval, results_to_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

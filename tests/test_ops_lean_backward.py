@@ -41,7 +41,7 @@ def _assert_same(lean, ref, atol=1e-10):
     for i, (a, b) in enumerate(zip(g1, g2)):
         assert (a is None) == (b is None), f"input {i}: gradient presence differs"
         if a is not None:
-            torch.testing.assert_close(a, b, atol=atol, rtol=1e-8, msg=lambda m: f"input {i}: {m}")
+            torch.testing.assert_close(a, b, atol=atol, rtol=1e-8, msg=lambda m, i=i: f"input {i}: {m}")
 
 
 def _weights(T, state_shape, out_dim):

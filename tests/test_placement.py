@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from harness.model.config import ModelConfig
-from harness.model.resolve import resolve_model
 from harness.model.layout import PLACEMENTS, LayoutError, canonical_layout, resolve_layout
+from harness.model.resolve import resolve_model
 from harness.sweep.expand import expand_cells
 from harness.sweep.messages import SuiteError
 from harness.sweep.reading import load_suite

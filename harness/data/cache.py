@@ -14,8 +14,9 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from harness.sweep.cell import canonical_json
 
@@ -95,9 +96,9 @@ def cached(
     kind: str,
     config: Mapping[str, Any],
     seed: int,
-    build: Callable[[], dict[str, "torch.Tensor"]],
+    build: Callable[[], dict[str, torch.Tensor]],
     enabled: bool = True,
-) -> dict[str, "torch.Tensor"]:
+) -> dict[str, torch.Tensor]:
     """Return ``build()``'s tensors, from the cache when present. ``config`` must be JSON-able
     and must contain everything that changes the output (including a generator version)."""
     import torch

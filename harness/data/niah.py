@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -72,7 +72,7 @@ class NIAHConfig:
     n_needles: int = 4  # multikey, multiquery (RULER: 4)
     n_queries: int = 2  # multiquery, <= n_needles (RULER: 4)
     n_values: int = 2  # multivalue (RULER: 4)
-    depth: Optional[float] = None  # None: each needle's depth from DEPTH_GRID
+    depth: float | None = None  # None: each needle's depth from DEPTH_GRID
     haystack: str = "repeat"
     n_filler: int = 16
     sentence_len: int = 4

@@ -22,7 +22,6 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -88,8 +87,8 @@ def split_tokens(tokens: torch.Tensor, val_fraction: float) -> tuple[torch.Tenso
     return tokens[:-n_val].clone(), tokens[-n_val:].clone()
 
 
-def load_corpus(spec: str = "pydoc", val_fraction: float = 0.1, tokenizer: Optional[str] = None,
-                max_chars: Optional[int] = None) -> Corpus:
+def load_corpus(spec: str = "pydoc", val_fraction: float = 0.1, tokenizer: str | None = None,
+                max_chars: int | None = None) -> Corpus:
     """Load and tokenise a corpus (see the module docstring); split off the last `val_fraction`."""
     if spec.startswith("hf:"):
         return _load_hf(spec[3:], tokenizer, val_fraction, max_chars)
@@ -115,7 +114,7 @@ def hf_offline() -> bool:
                for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _load_hf(spec: str, tokenizer: Optional[str], val_fraction: float, max_chars: Optional[int]) -> Corpus:
+def _load_hf(spec: str, tokenizer: str | None, val_fraction: float, max_chars: int | None) -> Corpus:
     """``<dataset>[:<config>][@<split>]`` through `datasets`, tokenised with a `transformers`
     tokenizer (byte-level if `tokenizer` is None). The text field is ``text``."""
     try:
@@ -181,7 +180,7 @@ def random_windows(tokens: torch.Tensor, seq_len: int, batch: int, g: torch.Gene
     return {"inputs": w[:, :-1], "targets": w[:, 1:]}
 
 
-def eval_windows(tokens: torch.Tensor, seq_len: int, max_windows: Optional[int] = None) -> dict[str, torch.Tensor]:
+def eval_windows(tokens: torch.Tensor, seq_len: int, max_windows: int | None = None) -> dict[str, torch.Tensor]:
     """Non-overlapping windows over the split from its start (deterministic): every target token
     of the covered prefix is scored exactly once."""
     n = (len(tokens) - 1) // seq_len

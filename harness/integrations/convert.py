@@ -41,9 +41,10 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import torch
 
@@ -78,7 +79,7 @@ class ConvertedInfo:
 # Reading the checkpoint (finding it: harness.integrations.hub)
 
 
-def read_fla_config(path_or_hub_id: Union[str, os.PathLike]) -> tuple[Path, dict[str, Any]]:
+def read_fla_config(path_or_hub_id: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """(checkpoint directory, its config.json as a dict)."""
     directory = resolve_checkpoint_dir(path_or_hub_id)
     cfg_path = directory / "config.json"
@@ -87,7 +88,7 @@ def read_fla_config(path_or_hub_id: Union[str, os.PathLike]) -> tuple[Path, dict
     return directory, json.loads(cfg_path.read_text())
 
 
-def is_fla_checkpoint(directory: Union[str, os.PathLike]) -> bool:
+def is_fla_checkpoint(directory: str | os.PathLike) -> bool:
     """True for a local directory whose config.json has an fla model_type we convert."""
     cfg_path = Path(directory) / "config.json"
     if not cfg_path.is_file():
@@ -103,14 +104,14 @@ def is_fla_checkpoint(directory: Union[str, os.PathLike]) -> bool:
 # Config
 
 
-def _attn_specs(config: Mapping[str, Any], n_layers: int) -> tuple[list[int], Optional[dict[str, Any]]]:
+def _attn_specs(config: Mapping[str, Any], n_layers: int) -> tuple[list[int], dict[str, Any] | None]:
     """fla's `attn` field -> (attention layer indices, the one shared spec)."""
     attn = config.get("attn")
     if not attn:
         return [], None
     specs = attn if isinstance(attn, list) else [attn]
     layers: list[int] = []
-    shared: Optional[dict[str, Any]] = None
+    shared: dict[str, Any] | None = None
     for spec in specs:
         if not isinstance(spec, Mapping) or "layers" not in spec or "num_heads" not in spec:
             raise ConversionError(f"attn spec {spec!r}: expected a mapping with 'layers' and 'num_heads'")
@@ -189,7 +190,7 @@ def fla_config_to_model_config(config: Mapping[str, Any]) -> ModelConfig:
     return ModelConfig(**fields)
 
 
-def checkpoint_model_dict(path_or_hub_id: Union[str, os.PathLike]) -> dict[str, Any]:
+def checkpoint_model_dict(path_or_hub_id: str | os.PathLike) -> dict[str, Any]:
     """The ModelConfig (as a dict) a checkpoint converts to, from its config.json only (cheap):
     for filling a cell's variant/layout/size columns from a checkpoint."""
     _, config = read_fla_config(path_or_hub_id)
@@ -202,7 +203,7 @@ def checkpoint_model_dict(path_or_hub_id: Union[str, os.PathLike]) -> dict[str, 
 # Weights
 
 
-def load_fla_state_dict(directory: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
+def load_fla_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint directory: safetensors (single or sharded) or torch .bin."""
     directory = Path(directory)
     candidates = [
@@ -230,7 +231,7 @@ def load_fla_state_dict(directory: Union[str, os.PathLike]) -> dict[str, torch.T
 
 
 def normalise_keys(state: Mapping[str, torch.Tensor], model_type: str,
-                   info: Optional[ConvertedInfo] = None) -> dict[str, torch.Tensor]:
+                   info: ConvertedInfo | None = None) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors in fla's naming, through the variant's `fla_key` (a Hugging Face
     Llama's names -> fla's; a tensor the variant drops is recorded in `info`: not exact)."""
     from harness.registry import get_variant
@@ -255,7 +256,7 @@ _LAYER_KEY = re.compile(r"^layers\.(\d+)\.(pre_norm|attn_norm|attn|mlp_norm|mlp)
 def convert_state_dict(
     fla_state: Mapping[str, torch.Tensor],
     cfg: ModelConfig,
-    info: Optional[ConvertedInfo] = None,
+    info: ConvertedInfo | None = None,
 ) -> dict[str, torch.Tensor]:
     """Rename an fla state dict to HybridLM's names (see the module docstring).
 
@@ -310,11 +311,11 @@ def _fill_absent_norms(missing: list[str]) -> list[str]:
 
 
 def load_fla_checkpoint(
-    path_or_hub_id: Union[str, os.PathLike],
-    device: Union[str, torch.device] = "cpu",
+    path_or_hub_id: str | os.PathLike,
+    device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     strict: bool = False,
-) -> "torch.nn.Module":
+) -> torch.nn.Module:
     """Build our HybridLM from an fla checkpoint (directory or Hub id) and load its weights.
 
     `strict=True` refuses approximate conversions (HGRN/HGRN-2 lower bounds). The model gets

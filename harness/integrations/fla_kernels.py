@@ -21,7 +21,6 @@ unaffected).
 from __future__ import annotations
 
 import importlib.util
-from typing import Optional
 
 import torch
 
@@ -51,7 +50,7 @@ def register_fla_ops() -> None:
     except ImportError as exc:
         raise ImportError(f"backend 'fla' needs flash-linear-attention: pip install '{DISTRIBUTION}[gpu]' ({exc})") from exc
 
-    def _state(s: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    def _state(s: torch.Tensor | None) -> torch.Tensor | None:
         return None if s is None else s.float()
 
     def gla(chunk: bool):

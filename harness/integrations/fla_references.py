@@ -26,7 +26,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import warnings
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 
@@ -57,14 +58,14 @@ def op_kwargs(family: str, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any
     return dict(sig.bind(*args, **kwargs).arguments)
 
 
-def _rescaled_q(q: torch.Tensor, scale: Optional[float]) -> torch.Tensor:
+def _rescaled_q(q: torch.Tensor, scale: float | None) -> torch.Tensor:
     """q such that a reference with the fixed scale K^-0.5 computes our `scale`."""
     if scale is None:
         return q
     return q * (scale / q.shape[-1] ** -0.5)
 
 
-def fla_reference(family: str, kw: dict[str, Any]) -> Optional[Reference]:
+def fla_reference(family: str, kw: dict[str, Any]) -> Reference | None:
     """fla's naive reference for this op call (keyword arguments as `op_kwargs` gives them), or
     None when fla is not installed or has no reference for it (e.g. an initial state)."""
     if not fla_available() or kw.get("initial_state") is not None:
@@ -93,7 +94,8 @@ def fla_reference(family: str, kw: dict[str, Any]) -> Optional[Reference]:
             delta_rule_chunkwise = _quiet_import("fla.ops.delta_rule.naive", "delta_rule_chunkwise")
 
             def plain(q, k, v, beta, scale=None, **_):
-                t = lambda x: x.transpose(1, 2)  # [B, T, H, D] -> [B, H, T, D]
+                def t(x):
+                    return x.transpose(1, 2)  # [B, T, H, D] -> [B, H, T, D]
                 return t(delta_rule_chunkwise(t(_rescaled_q(q, scale)), t(k), t(v), t(beta))[0])
 
             return Reference("delta_rule_chunkwise", False, plain)

@@ -13,8 +13,9 @@ import contextlib
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any
 
 from harness.model.fla_config import ConversionError
 
@@ -74,7 +75,7 @@ def _looks_like_hub_id(s: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", s)) and not s.startswith((".", "/"))
 
 
-def local_checkpoint_problem(path_or_hub_id: Union[str, os.PathLike]) -> Optional[str]:
+def local_checkpoint_problem(path_or_hub_id: str | os.PathLike) -> str | None:
     """Why `path_or_hub_id` cannot be a checkpoint, when that is clear without the network: a
     path that is not a Hub id (owner/name) and does not exist, a file, or a directory without a
     config.json. None when it may be one (a checkpoint directory, or a Hub id to look up)."""
@@ -92,7 +93,7 @@ def local_checkpoint_problem(path_or_hub_id: Union[str, os.PathLike]) -> Optiona
     return None
 
 
-def resolve_checkpoint_dir(path_or_hub_id: Union[str, os.PathLike], revision: Optional[str] = None) -> Path:
+def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike, revision: str | None = None) -> Path:
     """A local directory for a checkpoint: the path itself, or a Hub snapshot.
 
     A Hub id is fetched with huggingface_hub. With HF_HUB_OFFLINE=1 (the harness default unless

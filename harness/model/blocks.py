@@ -20,8 +20,6 @@ that share a value across layers (RWKV-7's v_first) get the forward call's `cont
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,7 +29,7 @@ from harness.model.mixer import CONV, Mixer, State, StateEntry, spec_bytes
 from harness.model.modules import RMSNorm, SwiGLU
 
 
-def token_shift(x: torch.Tensor, last: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def token_shift(x: torch.Tensor, last: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """RWKV's token shift: (x_{t-1} - x_t for every t, the last x) for x [B, T, C]; x_{-1} is
     `last` ([B, C], the previous call's last token) or zeros at the start of a sequence."""
     prev = x.new_zeros(x[:, :1].shape) if last is None else last.unsqueeze(1).to(x.dtype)  # [B, 1, C]
@@ -51,7 +49,7 @@ class RWKV7ChannelMix(nn.Module):
         self.key = nn.Linear(d_model, hidden, bias=False)
         self.value = nn.Linear(hidden, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, last: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, last: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         delta, last = token_shift(x, last)
         return self.value(F.relu(self.key(torch.addcmul(x, delta, self.x_k))) ** 2), last
 
@@ -74,8 +72,8 @@ class Block(nn.Module):
             self.mlp_norm = make_norm(style, d, cfg.norm_eps)
             self.mlp = SwiGLU(d, cfg.mlp_hidden) if style == "standard" else RWKV7ChannelMix(d, cfg.mlp_hidden, layer_idx, cfg.n_layers)
 
-    def forward(self, x: torch.Tensor, state: Optional[State] = None, offset: int = 0, mode: Optional[str] = None,
-                context: Optional[dict] = None) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, offset: int = 0, mode: str | None = None,
+                context: dict | None = None) -> tuple[torch.Tensor, State]:
         if hasattr(self, "pre_norm"):
             x = self.pre_norm(x)
         shares = {"context": {} if context is None else context} if self.mixer.shares_across_layers else {}

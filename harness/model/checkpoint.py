@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 
-def save_checkpoint(model: "HybridLM", directory: str | Path, extra: Optional[dict[str, Any]] = None) -> Path:
+def save_checkpoint(model: HybridLM, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write `directory/config.json` and `directory/model.safetensors` (atomically each; the
     config last, so a directory with a config.json holds the weights that go with it)."""
     from safetensors.torch import save_file
@@ -48,8 +48,8 @@ def is_complete_checkpoint(directory: str | Path) -> bool:
     return (d / CONFIG_NAME).is_file() and (d / WEIGHTS_NAME).is_file()
 
 
-def load_checkpoint(directory: str | Path, device: "str | torch.device" = "cpu",
-                    dtype: "Optional[torch.dtype]" = None) -> "HybridLM":
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> HybridLM:
     """The HybridLM saved in `directory` (float32 unless `dtype` says otherwise)."""
     import torch
     from safetensors.torch import load_file

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from harness.model.layout import DEFAULT_PLACEMENT
 
@@ -27,8 +27,8 @@ class ModelConfig:
     vocab_size: int = 256
     mlp_ratio: float = 4.0  # SwiGLU hidden = round_up(d_model * mlp_ratio * 2/3, mlp_multiple), as fla
     mlp_multiple: int = 32
-    attn_heads: Optional[int] = None  # softmax heads (default: n_heads)
-    attn_kv_heads: Optional[int] = None  # GQA (default: attn_heads)
+    attn_heads: int | None = None  # softmax heads (default: n_heads)
+    attn_kv_heads: int | None = None  # GQA (default: attn_heads)
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
@@ -49,7 +49,7 @@ class ModelConfig:
         return {k: v for k, v in self.to_dict().items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

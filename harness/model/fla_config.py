@@ -3,7 +3,8 @@ checkpoint our variants do not implement. It lives beside the mixer contract, wh
 that model/ never imports the conversion integration (integrations/convert.py uses it)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from harness.model.config import ModelConfig
 

@@ -6,8 +6,8 @@ token-by-token decoding (`prefill`, `decode_step`) with a `Cache` holding every 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from harness.registry import get_variant
 class Cache:
     """Per-layer streaming state: recurrent states, short-conv tails and KV tensors."""
 
-    states: list[Optional[State]] = field(default_factory=list)
+    states: list[State | None] = field(default_factory=list)
     seen_tokens: int = 0
 
     def nbytes(self) -> int:
@@ -58,7 +58,7 @@ class HybridLM(nn.Module):
             self.lm_head.weight = self.embeddings.weight
 
     # ---- running ------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, cache: Optional[Cache] = None, mode: Optional[str] = None,
+    def forward(self, tokens: torch.Tensor, cache: Cache | None = None, mode: str | None = None,
                 last_only: bool = False) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, vocab] ([B, 1, vocab] with `last_only`). With a cache,
         continue from it and update it."""
@@ -70,7 +70,7 @@ class HybridLM(nn.Module):
             cache.seen_tokens += tokens.shape[1]
         return logits
 
-    def _run(self, tokens: torch.Tensor, states: list[Optional[State]], offset: int, mode: Optional[str],
+    def _run(self, tokens: torch.Tensor, states: list[State | None], offset: int, mode: str | None,
              last_only: bool) -> tuple[torch.Tensor, list[State]]:
         """The network as a pure function of its inputs and per-layer states (what
         `decode_fn(compile=True)` hands to torch.compile): logits and the new states."""
@@ -85,7 +85,7 @@ class HybridLM(nn.Module):
         return self.lm_head(self.norm(x)), new_states
 
     @torch.no_grad()
-    def prefill(self, tokens: torch.Tensor, mode: Optional[str] = None,
+    def prefill(self, tokens: torch.Tensor, mode: str | None = None,
                 last_only: bool = False) -> tuple[torch.Tensor, Cache]:
         """Process a prompt in parallel; return its logits (every position, or with `last_only`
         just the last, as generation needs) and the cache to decode from."""

@@ -28,7 +28,7 @@ harness.integrations.convert), so adding a variant is one file.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -71,15 +71,15 @@ class Mixer(nn.Module):
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
     #: the variant's colour in reports (hex); None: one is assigned, unique within a report
-    color: ClassVar[Optional[str]] = None
-    generation: ClassVar[Optional[int]] = None  # 1/2/3 as in the paper; None for softmax attention
+    color: ClassVar[str | None] = None
+    generation: ClassVar[int | None] = None  # 1/2/3 as in the paper; None for softmax attention
     state_kind: ClassVar[str] = "matrix"  # "vector" | "matrix" | "kv"
     gating: ClassVar[str] = "none"  # e.g. "data-dependent per-channel", "fixed scalar"
     delta_rule: ClassVar[bool] = False
     #: FLOPs per token per layer = flops_coeff * (number of state elements), paper Table 7
     flops_coeff: ClassVar[int] = 0
     #: which fla op the GPU backend uses, for documentation
-    fla_op: ClassVar[Optional[str]] = None
+    fla_op: ClassVar[str | None] = None
     #: fla checkpoint `model_type`s that convert to this variant (harness.integrations.convert)
     fla_model_types: ClassVar[tuple[str, ...]] = ()
     #: True for a mixer that shares values across the layers of one forward call (RWKV-7's
@@ -100,7 +100,7 @@ class Mixer(nn.Module):
 
     # ---- to implement -------------------------------------------------------------------
     def forward(
-        self, x: torch.Tensor, state: Optional[State] = None, offset: int = 0, mode: Optional[str] = None
+        self, x: torch.Tensor, state: State | None = None, offset: int = 0, mode: str | None = None
     ) -> tuple[torch.Tensor, State]:
         """x [B, T, C] -> (y [B, T, C], new_state). `state` is what the previous call returned
         (None at the start of a sequence); `offset` is the number of tokens already seen."""
@@ -133,7 +133,7 @@ class Mixer(nn.Module):
         return self.n_heads
 
     # ---- short convolutions -------------------------------------------------------------
-    def declare_short_convs(self, kernel_size: int, activation: Optional[str] = "silu", bias: bool = False,
+    def declare_short_convs(self, kernel_size: int, activation: str | None = "silu", bias: bool = False,
                             **dims: int) -> None:
         """Create one short causal conv per named input (`q=key_dim, k=key_dim, ...`), as fla's
         `<name>_conv1d` modules; their tails are the state entries `conv_<name>`."""
@@ -163,7 +163,7 @@ class Mixer(nn.Module):
             out.append(t)
         return out
 
-    def _joint_conv_step(self, state: State, new_state: State, inputs: dict) -> Optional[list[torch.Tensor]]:
+    def _joint_conv_step(self, state: State, new_state: State, inputs: dict) -> list[torch.Tensor] | None:
         """A decode step (T = 1, cached tails, no autograd) of all short convs at once: one
         concatenated tail, one multiply and sum over the conv width, one activation. None when
         the call does not qualify (then each conv runs on its own)."""
@@ -196,14 +196,14 @@ class Mixer(nn.Module):
         """Run the recurrences on `backend` ("torch" or "fla", already resolved)."""
         self.backend = backend
 
-    def op(self, family: str, mode: Optional[str], seq_len: Optional[int] = None):
+    def op(self, family: str, mode: str | None, seq_len: int | None = None):
         """The recurrence implementation for this call (see harness.ops.dispatch); pass the call's
         `seq_len` so that a one-token recurrent call (a decode step) gets the lean step op."""
         from harness.ops.dispatch import get_op
 
         return get_op(family, self.resolve_mode(mode), self.backend, seq_len)
 
-    def resolve_mode(self, mode: Optional[str]) -> str:
+    def resolve_mode(self, mode: str | None) -> str:
         mode = mode or self.mode
         if mode not in ("chunk", "recurrent"):
             raise ValueError(f"unknown mode {mode!r}; expected 'chunk' or 'recurrent'")
@@ -211,14 +211,14 @@ class Mixer(nn.Module):
 
     # ---- conversion from fla checkpoints (harness.integrations.convert) -----------------
     @classmethod
-    def fla_config_fields(cls, cfg: "FlaConfig") -> dict[str, Any]:
+    def fla_config_fields(cls, cfg: FlaConfig) -> dict[str, Any]:
         """ModelConfig fields for an fla config.json of one of `fla_model_types`: `n_heads` and
         `mixer_kwargs` for a linear variant. Raise `cfg.unsupported(...)` for an option this
         variant does not implement (never convert wrongly)."""
         raise NotImplementedError(f"variant {cls.name!r} does not convert fla checkpoints")
 
     @classmethod
-    def fla_key(cls, key: str, model_type: str) -> Optional[str]:
+    def fla_key(cls, key: str, model_type: str) -> str | None:
         """An fla checkpoint's tensor name in fla's naming (e.g. a Llama name -> fla's), or None
         to drop the tensor (then `fla_dropped_note` says why the conversion is not exact)."""
         return key
@@ -284,7 +284,7 @@ class MatrixStateMixer(Mixer):
             self.o_norm = RMSNorm(self.head_v, norm_eps)
         self.o_proj = nn.Linear(self.value_dim, self.d_model, bias=False)
 
-    def gated_output(self, o: torch.Tensor, gate: Optional[torch.Tensor]) -> torch.Tensor:
+    def gated_output(self, o: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
         """o [B, T, H, head_v] -> [B, T, d_model] through the stage `add_gated_output` built."""
         o = self.o_norm(o, split_heads(gate, self.head_v)) if self.use_gate else self.o_norm(o)
         return self.o_proj(o.flatten(-2))

@@ -5,7 +5,6 @@ Parameter names and shapes follow fla's modules so checkpoints map one-to-one.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +100,7 @@ def _note_grad_forward() -> None:
     _GRAD_FORWARDS += 1
 
 
-def _fused_weight(mods) -> Optional[torch.Tensor]:
+def _fused_weight(mods) -> torch.Tensor | None:
     """torch.cat of the modules' `weight`s (dim 0), cached on the first module while every weight
     is the same tensor at the same version (an in-place update bumps `_version`) and no
     grad-enabled forward has run since (see _GRAD_FORWARDS)."""
@@ -125,7 +124,7 @@ def _fused_weight(mods) -> Optional[torch.Tensor]:
 class ShortConv(nn.Module):
     """Depthwise causal conv (fla ShortConvolution); weight [D, 1, W] like nn.Conv1d's."""
 
-    def __init__(self, dim: int, kernel_size: int = 4, bias: bool = False, activation: Optional[str] = "silu"):
+    def __init__(self, dim: int, kernel_size: int = 4, bias: bool = False, activation: str | None = "silu"):
         super().__init__()
         self.dim, self.kernel_size, self.activation = dim, kernel_size, activation
         self.weight = nn.Parameter(torch.empty(dim, 1, kernel_size))
@@ -133,7 +132,7 @@ class ShortConv(nn.Module):
         if self.weight.device.type != "meta":
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv1d's default
 
-    def forward(self, x: torch.Tensor, cache: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None):
         if torch.is_grad_enabled():
             _note_grad_forward()
         return short_conv(x, self.weight[:, 0], self.bias, cache=cache, activation=self.activation)

@@ -3,7 +3,7 @@ memory-lean training schedule (checkpointing over time blocks), and the intra-ch
 scores under per-channel decays (`strict_scores`)."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,14 +46,14 @@ chunk); `checkpoint_block=None` on an op reads this at call time, 0 turns the le
 block-by-block forward without a tape) off."""
 
 
-def resolve_block(block: Optional[int], chunk_size: int) -> int:
+def resolve_block(block: int | None, chunk_size: int) -> int:
     block = CHECKPOINT_BLOCK if block is None else int(block)
     if block <= 0:
         return 0
     return max(chunk_size, block - block % chunk_size)
 
 
-def wants_blocks(block: int, seq_len: int, *tensors: Optional[torch.Tensor]) -> bool:
+def wants_blocks(block: int, seq_len: int, *tensors: torch.Tensor | None) -> bool:
     """Recompute only when it saves something: training (grad enabled, some input needs grad)
     and more than one block of time."""
     return (
@@ -124,8 +124,8 @@ class _Blockwise(torch.autograd.Function):
 
 def blockwise(
     fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
-    seq: Sequence[Optional[torch.Tensor]],
-    initial_state: Optional[torch.Tensor],
+    seq: Sequence[torch.Tensor | None],
+    initial_state: torch.Tensor | None,
     block: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run `fn(*seq_block, state) -> (o_block, state)` over time blocks of `block` steps of the
@@ -137,9 +137,9 @@ def blockwise(
 
 def run_chunked(
     fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
-    seq: Sequence[Optional[torch.Tensor]],
-    initial_state: Optional[torch.Tensor],
-    checkpoint_block: Optional[int],
+    seq: Sequence[torch.Tensor | None],
+    initial_state: torch.Tensor | None,
+    checkpoint_block: int | None,
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`fn(*seq, state) -> (o, state)` over the whole [B, T, ...] sequence at once, or, past one

@@ -8,8 +8,6 @@ hold the elementwise paths to.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
@@ -19,9 +17,9 @@ IMPLS = ("auto", "elementwise", "conv1d")
 def short_conv(
     x: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    cache: Optional[torch.Tensor] = None,
-    activation: Optional[str] = "silu",
+    bias: torch.Tensor | None = None,
+    cache: torch.Tensor | None = None,
+    activation: str | None = "silu",
     impl: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """y_t = act(sum_j weight[:, j] * x_{t - W + 1 + j}), x [B, T, D], weight [D, W].

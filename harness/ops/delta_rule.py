@@ -12,7 +12,6 @@ Callers L2-normalise q and k (fla's use_qk_l2norm_in_kernel) before calling.
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import torch
 
@@ -21,8 +20,8 @@ from harness.ops.prelude import prepare_qkv
 
 
 def recurrent_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                         g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                         initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         g: torch.Tensor | None = None, scale: float | None = None,
+                         initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Step-by-step reference; also the decode path."""
     q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
     beta = beta.to(acc)
@@ -40,9 +39,9 @@ def recurrent_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta
 
 
 def chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                     g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                     initial_state: Optional[torch.Tensor] = None, chunk_size: int = 64,
-                     checkpoint_block: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     g: torch.Tensor | None = None, scale: float | None = None,
+                     initial_state: torch.Tensor | None = None, chunk_size: int = 64,
+                     checkpoint_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form with the WY/UT representation (Yang et al. 2024, "Parallelizing
     linear transformers with the delta rule"; gated form from Gated DeltaNet).
 
@@ -61,7 +60,7 @@ def chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
 
 
 def _chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                      g: Optional[torch.Tensor], scale: float, initial_state: Optional[torch.Tensor],
+                      g: torch.Tensor | None, scale: float, initial_state: torch.Tensor | None,
                       chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, H, K = q.shape
     V = v.shape[-1]

@@ -5,7 +5,7 @@ with the same signature through `register_backend_op`, so variants never change.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from harness.ops.delta_rule import chunk_delta_rule, recurrent_delta_rule
 from harness.ops.dplr import chunk_dplr, dplr_step, recurrent_dplr

@@ -13,7 +13,6 @@ q, k, a, b [B, T, H, K], v [B, T, H, V], g [B, T, H, K] log decay (<= 0) or None
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import torch
 
@@ -22,7 +21,7 @@ from harness.ops.prelude import acc_dtype, prepare_qkv, to_acc
 from harness.ops.step import check_one_token
 
 
-def _gate(g: Optional[torch.Tensor], like: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+def _gate(g: torch.Tensor | None, like: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     if g is None:
         return like.new_zeros(like.shape, dtype=acc)
     if g.shape != like.shape:
@@ -31,8 +30,8 @@ def _gate(g: Optional[torch.Tensor], like: torch.Tensor, acc: torch.dtype) -> to
 
 
 def recurrent_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                   g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                   initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   g: torch.Tensor | None = None, scale: float | None = None,
+                   initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Step-by-step reference; also the decode path."""
     q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
     a, b, g = to_acc(a, acc), to_acc(b, acc), _gate(g, k, acc)
@@ -46,8 +45,8 @@ def recurrent_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.T
 
 
 def dplr_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-              g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-              initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+              g: torch.Tensor | None = None, scale: float | None = None,
+              initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One token (T = 1) of the recurrence as batched matmuls over B * H: the decode path."""
     check_one_token(q)
     B, _, H, K = q.shape
@@ -68,9 +67,9 @@ def dplr_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor
 
 
 def chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-               g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-               initial_state: Optional[torch.Tensor] = None, chunk_size: int = 64, sub_chunk_size: int = 8,
-               checkpoint_block: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+               g: torch.Tensor | None = None, scale: float | None = None,
+               initial_state: torch.Tensor | None = None, chunk_size: int = 64, sub_chunk_size: int = 8,
+               checkpoint_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form, exact and overflow-free (every exponent <= 0).
 
     Inside a chunk, with G the in-chunk cumulative log decay (G^- its exclusive form, G_{t-1})
@@ -91,7 +90,7 @@ def chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tenso
 
 
 def _chunk_dplr(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                g: Optional[torch.Tensor], scale: float, initial_state: Optional[torch.Tensor], chunk_size: int,
+                g: torch.Tensor | None, scale: float, initial_state: torch.Tensor | None, chunk_size: int,
                 sub_chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, H, K = q.shape
     V = v.shape[-1]

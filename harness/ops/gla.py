@@ -8,7 +8,6 @@ q, k [B, T, H, K], v [B, T, H, V], log-space gate g either [B, T, H] (scalar per
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import torch
 
@@ -16,7 +15,7 @@ from harness.ops.chunking import run_chunked, split_chunks, strict_scores
 from harness.ops.prelude import prepare_qkv
 
 
-def _expand_gate(g: Optional[torch.Tensor], q: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+def _expand_gate(g: torch.Tensor | None, q: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     if g is None:
         return q.new_zeros(q.shape[:3], dtype=acc)
     if g.dim() not in (3, 4) or g.shape[:3] != q.shape[:3]:
@@ -24,8 +23,8 @@ def _expand_gate(g: Optional[torch.Tensor], q: torch.Tensor, acc: torch.dtype) -
     return g.to(acc)
 
 
-def recurrent_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor] = None,
-                  scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None
+def recurrent_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None = None,
+                  scale: float | None = None, initial_state: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step-by-step reference; also the decode path."""
     q, k, v, S, dtype, acc = prepare_qkv(q, k, v, scale, initial_state)
@@ -40,9 +39,9 @@ def recurrent_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional
     return torch.stack(outs, 1).to(dtype), S
 
 
-def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor] = None,
-              scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None,
-              chunk_size: int = 64, sub_chunk_size: int = 8, checkpoint_block: Optional[int] = None
+def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None = None,
+              scale: float | None = None, initial_state: torch.Tensor | None = None,
+              chunk_size: int = 64, sub_chunk_size: int = 8, checkpoint_block: int | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form (GLA paper, Yang et al. 2024), exact and overflow-free.
 
@@ -65,8 +64,8 @@ def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[tor
                        checkpoint_block, chunk_size)
 
 
-def _chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor], scale: float,
-               initial_state: Optional[torch.Tensor], chunk_size: int, sub_chunk_size: int
+def _chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None, scale: float,
+               initial_state: torch.Tensor | None, chunk_size: int, sub_chunk_size: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, H, K = q.shape
     V = v.shape[-1]

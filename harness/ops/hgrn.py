@@ -5,8 +5,6 @@ the state is [B, D]. The layer folds the input gate in beforehand (x = swish(i) 
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
@@ -15,7 +13,7 @@ from harness.ops.prelude import acc_dtype, to_acc
 
 
 def recurrent_hgrn(
-    x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor] = None
+    x: torch.Tensor, g: torch.Tensor, initial_state: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step-by-step reference; also the decode path."""
     dtype = x.dtype
@@ -29,8 +27,8 @@ def recurrent_hgrn(
     return torch.stack(outs, 1).to(dtype), h
 
 
-def chunk_hgrn(x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor] = None,
-               chunk_size: int = 64, checkpoint_block: Optional[int] = None
+def chunk_hgrn(x: torch.Tensor, g: torch.Tensor, initial_state: torch.Tensor | None = None,
+               chunk_size: int = 64, checkpoint_block: int | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise form: inside each chunk of `chunk_size` tokens, a doubling (Hillis-Steele) scan
     of the pairs (a_t, x_t) with a_t = exp(g_t) composes h_t = a_t h_{t-1} + x_t for every t in
@@ -47,7 +45,7 @@ def chunk_hgrn(x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.T
 
 
 def _chunk_hgrn(
-    x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor], chunk_size: int
+    x: torch.Tensor, g: torch.Tensor, initial_state: torch.Tensor | None, chunk_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, D = x.shape
     dtype = x.dtype

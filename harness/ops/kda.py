@@ -17,7 +17,6 @@ chunkwise form.
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import torch
 
@@ -34,7 +33,7 @@ def _check_gate(g: torch.Tensor, k: torch.Tensor) -> None:
 
 
 def recurrent_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
-                  scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None
+                  scale: float | None = None, initial_state: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step-by-step reference; also the decode path (harness.ops.delta_rule.recurrent_delta_rule)."""
     _check_gate(g, k)
@@ -42,7 +41,7 @@ def recurrent_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch
 
 
 def kda_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
-             scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None
+             scale: float | None = None, initial_state: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token (T = 1): harness.ops.step.delta_rule_step with the per-channel decay."""
     _check_gate(g, k)
@@ -50,8 +49,8 @@ def kda_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
 
 
 def chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
-              scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None, chunk_size: int = 64,
-              sub_chunk_size: int = 16, checkpoint_block: Optional[int] = None
+              scale: float | None = None, initial_state: torch.Tensor | None = None, chunk_size: int = 64,
+              sub_chunk_size: int = 16, checkpoint_block: int | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form: the WY/UT representation of harness.ops.delta_rule with
     per-channel decays handled as fla does (every exponent <= 0).
@@ -75,7 +74,7 @@ def chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Ten
 
 
 def _chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor,
-               scale: float, initial_state: Optional[torch.Tensor], chunk_size: int, sub_chunk_size: int
+               scale: float, initial_state: torch.Tensor | None, chunk_size: int, sub_chunk_size: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, H, K = q.shape
     V = v.shape[-1]

@@ -6,7 +6,7 @@ accumulation dtype, as fla does.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 
@@ -37,8 +37,8 @@ class Prepared(NamedTuple):
     acc: torch.dtype
 
 
-def prepare_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float],
-                initial_state: Optional[torch.Tensor]) -> Prepared:
+def prepare_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None,
+                initial_state: torch.Tensor | None) -> Prepared:
     """q, k [B, T, H, K] and v [B, T, H, V] in the accumulation dtype, q times `scale` (default
     K^-0.5), and the initial state (zeros without one)."""
     B, _, H, K = q.shape

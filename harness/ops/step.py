@@ -10,8 +10,6 @@ equal to the references.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from harness.ops.prelude import acc_dtype, to_acc
@@ -23,8 +21,8 @@ def check_one_token(t: torch.Tensor) -> None:
         raise ValueError(f"step ops take one token (T = 1), got T = {t.shape[1]}; use the recurrent or chunk op")
 
 
-def gla_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torch.Tensor] = None,
-             scale: Optional[float] = None, initial_state: Optional[torch.Tensor] = None
+def gla_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None = None,
+             scale: float | None = None, initial_state: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """S = Diag(exp(g)) S + k v^T, o = S^T (scale * q), for one token; g scalar per head
     [B, 1, H], per key channel [B, 1, H, K], or None."""
@@ -48,8 +46,8 @@ def gla_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: Optional[torc
 
 
 def delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                    g: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                    initial_state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    g: torch.Tensor | None = None, scale: float | None = None,
+                    initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """S = exp(g) S, S = S + beta k (v - S^T k)^T, o = S^T (scale * q), for one token (as 3-D
     batched matmuls over B * H: fewer dispatcher calls than 4-D matmul); g scalar per head
     [B, 1, H], per key channel [B, 1, H, K] (KDA), or None."""
@@ -75,7 +73,7 @@ def delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: tor
 
 
 def hgrn_step(
-    x: torch.Tensor, g: torch.Tensor, initial_state: Optional[torch.Tensor] = None
+    x: torch.Tensor, g: torch.Tensor, initial_state: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """h = exp(g) * h + x, o = h, for one token; x, g [B, 1, D], state [B, D]."""
     check_one_token(x)

@@ -31,7 +31,7 @@ A single length cannot bracket a crossing, so n = 1 gives one of the last two st
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -155,7 +155,7 @@ def crossover_table(df: pd.DataFrame, metrics: Sequence[str] = TIME_METRICS) -> 
     return out
 
 
-def decode_ratio(df: pd.DataFrame, context_len: Optional[int] = None, metric: str = "decode_token_s") -> pd.DataFrame:
+def decode_ratio(df: pd.DataFrame, context_len: int | None = None, metric: str = "decode_token_s") -> pd.DataFrame:
     """Softmax / linear decode latency (`metric`: decode_token_s of a model, or
     mixer_decode_step_s of one layer) at one context length: the longest context where both
     were measured (or `context_len`). > 1: the linear model decodes faster. Columns:

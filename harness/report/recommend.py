@@ -32,7 +32,7 @@ or "all", a floor outside what the table's score can be (a recall of 2, a negati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -53,13 +53,13 @@ NEAR_FLOOR = 0.02
 @dataclass
 class Constraints:
     seq_len: int
-    max_cache_bytes: Optional[float] = None
-    max_decode_s: Optional[float] = None
+    max_cache_bytes: float | None = None
+    max_decode_s: float | None = None
     #: accuracy floor: a minimum for higher-is-better scores (recall, lm-eval), a maximum for losses
-    min_score: Optional[float] = None
+    min_score: float | None = None
     objective: Literal["accuracy", "cache", "latency"] = "accuracy"
     #: the length whose accuracy counts (None: `seq_len`; "all": every measured length, averaged)
-    accuracy_len: Union[int, str, None] = None
+    accuracy_len: int | str | None = None
 
     def __post_init__(self) -> None:
         """Refuse a question that cannot mean what it says (each message names the option)."""
@@ -93,7 +93,7 @@ class Constraints:
 class Recommendation:
     answered: bool
     constraints: Constraints
-    choice: Optional[dict] = None  # d_model, variant, layout (with placement), score, costs
+    choice: dict | None = None  # d_model, variant, layout (with placement), score, costs
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)  # the candidates behind the answer
@@ -134,7 +134,7 @@ def display(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _accuracy(ok: pd.DataFrame, c: Constraints) -> tuple[Optional[T.Score], Optional[str], str]:
+def _accuracy(ok: pd.DataFrame, c: Constraints) -> tuple[T.Score | None, str | None, str]:
     """(score over the chosen lengths, why not, which lengths)."""
     score = T.accuracy_score(ok)
     if score is None:
@@ -249,7 +249,7 @@ def _recommend(ok: pd.DataFrame, c: Constraints) -> Recommendation:
 
 
 def _with_costs(rec: Recommendation, ok: pd.DataFrame, cand: pd.DataFrame,
-                c: Constraints) -> tuple[Optional[pd.DataFrame], list[str]]:
+                c: Constraints) -> tuple[pd.DataFrame | None, list[str]]:
     """The candidates with a column per cost the question needs (at `c.seq_len`) and those metrics;
     None when the table has no rows of a cost there (the reason is added to `rec`)."""
     used = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,7 @@ PAPER_NOTE = ("Columns and rows labelled *paper (…)* are the paper's published
               "data and tasks are usually far smaller, so compare trends across ratios, not absolute levels.")
 
 
-def _measured(record: dict, key: str) -> Optional[float]:
+def _measured(record: dict, key: str) -> float | None:
     """record[key] when it holds a measured number, else None."""
     v = record.get(key)
     return None if v is None or pd.isna(v) else float(v)
@@ -53,5 +52,5 @@ class ReportBase:
     def add(self, text: str) -> None:
         self.parts.append(text)
 
-    def figure(self, ref: Optional[F.FigureRef]) -> bool:
+    def figure(self, ref: F.FigureRef | None) -> bool:
         raise NotImplementedError

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from harness.metrics import lookup
 from harness.model.layout import parse_ratio, placement_key

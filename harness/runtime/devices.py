@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 BACKENDS = ("auto", "torch", "fla")
 
@@ -29,7 +29,7 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def device_problem(device: str) -> Optional[str]:
+def device_problem(device: str) -> str | None:
     """Why `device` cannot run here, in one sentence with what to do; None when it can."""
     if device in ("cpu", "auto"):
         return None

@@ -9,7 +9,8 @@ import multiprocessing
 import signal
 import sys
 import types
-from typing import Any, Callable, Iterable, Iterator, Optional
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from harness.runtime.devices import is_oom
 
@@ -26,7 +27,7 @@ class WorkerDied(RuntimeError):
     """The isolated worker ended without reporting. `oom` is True when it was killed by SIGKILL
     (the kernel's OOM killer's signal) or reported an out-of-memory error."""
 
-    def __init__(self, message: str, oom: bool, stage: Optional[str] = None):
+    def __init__(self, message: str, oom: bool, stage: str | None = None):
         super().__init__(message)
         self.oom = oom
         self.stage = stage
@@ -71,7 +72,7 @@ def _worker_main(conn: Any, job: Callable[..., Iterator[Any]], args: tuple, sys_
 def run_isolated(
     job: Callable[..., Iterator[Any]],
     *args: Any,
-    on_item: Optional[Callable[[Any], None]] = None,
+    on_item: Callable[[Any], None] | None = None,
     poll_s: float = 0.2,
 ) -> list[Any]:
     """Run the generator function `job(*args)` in a fresh worker process; return what it yields.
@@ -97,7 +98,7 @@ def run_isolated(
             sys.modules["__main__"] = main
     send.close()
     items: list[Any] = []
-    stage: Optional[str] = None
+    stage: str | None = None
     finished = False
     try:
         while True:
@@ -135,7 +136,7 @@ def run_isolated(
     return items
 
 
-def _died(code: Optional[int], stage: Optional[str]) -> WorkerDied:
+def _died(code: int | None, stage: str | None) -> WorkerDied:
     """The error for a worker that ended without finishing: killed by a signal (SIGKILL: out of
     memory, probably), or exited with `code`; `stage` says where it was."""
     where = f" during {stage}" if stage else ""

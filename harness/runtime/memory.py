@@ -22,10 +22,10 @@ import ctypes.util
 import gc
 import resource
 import sys
-from typing import Any, Optional
+from typing import Any
 
 
-def _libc() -> Optional[ctypes.CDLL]:
+def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -44,7 +44,7 @@ def malloc_trim() -> None:
             pass
 
 
-def _status_kib(field_name: str) -> Optional[int]:
+def _status_kib(field_name: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -55,7 +55,7 @@ def _status_kib(field_name: str) -> Optional[int]:
     return None
 
 
-def rss_bytes() -> Optional[int]:
+def rss_bytes() -> int | None:
     """Current resident set size (VmRSS), or None where /proc is unavailable."""
     kib = _status_kib("VmRSS")
     return None if kib is None else kib * 1024
@@ -92,11 +92,11 @@ class PeakMemory:
 
     def __init__(self, device: Any = "cpu"):
         self.device = str(device)
-        self.bytes: Optional[int] = None
+        self.bytes: int | None = None
         self.method = ""
         self._base = 0
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         gc.collect()
         if self.device.startswith("cuda"):
             import torch

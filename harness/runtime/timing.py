@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Optional, Sequence
+from typing import Any
 
 
 def quantile(sorted_xs: Sequence[float], q: float) -> float:
@@ -83,7 +85,7 @@ class Timing:
         """(median, IQR) of amount / time per sample, e.g. tokens per second."""
         return summarize([amount / t for t in self._chosen() if t > 0])
 
-    def loaded(self, threads: int) -> Optional[bool]:
+    def loaded(self, threads: int) -> bool | None:
         """Did the machine's other work distort this measurement? With one thread, CPU and wall
         time agree on an idle core, so a relative gap above LOAD_TOLERANCE (either way) says
         the process waited for a core. With more threads CPU time may exceed wall time, so
@@ -96,7 +98,7 @@ class Timing:
             return abs(w / c - 1.0) > LOAD_TOLERANCE
         return w > (1.0 + LOAD_TOLERANCE) * c
 
-    def provenance(self, threads: Optional[int], on_cpu: bool) -> dict[str, Any]:
+    def provenance(self, threads: int | None, on_cpu: bool) -> dict[str, Any]:
         """The timing-provenance columns of a row (harness.sweep.results): clock, both medians, threads,
         and the load flag (CPU only)."""
         out: dict[str, Any] = {"clock": self.clock, "wall_time_s": self.wall_median}
@@ -125,9 +127,9 @@ def time_calls(
     fn: Callable[[], Any],
     warmup: int,
     repeats: int,
-    sync: Optional[Callable[[], None]] = None,
+    sync: Callable[[], None] | None = None,
     timer: Callable[[], float] = time.perf_counter,
-    around_first: Optional[Callable[[], ContextManager[Any]]] = None,
+    around_first: Callable[[], AbstractContextManager[Any]] | None = None,
     cpu_timer: Callable[[], float] = time.process_time,
     clock: str = "wall",
 ) -> Timing:

@@ -29,8 +29,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,8 @@ from torch import nn
 
 from harness.data import IGNORE
 
-Batch = Union[Mapping[str, torch.Tensor], tuple]
-DataSource = Union[Mapping[str, torch.Tensor], Callable[[int, torch.Generator], Batch]]
+Batch = Mapping[str, torch.Tensor] | tuple
+DataSource = Mapping[str, torch.Tensor] | Callable[[int, torch.Generator], Batch]
 
 
 @dataclass
@@ -47,14 +48,14 @@ class TrainConfig:
     steps: int = 300
     batch_size: int = 32
     lr: float = 3e-3
-    warmup_steps: Optional[int] = None  # default: 10% of steps
+    warmup_steps: int | None = None  # default: 10% of steps
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: Optional[float] = 1.0  # max gradient norm; None or 0 = no clipping
+    grad_clip: float | None = 1.0  # max gradient norm; None or 0 = no clipping
     seed: int = 0
     amp: str = "auto"  # "auto" (bf16 autocast on CUDA only) | "bf16" | "fp16" | "off"
-    early_stop_acc: Optional[float] = None
+    early_stop_acc: float | None = None
     eval_every: int = 50  # steps between evaluations when early stopping
     diverge_factor: float = 10.0  # loss > factor * initial loss → diverged
     deterministic: bool = True
@@ -86,7 +87,7 @@ class TrainResult:
     losses: list[float]  # training loss per step
     initial_loss: float
     final_loss: float  # mean training loss over the last few steps (see `final_loss_of`)
-    error: Optional[str] = None
+    error: str | None = None
     early_stopped: bool = False
     evals: list[tuple[int, float]] = field(default_factory=list)  # (step, accuracy)
     wall_s: float = 0.0
@@ -197,7 +198,7 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def _loss_diverged(value: float, initial: float, step: int, cfg: TrainConfig) -> Optional[str]:
+def _loss_diverged(value: float, initial: float, step: int, cfg: TrainConfig) -> str | None:
     """Why training diverged at this loss (non-finite, or diverge_factor x the first), or None."""
     if not math.isfinite(value):
         return f"non-finite training loss {value} at step {step}"
@@ -218,8 +219,8 @@ def train(
     model: nn.Module,
     data: DataSource,
     cfg: TrainConfig,
-    eval_fn: Optional[Callable[[nn.Module], float]] = None,
-    device: Optional[Union[str, torch.device]] = None,
+    eval_fn: Callable[[nn.Module], float] | None = None,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train `model` in place on `data`; return the losses and how training ended."""
     if device is None:

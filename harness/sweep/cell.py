@@ -11,9 +11,10 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # keep this module free of torch at import time
     import torch
@@ -103,7 +104,7 @@ class Cell:
     task_modules: tuple[str, ...] = field(default=())
     #: where to save the trained model, set by the runner when another cell consumes it (a
     #: task that `saves_checkpoint` writes it there); not part of the id
-    checkpoint_dir: Optional[str] = None
+    checkpoint_dir: str | None = None
     #: resolved inputs, set by the runner: parameter name -> the producing cell's checkpoint
     #: path, for each parameter that is a reference (see `dependencies`); not part of the id
     inputs: Mapping[str, str] = field(default_factory=dict)
@@ -140,11 +141,11 @@ class Cell:
             if isinstance(v, Mapping) and REF_FROM in v and REF_CELL in v
         ]
 
-    def with_inputs(self, inputs: Mapping[str, str], checkpoint_dir: Optional[str] = None) -> "Cell":
+    def with_inputs(self, inputs: Mapping[str, str], checkpoint_dir: str | None = None) -> Cell:
         """This cell with resolved input paths (and where to save its checkpoint); same id."""
         return dataclasses.replace(self, inputs=dict(inputs), checkpoint_dir=checkpoint_dir or self.checkpoint_dir)
 
-    def for_task(self) -> "Cell":
+    def for_task(self) -> Cell:
         """The cell as its task sees it: each reference parameter replaced by the path the runner
         resolved (`inputs`). Its `cell_id` stays this cell's (the id of a measurement does not
         depend on where its input lies). Raises ValueError for an unresolved reference."""
@@ -162,12 +163,12 @@ class Cell:
         object.__setattr__(view, "cell_id", self.cell_id)  # pin the cached id to the consumer's
         return view
 
-    def model_config(self) -> "ModelConfig":
+    def model_config(self) -> ModelConfig:
         from harness.model.config import ModelConfig
 
         return ModelConfig.from_dict(dict(self.model))
 
-    def torch_dtype(self) -> "torch.dtype":
+    def torch_dtype(self) -> torch.dtype:
         import torch
 
         return getattr(torch, self.dtype)

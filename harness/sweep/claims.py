@@ -24,8 +24,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from harness.sweep.store import pid_alive
 
@@ -49,7 +50,7 @@ class Claims:
         self.notes: list[str] = []
         self.held: set[str] = set()
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def _path(self, cell_id: str) -> Path:
         return self.dir / f"{cell_id}.claim"
@@ -64,7 +65,7 @@ class Claims:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def holder(self, cell_id: str) -> Optional[dict[str, Any]]:
+    def holder(self, cell_id: str) -> dict[str, Any] | None:
         """Who holds the claim on `cell_id` (None: nobody, or a claim that holds nothing: stale,
         left by a process that is gone, or not a claim at all; the last two say so in `notes`)."""
         path = self._path(cell_id)
@@ -126,7 +127,7 @@ class Claims:
                 with contextlib.suppress(OSError):
                     os.utime(self._path(cell_id))
 
-    def __enter__(self) -> "Claims":
+    def __enter__(self) -> Claims:
         self._thread = threading.Thread(target=self._beat, daemon=True, name="claims-heartbeat")
         self._thread.start()
         return self
@@ -142,7 +143,7 @@ class Claims:
 MAX_PID = 2**31 - 1
 
 
-def parse_claim(data: bytes) -> tuple[Optional[dict[str, Any]], str]:
+def parse_claim(data: bytes) -> tuple[dict[str, Any] | None, str]:
     """(the claim, "") from a claim file's bytes, or (None, why it is not a claim)."""
     try:
         info = json.loads(data.decode("utf-8"))
@@ -158,7 +159,7 @@ def parse_claim(data: bytes) -> tuple[Optional[dict[str, Any]], str]:
     return info, ""
 
 
-def process_start(pid: int) -> Optional[str]:
+def process_start(pid: int) -> str | None:
     """When process `pid` of this machine started (clock ticks since boot, from /proc), or None
     where that cannot be read (no /proc: not Linux; the process is gone)."""
     try:

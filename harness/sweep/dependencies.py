@@ -6,7 +6,6 @@ ok gets a failed row naming it instead of running."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from harness.sweep.cell import Cell
 from harness.sweep.results import OK
@@ -79,7 +78,7 @@ def in_waves(todo: list[Cell]) -> list[list[Cell]]:
 
 
 def blocked_reason(cell: Cell, statuses: dict[str, str], errors: dict[str, str], by_id: dict[str, Cell],
-             results_dir: Path) -> Optional[str]:
+             results_dir: Path) -> str | None:
     """Why `cell` cannot run (a cell it consumes is not ok, or left no checkpoint), or None."""
     for d in cell.dependencies():
         producer = by_id.get(d.cell_id)

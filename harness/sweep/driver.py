@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pandas as pd
 
@@ -58,12 +59,12 @@ def run_sweep(
     cells: list[Cell],
     results_dir: Path,
     executor: str = "serial",
-    workers: Optional[int] = None,
-    address: Optional[str] = None,
+    workers: int | None = None,
+    address: str | None = None,
     retry_failed: bool = False,
     console: Any = None,
     progress: bool = True,
-    shard: Optional[tuple[int, int]] = None,
+    shard: tuple[int, int] | None = None,
 ) -> SweepSummary:
     """Run the `cells` not yet in `results_dir`, writing each cell's rows as soon as it finishes,
     then rebuild results.parquet. Interrupting (Ctrl-C, or SIGTERM in the main thread) keeps every
@@ -101,7 +102,7 @@ def run_sweep(
 
 
 def _plan(suite_name: str, cells: list[Cell], results_dir: Path, retry_failed: bool,
-          shard: Optional[tuple[int, int]], console: Any) -> tuple[SweepSummary, list[Cell], dict[str, str]]:
+          shard: tuple[int, int] | None, console: Any) -> tuple[SweepSummary, list[Cell], dict[str, str]]:
     """Check and repair the results folder, then pick the cells to run: (the summary so far, the
     cells to run, the stored cells' statuses). Says what it repaired, skips and reruns."""
     # an unreadable results.parquet beside intact cells is rebuilt from them (kept aside); a
@@ -210,7 +211,7 @@ def in_shard(todo: list[Cell], cells: list[Cell], index: int, count: int) -> lis
     return [c for c in todo if shard_of(root(c), count) == index]
 
 
-def _parallel(executor: str, workers: Optional[int]) -> int:
+def _parallel(executor: str, workers: int | None) -> int:
     """How many cells run at once (for the ETA)."""
     if executor == "serial":
         return 1
@@ -219,7 +220,7 @@ def _parallel(executor: str, workers: Optional[int]) -> int:
     return workers or usable_cores()
 
 
-def _cell_seconds(rows: list[dict[str, Any]]) -> Optional[float]:
+def _cell_seconds(rows: list[dict[str, Any]]) -> float | None:
     """The wall time a finished cell took (its rows' wall_s), None when unknown (a crash row)."""
     times = [r.get("wall_s") for r in rows if isinstance(r.get("wall_s"), (int, float))]
     return max(times) if times else None

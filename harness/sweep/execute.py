@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from harness import __version__
 from harness.registry import TASKS
@@ -37,10 +37,10 @@ class RunContext:
     #: paths the driver could import task modules from (its working directory)
     sys_path: tuple[str, ...] = ()
     #: torch intra-op threads for the process running the cell; None leaves torch's default
-    torch_threads: Optional[int] = None
+    torch_threads: int | None = None
 
 
-def make_context(torch_threads: Optional[int] = None) -> RunContext:
+def make_context(torch_threads: int | None = None) -> RunContext:
     return RunContext(__version__, git_sha(), (os.getcwd(),), torch_threads)
 
 
@@ -50,7 +50,7 @@ def git_sha() -> str:
     tracked files), or "unknown" (installed from a wheel, no git, no commit yet). Never fails."""
     root = Path(__file__).resolve().parents[2]
 
-    def git(*args: str) -> Optional[str]:
+    def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.SubprocessError):
@@ -95,7 +95,7 @@ def _prepare_process(ctx: RunContext, task_modules: tuple[str, ...]) -> None:
         importlib.import_module(name)
 
 
-def _seed_and_threads(seed: int, threads: Optional[int]) -> None:
+def _seed_and_threads(seed: int, threads: int | None) -> None:
     random.seed(seed)
     try:
         import numpy

@@ -11,9 +11,10 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Protocol
 
 from harness.registry import TASKS
 from harness.runtime.devices import exception_status
@@ -21,7 +22,7 @@ from harness.sweep.cell import Cell
 from harness.sweep.execute import RunContext, crash_rows, describe_exception, execute_cell
 
 EXECUTORS = ("serial", "pool", "ray")
-Rows = Optional[list[dict[str, Any]]]  # None: not run here (another sweep runs the cell)
+Rows = list[dict[str, Any]] | None  # None: not run here (another sweep runs the cell)
 Admit = Callable[[Cell], bool]
 _DIED = ("worker process died while running this cell alone (killed, crashed, or out of memory); rerun with "
          "--retry-failed")
@@ -30,11 +31,11 @@ _DIED = ("worker process died while running this cell alone (killed, crashed, or
 class Executor(Protocol):
     name: str
 
-    def __enter__(self) -> "Executor": ...
+    def __enter__(self) -> Executor: ...
 
     def __exit__(self, *exc: Any) -> None: ...
 
-    def run(self, cells: list[Cell], admit: Optional[Admit] = None) -> Iterator[tuple[Cell, Rows]]:
+    def run(self, cells: list[Cell], admit: Admit | None = None) -> Iterator[tuple[Cell, Rows]]:
         """Yield (cell, rows) as cells finish, in any order. `admit(cell)`, asked just before a
         cell starts, may refuse it (another sweep runs it): then (cell, None) is yielded."""
         ...
@@ -46,13 +47,13 @@ class SerialExecutor:
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
 
-    def __enter__(self) -> "SerialExecutor":
+    def __enter__(self) -> SerialExecutor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         pass
 
-    def run(self, cells: list[Cell], admit: Optional[Admit] = None) -> Iterator[tuple[Cell, Rows]]:
+    def run(self, cells: list[Cell], admit: Admit | None = None) -> Iterator[tuple[Cell, Rows]]:
         for cell in cells:
             yield cell, execute_cell(cell, self.ctx) if admit is None or admit(cell) else None
 
@@ -88,7 +89,7 @@ class PoolExecutor:
         threads = max(1, usable_cores() // workers)
         self.ctx = dataclasses.replace(ctx, torch_threads=threads)
 
-    def __enter__(self) -> "PoolExecutor":
+    def __enter__(self) -> PoolExecutor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -103,7 +104,7 @@ class PoolExecutor:
             initargs=(os.getpid(),),
         )
 
-    def run(self, cells: list[Cell], admit: Optional[Admit] = None) -> Iterator[tuple[Cell, Rows]]:
+    def run(self, cells: list[Cell], admit: Admit | None = None) -> Iterator[tuple[Cell, Rows]]:
         # At most `workers` cells are submitted at a time, so when a worker dies we know which
         # cells were in flight. A dead worker breaks the whole pool and every cell in flight
         # looks dead, so those cells are suspects: each runs again alone in a fresh pool, and
@@ -170,7 +171,7 @@ class PoolExecutor:
                 _terminate_workers(pool)
             pool.shutdown(wait=finished, cancel_futures=True)
 
-    def _submit(self, pool: ProcessPoolExecutor, cell: Cell) -> Optional[Future]:
+    def _submit(self, pool: ProcessPoolExecutor, cell: Cell) -> Future | None:
         """The cell's future; None when the pool is already broken (a worker died since the last
         wait), which the next wait sees through the futures still in flight."""
         try:
@@ -178,7 +179,7 @@ class PoolExecutor:
         except BrokenProcessPool:
             return None
 
-    def _result(self, fut: Future, cell: Cell) -> Optional[list[dict[str, Any]]]:
+    def _result(self, fut: Future, cell: Cell) -> list[dict[str, Any]] | None:
         """The cell's rows; None when its worker died (the pool broke)."""
         try:
             return fut.result()
@@ -203,14 +204,14 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, ctx: RunContext, address: Optional[str] = None, num_cpus: Optional[int] = None):
+    def __init__(self, ctx: RunContext, address: str | None = None, num_cpus: int | None = None):
         self.ctx = ctx
         self.address = address
         self.num_cpus = num_cpus
         self._ray: Any = None
         self._started = False
 
-    def __enter__(self) -> "RayExecutor":
+    def __enter__(self) -> RayExecutor:
         try:
             import ray
         except ImportError:
@@ -237,7 +238,7 @@ class RayExecutor:
         if self._started:
             self._ray.shutdown()
 
-    def run(self, cells: list[Cell], admit: Optional[Admit] = None) -> Iterator[tuple[Cell, Rows]]:
+    def run(self, cells: list[Cell], admit: Admit | None = None) -> Iterator[tuple[Cell, Rows]]:
         ray = self._ray
         remote = ray.remote(execute_cell)
         refs: dict[Any, Cell] = {}
@@ -266,7 +267,7 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
 
 
-def make_executor(kind: str, ctx: RunContext, workers: Optional[int] = None, address: Optional[str] = None) -> Executor:
+def make_executor(kind: str, ctx: RunContext, workers: int | None = None, address: str | None = None) -> Executor:
     if kind == "serial":
         return SerialExecutor(ctx)
     if kind == "pool":

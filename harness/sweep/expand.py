@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
-from typing import Optional
 
 from harness.model.config import ModelConfig
 from harness.model.resolve import resolve_model
@@ -42,7 +42,7 @@ class _Expansion:
     invalid: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     unresolved: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     n_combos: int = 0
-    cuda: Optional[bool] = None
+    cuda: bool | None = None
 
     @property
     def where(self) -> str:
@@ -53,7 +53,7 @@ class _Expansion:
         return sum(map(len, self.invalid.values()))
 
 
-def expand_cells(suite: Suite, notes: Optional[list[str]] = None) -> list[Cell]:
+def expand_cells(suite: Suite, notes: list[str] | None = None) -> list[Cell]:
     """The suite's cells, in axis order (tasks outermost), duplicates merged.
 
     A parameter written `{from: <task>}` becomes `{"from": <task>, "cell": <producer cell_id>}`:
@@ -107,7 +107,7 @@ def _expand_entry(exp: _Expansion, i: int) -> None:
             elif set(patch) <= fields:  # a parameter axis of another task: not ours
                 params.update(patch)
         full_model = {**ModelConfig().to_dict(), **model}
-        describe = lambda: _describe_combo(entry.name, full_model, run, params, axes_order)  # noqa: E731
+        describe = functools.partial(_describe_combo, entry.name, full_model, run, params, axes_order)
         cell = _combination_cell(exp, entry.name, task, values, full_model, run, params, describe)
         rec.append((values, cell))
         if cell is not None:
@@ -115,7 +115,7 @@ def _expand_entry(exp: _Expansion, i: int) -> None:
 
 
 def _combination_cell(exp: _Expansion, task_name: str, task, values: dict, full_model: dict, run: dict,
-                      params: dict, describe) -> Optional[Cell]:
+                      params: dict, describe) -> Cell | None:
     """One combination's cell: references resolved, params and model validated, the task's own
     check passed; None (with the problem recorded) when it cannot be a cell."""
     task_cls = type(task)

@@ -16,7 +16,8 @@ a different cell). VALUE is YAML (`--set axes.seq_len=[512,1024]`, `--set params
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from harness.sweep.messages import SuiteError
 from harness.sweep.yaml_dialect import parse_yaml_value
@@ -37,8 +38,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise SuiteError(f"--set {text!r}: the value is not valid YAML: {exc}") from None
 
 
-def apply_overrides(raw: Any, sets: Sequence[str] = (), device: Optional[str] = None,
-                    dtype: Optional[str] = None) -> Any:
+def apply_overrides(raw: Any, sets: Sequence[str] = (), device: str | None = None,
+                    dtype: str | None = None) -> Any:
     """The suite mapping `raw` with the overrides applied (a copy; `raw` is not changed)."""
     if not sets and device is None and dtype is None:
         return raw

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from harness.sweep.cell import Cell
 from harness.sweep.results import OK, STATUSES
@@ -26,12 +26,12 @@ class SweepSummary:
     ran: Counter = field(default_factory=Counter)  # status -> cells run now
     #: every cell of the suite whose stored rows are not all ok: (cell, status, first error)
     not_ok: list[tuple[Cell, str, str]] = field(default_factory=list)
-    table: Optional["pd.DataFrame"] = None
+    table: pd.DataFrame | None = None
     interrupted: bool = False
     #: the signal that interrupted the sweep (SIGINT for Ctrl-C, SIGTERM), when interrupted
-    signal: Optional[int] = None
+    signal: int | None = None
     #: why the sweep stopped before its end although no cell failed (results could not be written)
-    error: Optional[str] = None
+    error: str | None = None
     #: what the sweep repaired in the results directory before it started (harness.sweep.repair)
     repaired: list[str] = field(default_factory=list)
     #: cells left to another sweep into the same folder (claimed by it, or stored meanwhile)
@@ -74,7 +74,7 @@ class CostModel:
         self.task_of = {c.cell_id: c.task for c in cells}
         self.spent: dict[str, list[float]] = {}  # task -> [actual seconds, expected seconds]
 
-    def observe(self, cell: Cell, seconds: Optional[float]) -> None:
+    def observe(self, cell: Cell, seconds: float | None) -> None:
         if seconds is None or not seconds >= 0:
             return
         s = self.spent.setdefault(cell.task, [0.0, 0.0])
@@ -88,7 +88,7 @@ class CostModel:
         total = [sum(v[i] for v in self.spent.values()) for i in (0, 1)]
         return total[0] / total[1] if total[1] > 0 else 1.0
 
-    def eta(self, remaining: list[str]) -> Optional[float]:
+    def eta(self, remaining: list[str]) -> float | None:
         """Seconds left for the cells `remaining` (None before any cell finished)."""
         if not self.spent:
             return None
@@ -96,7 +96,7 @@ class CostModel:
         return work / min(self.workers, max(1, len(remaining)))
 
 
-def _clock(seconds: Optional[float]) -> str:
+def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "-:--:--"
     s = int(round(seconds))
@@ -131,7 +131,7 @@ class Progress:
         other = f" {self.elsewhere} elsewhere" if self.elsewhere else ""
         return f"[green]{self.ok} ok[/] [red]{self.failed} failed[/]{other} {len(self.left)} left"
 
-    def advance(self, status: str, cell: Cell, seconds: Optional[float] = None) -> None:
+    def advance(self, status: str, cell: Cell, seconds: float | None = None) -> None:
         if status == OK:
             self.ok += 1
         elif status == ELSEWHERE:
@@ -155,7 +155,7 @@ class Progress:
                 f"{len(self.left)} left | elapsed {_clock(time.monotonic() - self.started)} | ETA {eta}",
                 markup=False, highlight=False, soft_wrap=True)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         self.bar.start()
         return self
 
@@ -163,7 +163,7 @@ class Progress:
         self.bar.stop()
 
 
-def print_summary(summary: "SweepSummary", console: Any) -> None:
+def print_summary(summary: SweepSummary, console: Any) -> None:
     from rich.table import Table
 
     t = Table(title=f"sweep {summary.suite}", show_header=False)

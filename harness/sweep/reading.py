@@ -2,8 +2,8 @@
 the command line's overrides, validate."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 from harness._lazy import package_dir
 from harness.sweep.messages import SuiteError, hint
@@ -12,8 +12,8 @@ from harness.sweep.yaml_dialect import read_yaml
 
 __all__ = ["read_yaml", "load_suite", "find_suite", "suite_dirs", "list_suites"]
 
-def load_suite(path: Union[str, Path], sets: Sequence[str] = (), device: Optional[str] = None,
-               dtype: Optional[str] = None) -> Suite:
+def load_suite(path: str | Path, sets: Sequence[str] = (), device: str | None = None,
+               dtype: str | None = None) -> Suite:
     """Read and validate a suite file, with command-line overrides (harness.sweep.overrides)
     applied first; raise SuiteError with every problem found."""
     from harness.sweep.overrides import apply_overrides
@@ -42,7 +42,7 @@ def list_suites() -> list[tuple[str, Path, bool]]:
     return list(out.values())
 
 
-def find_suite(name_or_path: Union[str, Path]) -> Path:
+def find_suite(name_or_path: str | Path) -> Path:
     """A suite path, or a bare name (`quickstart`) looked up in suites/."""
     p = Path(name_or_path)
     if p.is_file():

@@ -4,7 +4,7 @@ evaluate"). `check_references` validates them per task entry; `match_producer` f
 producing cell of a consuming cell while the suite is expanded."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -15,7 +15,7 @@ from harness.sweep.schema import ModelOverrides, Suite, TaskEntry, axis_options
 
 #: a task entry's expanded combinations: (axis key -> canonical JSON of its patch, the cell or
 #: None when the combination is impossible)
-Produced = list[tuple[dict[str, str], Optional[Cell]]]
+Produced = list[tuple[dict[str, str], Cell | None]]
 
 def is_ref(value: Any) -> bool:
     return isinstance(value, dict) and REF_FROM in value
@@ -192,13 +192,13 @@ def entry_order(suite: Suite) -> list[int]:
 
 def match_producer(
     suite: Suite, ref: dict[str, Any], values: dict[str, str], produced: dict[int, Produced]
-) -> tuple[Optional[Cell], str, str]:
+) -> tuple[Cell | None, str, str]:
     """The one cell a consumer's reference names: a cell of task `ref["from"]` with the
     consumer's value on every axis both have, and the reference's own value on each axis it
     selects. Returns (cell, "", "") or (None, "invalid" | "error", why)."""
     src = str(ref[REF_FROM])
     selectors = {k: selector_json(suite, k, v) for k, v in ref.items() if k != REF_FROM}
-    cands: list[tuple[dict[str, str], Optional[Cell]]] = []
+    cands: list[tuple[dict[str, str], Cell | None]] = []
     wanted: dict[str, str] = {}
     for j, entry in enumerate(suite.task):
         if entry.name != src or j not in produced:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
@@ -39,7 +38,7 @@ def set_aside_damaged_table(results_dir: Path) -> list[str]:
     left for `check_writable_results` to judge. Raises ResultsError when it cannot be moved."""
     path = Path(results_dir) / RESULTS_FILE
 
-    def damaged() -> Optional[str]:
+    def damaged() -> str | None:
         why = _unreadable_table(path)
         intact = why is not None and any(_read_cell_file(p, columns=["status"]) is not None
                                          for p in _cell_files(results_dir))
@@ -62,7 +61,7 @@ def set_aside_damaged_table(results_dir: Path) -> list[str]:
             f"cell files in {CELLS_DIR}/ (the source of truth)"]
 
 
-def _unreadable_table(path: Path) -> Optional[str]:
+def _unreadable_table(path: Path) -> str | None:
     """Why the file at `path` cannot be read as parquet although its bytes can be read; None when
     it is fine, absent, not a file, or cannot be opened at all (permissions: not damage)."""
     if not path.is_file():

@@ -112,7 +112,7 @@ ModelOverrides = create_model(  # type: ignore[call-overload]
     __config__=ConfigDict(extra="forbid", strict=True),
     __validators__={"_no_null": field_validator(
         *[n for n in MODEL_FIELDS if n not in NULLABLE_MODEL_FIELDS], mode="before")(_no_null)},
-    **{name: (Optional[_model_field_type(name)], None) for name in MODEL_FIELDS},
+    **{name: (Optional[_model_field_type(name)], None) for name in MODEL_FIELDS},  # noqa: UP045 (types built at run time)
 )
 
 _RUN_TYPES: dict[str, Any] = {
@@ -127,7 +127,7 @@ assert set(_RUN_TYPES) == set(RUN_DEFAULTS)
 
 
 def _axis(tp: Any) -> Any:
-    return (Optional[Annotated[list[tp], Field(min_length=1)]], None)
+    return (Optional[Annotated[list[tp], Field(min_length=1)]], None)  # noqa: UP045 (types built at run time)
 
 
 class _AxesBase(BaseModel):
@@ -189,7 +189,7 @@ Axes = create_model(  # type: ignore[call-overload]
     **{name: _axis(_model_field_type(name)) for name in MODEL_FIELDS},
     **{name: _axis(tp) for name, tp in _RUN_TYPES.items()},
     size=_axis(ModelOverrides),
-    params=(Optional[dict[str, Annotated[list[Any], Field(min_length=1)]]], None),
+    params=(Optional[dict[str, Annotated[list[Any], Field(min_length=1)]]], None),  # noqa: UP045 (types built at run time)
 )
 
 
@@ -220,7 +220,7 @@ class Suite(BaseModel):
     axes: Axes = Field(default_factory=Axes)  # type: ignore[valid-type]
     skip_invalid: bool = False
 
-    _source: Optional[Path] = PrivateAttr(default=None)
+    _source: Path | None = PrivateAttr(default=None)
     _axes_order: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("task", mode="before")
@@ -234,7 +234,7 @@ class Suite(BaseModel):
         return value
 
     @property
-    def source(self) -> Optional[Path]:
+    def source(self) -> Path | None:
         return self._source
 
     @property
@@ -260,7 +260,7 @@ def axes_order_of(raw_axes: Any) -> list[str]:
     return order
 
 
-def axis_options(suite: Suite, entry: Optional[TaskEntry] = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+def axis_options(suite: Suite, entry: TaskEntry | None = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Per axis key, its values as patches: ("model" | "run" | "params", {key: value}). A task
     entry's own axes replace the suite's axes of the same key (in place) and add the others at
     the end."""

@@ -42,8 +42,9 @@ import fcntl
 import os
 import uuid
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any
 
 import pandas as pd
 
@@ -120,7 +121,7 @@ def damaged_cells(results_dir: Path) -> list[Path]:
     return [p for p in _cell_files(results_dir) if _read_cell_file(p, columns=["status"]) is None]
 
 
-def table_problem(columns: Iterable[str]) -> Optional[str]:
+def table_problem(columns: Iterable[str]) -> str | None:
     """Why a table with these columns is not a harness results table, or None if it is one."""
     cols = list(columns)
     missing = [c for c in CORE_COLUMNS if c not in cols]
@@ -145,7 +146,7 @@ def read_table_file(path: Path) -> pd.DataFrame:
     return conform(df)
 
 
-def _consolidated(results_dir: Path) -> Optional[pd.DataFrame]:
+def _consolidated(results_dir: Path) -> pd.DataFrame | None:
     """``results.parquet`` of `results_dir` if it is a readable harness table, else None."""
     path = Path(results_dir) / RESULTS_FILE
     if not path.is_file():
@@ -227,7 +228,7 @@ def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True)
 
 
-def _same_table(a: pd.DataFrame, b: Optional[pd.DataFrame]) -> bool:
+def _same_table(a: pd.DataFrame, b: pd.DataFrame | None) -> bool:
     if b is None:
         return False
     try:
@@ -290,7 +291,7 @@ def consolidation_lock(results_dir: Path) -> Iterator[None]:
     directory cannot get a new ``results.parquet`` from anyone, so there is no race to prevent."""
     path = Path(results_dir) / _LOCK_FILE
     try:
-        fd: Optional[int] = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # read-only is enough for flock
+        fd: int | None = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # read-only is enough for flock
     except OSError:
         fd = None
     if fd is None:
@@ -303,7 +304,7 @@ def consolidation_lock(results_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def load_results(path: Union[str, os.PathLike]) -> pd.DataFrame:
+def load_results(path: str | os.PathLike) -> pd.DataFrame:
     """Load a results table as a pandas DataFrame (one row per measurement).
 
     `path` is a results directory (``results/<suite>``; read from its cell files, so a sweep that

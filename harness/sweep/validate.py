@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -41,7 +41,7 @@ def import_task_modules(names: list[str], extra_paths: tuple[str, ...] = ()) -> 
         importlib.import_module(name)
 
 
-def validate(raw: Any, source: Optional[Path]) -> "Suite":
+def validate(raw: Any, source: Path | None) -> Suite:
     where = str(source) if source else "<suite>"
     if not isinstance(raw, dict):
         raise SuiteError(f"{where}: a suite must be a YAML mapping (name:, task:, axes:, ...), got {type(raw).__name__}")

@@ -19,13 +19,13 @@ class Analytic(Task):
     class Params(Task.Params):
         pass
 
-    def resources(self, cell: "Cell") -> dict[str, float]:
+    def resources(self, cell: Cell) -> dict[str, float]:
         return {"num_cpus": 1, "num_gpus": 0}  # arithmetic only, whatever the cell's device
 
-    def expected_seconds(self, cell: "Cell") -> float:
+    def expected_seconds(self, cell: Cell) -> float:
         return 0.05
 
-    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+    def run(self, cell: Cell) -> list[dict[str, Any]]:
         from harness.model.costs import model_costs
 
         return model_costs(cell.model_config(), cell.seq_len, cell.batch, cell.torch_dtype())

@@ -20,7 +20,7 @@ becomes a row with a status and an error; a task need not catch anything itself.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,34 +58,34 @@ class Task:
                 f"or set model_config = ConfigDict(extra='forbid')"
             )
 
-    def params(self, cell: "Cell") -> "Task.Params":
+    def params(self, cell: Cell) -> Task.Params:
         """The cell's settings as this task's Params instance."""
         return self.Params.model_validate(dict(cell.params))
 
     @classmethod
-    def model_from_params(cls, params: dict[str, Any]) -> Optional[dict[str, Any]]:
+    def model_from_params(cls, params: dict[str, Any]) -> dict[str, Any] | None:
         """ModelConfig fields that the task's settings impose on the cell (e.g. the shape of a
         checkpoint it evaluates), overriding the suite's; None (the default) keeps the suite's.
         Called while the suite is expanded; raise ValueError for settings that cannot work."""
         return None
 
-    def check(self, cell: "Cell") -> None:
+    def check(self, cell: Cell) -> None:
         """Raise ValueError if `cell` is impossible for this task. Called for every cell while
         the suite is validated, before anything runs; must be cheap and must not touch torch
         devices. The default accepts everything."""
 
-    def expected_seconds(self, cell: "Cell") -> float:
+    def expected_seconds(self, cell: Cell) -> float:
         """A rough prior for how long `cell` takes on one CPU core, for the sweep's ETA: only the
         ratios between cells of this task matter, since the progress display rescales each task's
         estimates by what its finished cells took. Default: 1 s."""
         return 1.0
 
-    def resources(self, cell: "Cell") -> dict[str, float]:
+    def resources(self, cell: Cell) -> dict[str, float]:
         """What one run of `cell` needs, in Ray's terms (num_cpus, num_gpus)."""
         gpu = self.needs_gpu or cell.device.startswith("cuda")
         return {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
 
-    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+    def run(self, cell: Cell) -> list[dict[str, Any]]:
         """Measure `cell`; return rows, each at least {metric, value, unit}. Optional keys:
         status, error, subtask (str), context_len (int), spread (float, e.g. IQR of repeats),
         n_repeats (int), backend / device (what was actually used)."""
@@ -114,7 +114,7 @@ def added_setting(default: Any, **kwargs: Any) -> Any:
     return Field(default, json_schema_extra={_ADDED: True}, **kwargs)
 
 
-def catalogued_unit(metric: str, unit: Optional[str] = None) -> str:
+def catalogued_unit(metric: str, unit: str | None = None) -> str:
     """The unit of `metric` from the catalogue; a `unit` given must agree with it. Raises for a
     metric the catalogue does not have (register a plug-in task's metrics first)."""
     from harness.metrics import get_metric
@@ -129,14 +129,14 @@ def catalogued_unit(metric: str, unit: Optional[str] = None) -> str:
 def metric_row(
     metric: str,
     value: float,
-    unit: Optional[str] = None,
+    unit: str | None = None,
     *,
-    subtask: Optional[str] = None,
-    context_len: Optional[int] = None,
-    spread: Optional[float] = None,
-    n_repeats: Optional[int] = None,
-    status: Optional[str] = None,
-    error: Optional[str] = None,
+    subtask: str | None = None,
+    context_len: int | None = None,
+    spread: float | None = None,
+    n_repeats: int | None = None,
+    status: str | None = None,
+    error: str | None = None,
     **timing: Any,
 ) -> dict[str, Any]:
     """A task's row, leaving out the optional keys that are not set. The unit is the metric

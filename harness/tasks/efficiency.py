@@ -38,7 +38,8 @@ The crossover lengths where linear layers overtake softmax are computed from the
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from pydantic import field_validator
 
@@ -75,7 +76,7 @@ class Efficiency(Task):
         #: what to measure: any of train, prefill, decode, memory
         measure: stage_list(MEASURES) = list(MEASURES)  # type: ignore[valid-type]
         #: decode context lengths; None: `decode_fractions` of seq_len
-        decode_contexts: Optional[list[int]] = None
+        decode_contexts: list[int] | None = None
         #: fractions of seq_len used when decode_contexts is None
         decode_fractions: list[float] = [0.125, 0.25, 0.5, 1.0]
         #: also emit the analytic cost rows of harness.model.costs.model_costs
@@ -86,7 +87,7 @@ class Efficiency(Task):
 
         @field_validator("decode_contexts")
         @classmethod
-        def _positive(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        def _positive(cls, v: list[int] | None) -> list[int] | None:
             if v is not None and (not v or any(c < 1 for c in v)):
                 raise ValueError("decode_contexts must be a non-empty list of positive lengths")
             return v
@@ -98,19 +99,19 @@ class Efficiency(Task):
                 raise ValueError("decode_fractions must be a non-empty list of numbers in (0, 1]")
             return v
 
-    def expected_seconds(self, cell: "Cell") -> float:
+    def expected_seconds(self, cell: Cell) -> float:
         p = self.params(cell)
         calls = p.warmup + p.repeats
         work = forward_flops(cell, cell.batch * cell.seq_len) * calls * (
             ("train" in p.measure) * 3 + ("prefill" in p.measure) + ("decode" in p.measure))
         return 1.0 + work / PRIOR_FLOPS  # + starting the isolated worker
 
-    def check(self, cell: "Cell") -> None:
+    def check(self, cell: Cell) -> None:
         p = self.params(cell)
         contexts = decode_contexts(p, cell.seq_len) if "decode" in p.measure else []
         check_measurement(p, cell.device, cell.batch, max([cell.seq_len] + contexts))
 
-    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+    def run(self, cell: Cell) -> list[dict[str, Any]]:
         import torch
 
         p = self.params(cell)
@@ -133,14 +134,14 @@ def decode_contexts(p: Efficiency.Params, seq_len: int) -> list[int]:
     return sorted({max(1, round(f * seq_len)) for f in p.decode_fractions})
 
 
-def make_spec(cell: "Cell", p: Efficiency.Params, threads: Optional[int] = None) -> dict[str, Any]:
+def make_spec(cell: Cell, p: Efficiency.Params, threads: int | None = None) -> dict[str, Any]:
     return {**measure_spec(cell, p, threads), "contexts": decode_contexts(p, cell.seq_len)}
 
 
-def planned(spec: dict[str, Any]) -> list[tuple[str, str, Optional[int]]]:
+def planned(spec: dict[str, Any]) -> list[tuple[str, str, int | None]]:
     """(stage, metric, context_len) of every row the spec will produce."""
     measure = spec["params"]["measure"]
-    out: list[tuple[str, str, Optional[int]]] = []
+    out: list[tuple[str, str, int | None]] = []
     for stage in ("train", "prefill"):
         if stage in measure:
             out += [(stage, m, None) for m in STAGE_METRICS[stage]]
@@ -193,7 +194,7 @@ class _ModelBench:
         r["backend"] = self.backend
         return r
 
-    def oom_rows(self, stage: str, msg: str, contexts: Optional[list[int]] = None,
+    def oom_rows(self, stage: str, msg: str, contexts: list[int] | None = None,
                  memory: bool = False, timed: bool = False) -> list[dict[str, Any]]:
         if stage == "decode":
             return [self.row("decode_token_s", None, context_len=c, status="oom", error=msg) for c in contexts or []]
@@ -212,7 +213,7 @@ class _ModelBench:
         self.cache = None  # free the previous cache first
         _, self.cache = self.model.prefill(self.tokens, last_only=True)
 
-    def forget(self, error: Optional[str] = None) -> None:
+    def forget(self, error: str | None = None) -> None:
         """Drop the cache and gradients (and, after an out-of-memory error, the device's cache)."""
         from harness.runtime.devices import free_device_memory
 
@@ -303,7 +304,7 @@ def _decode_rows(bench: _ModelBench, contexts: list[int]) -> Iterator[Any]:
                 with torch.no_grad():
                     _, cache = model.prefill(bench.rand_tokens(c), last_only=True)
             bench.cache = None
-            t = time_calls(lambda: decode(step_token, cache), decode_warmup, p["decode_steps"], bench.sync,
+            t = time_calls(lambda cache=cache: decode(step_token, cache), decode_warmup, p["decode_steps"], bench.sync,
                            clock=bench.clock)
         except Exception as exc:
             if not is_oom(exc):

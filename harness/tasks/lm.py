@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 
 @lru_cache(maxsize=4)
-def _corpus(spec: str, val_fraction: float, tokenizer: Optional[str], max_chars: Optional[int]):
+def _corpus(spec: str, val_fraction: float, tokenizer: str | None, max_chars: int | None):
     from harness.data.text import load_corpus
 
     return load_corpus(spec, val_fraction=val_fraction, tokenizer=tokenizer, max_chars=max_chars)
@@ -60,15 +60,15 @@ class LM(TrainingTask):
 
     class Params(TrainParams):
         corpus: str = "pydoc"  # "pydoc" | a file, directory or glob | "hf:<dataset>[:<config>][@<split>]"
-        tokenizer: Optional[str] = None  # only with an hf: corpus; None = bytes
+        tokenizer: str | None = None  # only with an hf: corpus; None = bytes
         val_fraction: float = Field(0.1, gt=0, lt=1)
-        max_chars: Optional[int] = Field(None, ge=2)  # use only the first max_chars characters
+        max_chars: int | None = Field(None, ge=2)  # use only the first max_chars characters
         eval_windows: int = Field(64, ge=1)  # validation windows of seq_len tokens
         eval_batch_size: int = Field(32, ge=1)
         steps: int = Field(300, ge=1)
         batch_size: int = Field(16, ge=1)
 
-    def check(self, cell: "Cell") -> None:
+    def check(self, cell: Cell) -> None:
         p = self.params(cell)
         if p.early_stop_acc is not None:
             raise ValueError("lm: early_stop_acc does not apply (language modelling has no accuracy target)")
@@ -78,7 +78,7 @@ class LM(TrainingTask):
         elif int(cell.model["vocab_size"]) < 256:
             raise ValueError(f"lm: byte-level text needs vocab_size >= 256, the model has {cell.model['vocab_size']}")
 
-    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+    def run(self, cell: Cell) -> list[dict[str, Any]]:
         import torch
 
         from harness.data.text import eval_windows, random_windows

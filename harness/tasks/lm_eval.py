@@ -37,7 +37,7 @@ import functools
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -62,7 +62,7 @@ def repo_tasks_dir() -> Path:
     return TASKS_DIR
 
 
-def _local_config(checkpoint: str) -> Optional[dict[str, Any]]:
+def _local_config(checkpoint: str) -> dict[str, Any] | None:
     """A checkpoint's config.json if it is readable without the network (a local directory, or
     the Hugging Face cache), else None."""
     p = Path(checkpoint).expanduser()
@@ -113,15 +113,15 @@ class LmEval(Task):
         #: lm-eval task, group or tag names, e.g. [arc_easy, piqa] or [harness_toy_mc]
         tasks: list[str] = Field(min_length=1)
         #: extra directories of lm-eval task YAMLs (the repository's own are always included)
-        include_path: Optional[str] = None
+        include_path: str | None = None
         #: a harness checkpoint dir, an fla / HF checkpoint dir or a Hub id; None: the cell's model, untrained.
         #: In a suite, `{from: <task>}`: the checkpoint another cell of the sweep trains (harness.sweep.references)
-        checkpoint: Optional[str] = None
+        checkpoint: str | None = None
         #: tokenizer: None = byte-level for harness models, the checkpoint's own for fla ones; or "byte" / a path / Hub id
-        tokenizer: Optional[str] = None
+        tokenizer: str | None = None
         #: examples per task (an int, or a fraction < 1); None = all
-        limit: Optional[Union[int, float]] = None
-        num_fewshot: Optional[int] = None
+        limit: int | float | None = None
+        num_fewshot: int | None = None
         batch_size: int = Field(default=8, ge=1)
         max_gen_toks: int = Field(default=256, ge=1)
         #: bootstrap resamples for the standard error of non-mean metrics (perplexity); 0 = none
@@ -131,7 +131,7 @@ class LmEval(Task):
 
     # -- model resolution ------------------------------------------------------------------
     @classmethod
-    def model_from_params(cls, params: dict[str, Any]) -> Optional[dict[str, Any]]:
+    def model_from_params(cls, params: dict[str, Any]) -> dict[str, Any] | None:
         """The ModelConfig (dict) a cell with these params must carry: the checkpoint's own
         (variant, layout from fla's attn.layers, sizes), or None without a checkpoint. Reads the
         checkpoint's config.json (fetching only that file when HARNESS_ONLINE=1). Raises
@@ -156,7 +156,7 @@ class LmEval(Task):
             _, config = read_fla_config(checkpoint)
         return _model_dict_from_config(config)
 
-    def check(self, cell: "Cell") -> None:
+    def check(self, cell: Cell) -> None:
         import importlib.util
 
         if importlib.util.find_spec("lm_eval") is None:
@@ -186,12 +186,12 @@ class LmEval(Task):
         )
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+    def run(self, cell: Cell) -> list[dict[str, Any]]:
         p = self.params(cell)
         with hf_offline(not online()):
             return self._run(cell, p)
 
-    def _build_lm(self, cell: "Cell", p: "LmEval.Params"):
+    def _build_lm(self, cell: Cell, p: LmEval.Params):
         import torch
 
         from harness.integrations.lm_eval.adapter import (
@@ -229,7 +229,7 @@ class LmEval(Task):
         lm.kind, lm.pretrained = kind, p.checkpoint
         return lm
 
-    def _run(self, cell: "Cell", p: "LmEval.Params") -> list[dict[str, Any]]:
+    def _run(self, cell: Cell, p: LmEval.Params) -> list[dict[str, Any]]:
         lm_eval = import_extra("lm_eval", "lm-eval", "the lm_eval task")
 
         lm = self._build_lm(cell, p)

@@ -4,7 +4,8 @@ still leaves a row for everything it planned."""
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Annotated, Any, Iterator, Literal, Optional
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -32,7 +33,7 @@ class MeasureParams(Task.Params):
     isolate: Literal["auto", "process", "none"] = "auto"
     #: torch intra-op threads for the measurement; None: 1 on CPU (stable CPU time, no
     #: stalls of oversubscribed OpenMP threads), the process's setting on CUDA
-    threads: Optional[int] = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
     #: the clock timed rows report: auto = CPU time on CPU with one thread, else wall time
     #: (both are always recorded, in cpu_time_s and wall_time_s)
     clock: Literal["auto", "wall", "cpu"] = "auto"
@@ -48,7 +49,7 @@ def stage_list(stages: tuple[str, ...]) -> Any:
     return Annotated[list[Literal[stages]], AfterValidator(unique)]  # type: ignore[valid-type]
 
 
-def measure_spec(cell: "Cell", p: MeasureParams, threads: Optional[int]) -> dict[str, Any]:
+def measure_spec(cell: Cell, p: MeasureParams, threads: int | None) -> dict[str, Any]:
     """What a measuring job needs of its cell (sent to an isolated worker as plain data): the
     model, the run settings, the params, and the resolved threads and clock."""
     threads = resolve_threads(p, cell.device, threads)
@@ -70,14 +71,14 @@ def check_measurement(p: MeasureParams, device: str, batch: int, longest: int) -
         )
 
 
-def resolve_threads(p: MeasureParams, device: str, current: Optional[int]) -> Optional[int]:
+def resolve_threads(p: MeasureParams, device: str, current: int | None) -> int | None:
     """The measurement's torch thread count: the param, else 1 on CPU, else the process's."""
     if p.threads is not None:
         return p.threads
     return 1 if device == "cpu" else current
 
 
-def resolve_clock(clock: str, device: str, threads: Optional[int]) -> str:
+def resolve_clock(clock: str, device: str, threads: int | None) -> str:
     """`auto`: CPU time on CPU with one thread (stable under load), else synchronised wall time."""
     if clock != "auto":
         return clock
@@ -85,7 +86,7 @@ def resolve_clock(clock: str, device: str, threads: Optional[int]) -> str:
 
 
 @contextlib.contextmanager
-def torch_threads(n: Optional[int]) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
     """Run the body with `n` torch intra-op threads (None: as set), then restore the setting."""
     import torch
 
@@ -100,7 +101,7 @@ def torch_threads(n: Optional[int]) -> Iterator[None]:
 
 
 def run_job(job: Any, spec: dict[str, Any], isolate: str, device: str,
-            plan: list[tuple[str, str, Optional[int]]]) -> list[dict[str, Any]]:
+            plan: list[tuple[str, str, int | None]]) -> list[dict[str, Any]]:
     """Rows of `job(spec)` (a generator of rows and ("stage", name) markers), in an isolated
     worker when `isolate` says so ("auto": off CUDA). If the worker dies or fails, the rows it
     reported are kept and every planned (stage, metric, context_len) it did not report
@@ -125,7 +126,7 @@ def run_job(job: Any, spec: dict[str, Any], isolate: str, device: str,
     return [r for r in got if isinstance(r, dict)]
 
 
-def missing_rows(plan: list[tuple[str, str, Optional[int]]], got: list[Any], status: str,
+def missing_rows(plan: list[tuple[str, str, int | None]], got: list[Any], status: str,
                  error: str) -> list[dict[str, Any]]:
     """Rows with `status` for every planned (stage, metric, context_len) not in `got`."""
     have = {(r["metric"], r.get("context_len")) for r in got if isinstance(r, dict)}

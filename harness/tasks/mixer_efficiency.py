@@ -39,7 +39,8 @@ default, synchronised wall time on CUDA, an isolated worker on CPU.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Literal, Optional
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -86,23 +87,23 @@ class MixerEfficiency(Task):
 
 
     @classmethod
-    def model_from_params(cls, params: dict[str, Any]) -> Optional[dict[str, Any]]:
+    def model_from_params(cls, params: dict[str, Any]) -> dict[str, Any] | None:
         return {"n_layers": 1}  # one mixer layer: layout pure (the variant) or transformer
 
-    def expected_seconds(self, cell: "Cell") -> float:
+    def expected_seconds(self, cell: Cell) -> float:
         p = self.params(cell)
         work = forward_flops(cell, cell.batch * cell.seq_len) * (p.warmup + p.repeats) * (
             len(p.measure) + 3 * len(p.impls))
         return 1.0 + work / PRIOR_FLOPS
 
-    def check(self, cell: "Cell") -> None:
+    def check(self, cell: Cell) -> None:
         if cell.model["layout"] not in LAYOUTS:
             raise ValueError(f"mixer_efficiency measures one layer: layout must be 'pure' (the variant's "
                              f"mixer) or 'transformer' (softmax attention), not {cell.model['layout']!r}")
         p = self.params(cell)
         check_measurement(p, cell.device, cell.batch, cell.seq_len + (1 if "decode" in p.measure else 0))
 
-    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+    def run(self, cell: Cell) -> list[dict[str, Any]]:
         import torch
 
         p = self.params(cell)
@@ -115,7 +116,7 @@ class MixerEfficiency(Task):
         return rows + run_job(mixer_job, spec, p.isolate, cell.device, planned(spec))
 
 
-def planned(spec: dict[str, Any]) -> list[tuple[str, str, Optional[int]]]:
+def planned(spec: dict[str, Any]) -> list[tuple[str, str, int | None]]:
     """The layer rows a spec will produce (for the failure rows of a worker that died)."""
     return [(stage, m, None) for stage, m in LAYER_METRICS.items() if stage in spec["params"]["measure"]]
 
@@ -134,7 +135,7 @@ def _capture_op_call(mixer: Any) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     resolve = type(mixer).op
 
-    def op(family: str, mode: Optional[str], seq_len: Optional[int] = None) -> Callable:
+    def op(family: str, mode: str | None, seq_len: int | None = None) -> Callable:
         fn = resolve(mixer, family, mode, seq_len)
 
         def recorded(*args: Any, **kwargs: Any) -> Any:
@@ -173,13 +174,13 @@ class _Bench:
         self.sync, self.clock = device_sync(self.device), spec.get("clock", "wall")
         self.threads, self.on_cpu = spec.get("threads") or torch.get_num_threads(), self.device == "cpu"
 
-    def row(self, metric: str, value: Any, impl: Optional[str] = None, **kw: Any) -> dict[str, Any]:
+    def row(self, metric: str, value: Any, impl: str | None = None, **kw: Any) -> dict[str, Any]:
         r = metric_row(metric, value, subtask=impl, **kw)
         r["backend"] = self.backend if metric.startswith("mixer_") or impl == "fla" else "torch"  # layer: the cell's
         return r
 
-    def timed(self, metrics: dict[str, str], impl: Optional[str], fwd: Callable, fwd_bwd: Callable,
-              decode: Optional[Callable] = None) -> Iterator[dict[str, Any]]:
+    def timed(self, metrics: dict[str, str], impl: str | None, fwd: Callable, fwd_bwd: Callable,
+              decode: Callable | None = None) -> Iterator[dict[str, Any]]:
         """Rows of one implementation; an out-of-memory error gives "oom" rows for the rest."""
         from harness.runtime.memory import PeakMemory
 
@@ -198,7 +199,7 @@ class _Bench:
             if pm is not None and pm.bytes is not None:
                 yield self.row(metrics["memory"], pm.bytes, impl, n_repeats=1)
 
-    def _time(self, stage: str, fn: Callable, pm: Any) -> tuple[Any, Optional[str]]:
+    def _time(self, stage: str, fn: Callable, pm: Any) -> tuple[Any, str | None]:
         """(the timing, None), or (None, the error) when the device ran out of memory."""
         from harness.runtime.devices import is_oom
         from harness.runtime.timing import time_calls
@@ -214,7 +215,7 @@ class _Bench:
                 raise
             return None, f"{type(exc).__name__}: {exc}"[:2000]
 
-    def _oom_rows(self, metrics: dict[str, str], impl: Optional[str], stages: list[str], stage: str,
+    def _oom_rows(self, metrics: dict[str, str], impl: str | None, stages: list[str], stage: str,
                   error: str) -> Iterator[dict[str, Any]]:
         """"oom" rows for `stages` (from the one that failed on) and the memory row they owe."""
         from harness.runtime.devices import free_device_memory

@@ -27,7 +27,7 @@ If training diverges (NaN/inf or a loss far above the initial one), every row ha
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -55,15 +55,15 @@ class RecallParams(TrainParams):
     n_train: int = Field(8192, ge=1)
     n_test: int = Field(256, ge=1)
     #: lengths to score the trained model at (default: the cell's seq_len)
-    eval_lengths: Optional[list[int]] = None
+    eval_lengths: list[int] | None = None
     eval_batch_size: int = Field(64, ge=1)
     #: token vocabulary of the generator (default: the model's vocab_size; must not exceed it)
-    vocab_size: Optional[int] = Field(None, ge=4)
+    vocab_size: int | None = Field(None, ge=4)
     cache: bool = True  # cache generated data on disk (harness.data.cache)
 
     @field_validator("eval_lengths")
     @classmethod
-    def _lengths(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+    def _lengths(cls, v: list[int] | None) -> list[int] | None:
         if v is not None:
             if not v:
                 raise ValueError("eval_lengths must not be empty (omit it to use the cell's seq_len)")
@@ -72,13 +72,13 @@ class RecallParams(TrainParams):
         return v
 
 
-def _batches(data: dict[str, "torch.Tensor"], n: int, bs: int):
+def _batches(data: dict[str, torch.Tensor], n: int, bs: int):
     for i in range(0, n, bs):
         yield {k: v[i:i + bs] for k, v in data.items()}
 
 
-def score_recall(model, data: dict[str, "torch.Tensor"], batch_size: int = 64,
-                 device: Optional[str] = None) -> "torch.Tensor":
+def score_recall(model, data: dict[str, torch.Tensor], batch_size: int = 64,
+                 device: str | None = None) -> torch.Tensor:
     """Per-sequence recall: the fraction of a sequence's answer groups whose every token is the
     model's argmax (teacher forcing). ``data`` has inputs, targets, groups [N, T]."""
     import torch
@@ -108,7 +108,7 @@ def score_recall(model, data: dict[str, "torch.Tensor"], batch_size: int = 64,
     return torch.cat(out)
 
 
-def drop_overlap(train: dict[str, "torch.Tensor"], tests: list[dict[str, "torch.Tensor"]]) -> dict[str, "torch.Tensor"]:
+def drop_overlap(train: dict[str, torch.Tensor], tests: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Remove training sequences whose inputs equal any test sequence's inputs (same length)."""
     import torch
 
@@ -131,10 +131,10 @@ class _RecallTask(TrainingTask):
     def subtasks(self, p) -> list[str]:
         raise NotImplementedError
 
-    def make(self, p, vocab: int, seq_len: int, subtask: str, n: int, seed: int) -> dict[str, "torch.Tensor"]:
+    def make(self, p, vocab: int, seq_len: int, subtask: str, n: int, seed: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def make_train(self, p, vocab: int, seq_len: int, n: int, seed: int) -> dict[str, "torch.Tensor"]:
+    def make_train(self, p, vocab: int, seq_len: int, n: int, seed: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def validate_generator(self, p, vocab: int, seq_len: int) -> None:
@@ -145,20 +145,20 @@ class _RecallTask(TrainingTask):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------
-    def _vocab(self, p, cell: "Cell") -> int:
+    def _vocab(self, p, cell: Cell) -> int:
         model_vocab = int(cell.model["vocab_size"])
         vocab = p.vocab_size or model_vocab
         if vocab > model_vocab:
             raise ValueError(f"{self.name}: the generator's vocab_size {vocab} exceeds the model's vocab_size {model_vocab}")
         return vocab
 
-    def check(self, cell: "Cell") -> None:
+    def check(self, cell: Cell) -> None:
         p = self.params(cell)
         vocab = self._vocab(p, cell)
         for length in sorted({cell.seq_len, *(p.eval_lengths or [])}):
             self.validate_generator(p, vocab, length)
 
-    def run(self, cell: "Cell") -> list[dict[str, Any]]:
+    def run(self, cell: Cell) -> list[dict[str, Any]]:
         from harness.runtime.train import train
 
         p = self.params(cell)
@@ -263,7 +263,7 @@ class NIAH(_RecallTask):
         n_values: int = Field(2, ge=1)  # multivalue
         #: needle depth in [0, 1] (fraction of the haystack); null = RULER's random depths (harder:
         #: not learned by the small Transformer within 1,500 steps, see above)
-        depth: Optional[float] = Field(0.0, ge=0, le=1)
+        depth: float | None = Field(0.0, ge=0, le=1)
         haystack: Literal["repeat", "random"] = "repeat"
         n_filler: int = Field(16, ge=1)
         sentence_len: int = Field(4, ge=1)

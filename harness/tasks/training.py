@@ -4,7 +4,7 @@ training diverged. The loop itself is harness.runtime.train."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -22,21 +22,21 @@ class TrainParams(Task.Params):
     steps: int = Field(400, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0)
-    warmup_steps: Optional[int] = Field(None, ge=0)
+    warmup_steps: int | None = Field(None, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     weight_decay: float = Field(0.1, ge=0)
-    grad_clip: Optional[float] = Field(1.0, ge=0)
+    grad_clip: float | None = Field(1.0, ge=0)
     #: stop once the accuracy on a held-out probe set reaches this (checked every eval_every steps)
-    early_stop_acc: Optional[float] = Field(None, gt=0, le=1)
+    early_stop_acc: float | None = Field(None, gt=0, le=1)
     eval_every: int = Field(50, ge=1)
     diverge_factor: float = Field(10.0, gt=1)
     #: train through torch.compile (harness.runtime.train): faster steps after a 10-30 s compile per cell
     compile: bool = added_setting(False)
     #: directory to save the trained model in, as <save_dir>/<cell_id>/ (config.json + model.safetensors)
-    save_dir: Optional[str] = None
+    save_dir: str | None = None
 
 
-def _amp_and_dtype(cell: "Cell") -> tuple[str, "torch.dtype"]:
+def _amp_and_dtype(cell: Cell) -> tuple[str, torch.dtype]:
     """Master weights stay fp32 (fp64 if asked); a half dtype means autocast to it."""
     import torch
 
@@ -49,7 +49,7 @@ def _amp_and_dtype(cell: "Cell") -> tuple[str, "torch.dtype"]:
     return "auto", torch.float32
 
 
-def build_for_training(cell: "Cell"):
+def build_for_training(cell: Cell):
     import torch
 
     from harness.model.lm import build_model
@@ -62,7 +62,7 @@ def build_for_training(cell: "Cell"):
     return model, device, amp
 
 
-def train_config(p: TrainParams, cell: "Cell", amp: str):
+def train_config(p: TrainParams, cell: Cell, amp: str):
     from harness.runtime.train import TrainConfig
 
     return TrainConfig(
@@ -73,12 +73,12 @@ def train_config(p: TrainParams, cell: "Cell", amp: str):
     )
 
 
-def _producer(cell: "Cell", extra: dict[str, Any]) -> dict[str, Any]:
+def _producer(cell: Cell, extra: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint's config records of the cell that trained it."""
     return {"task": cell.task, "params": dict(cell.params), "seed": cell.seed, "seq_len": cell.seq_len, **extra}
 
 
-def save_trained(model, p: TrainParams, cell: "Cell", extra: dict[str, Any]) -> None:
+def save_trained(model, p: TrainParams, cell: Cell, extra: dict[str, Any]) -> None:
     """Save the model under the user's `save_dir` (params.save_dir/<cell_id>/), when set."""
     if not p.save_dir:
         return
@@ -87,7 +87,7 @@ def save_trained(model, p: TrainParams, cell: "Cell", extra: dict[str, Any]) -> 
     save_checkpoint(model, Path(p.save_dir).expanduser() / cell.cell_id, extra=_producer(cell, extra))
 
 
-def save_cell_checkpoint(model, cell: "Cell", extra: Optional[dict[str, Any]] = None) -> Optional[Path]:
+def save_cell_checkpoint(model, cell: Cell, extra: dict[str, Any] | None = None) -> Path | None:
     """Save a trained model where the runner asked (`cell.checkpoint_dir`, set when another cell
     of the sweep consumes this one's checkpoint); None when it did not ask."""
     if not cell.checkpoint_dir:
@@ -98,7 +98,7 @@ def save_cell_checkpoint(model, cell: "Cell", extra: Optional[dict[str, Any]] = 
                            extra={"cell_id": cell.cell_id, **_producer(cell, extra or {})})
 
 
-def diverged_rows(result, metrics: list[tuple[str, Optional[str], Optional[int]]]) -> list[dict[str, Any]]:
+def diverged_rows(result, metrics: list[tuple[str, str | None, int | None]]) -> list[dict[str, Any]]:
     """Every row of a cell whose training diverged: status diverged, the reason as error.
     `metrics`: (metric, subtask, context_len) of each evaluation row the cell would have had."""
     rows = [metric_row(m, float("nan"), subtask=s, context_len=c, status="diverged", error=result.error)
@@ -111,7 +111,7 @@ def diverged_rows(result, metrics: list[tuple[str, Optional[str], Optional[int]]
 class TrainingTask(Task):
     """The base of the tasks that train the cell's model (mqar, niah, lm)."""
 
-    def expected_seconds(self, cell: "Cell") -> float:
+    def expected_seconds(self, cell: Cell) -> float:
         p = self.params(cell)
         steps = int(getattr(p, "steps", 100))
         tokens = steps * int(getattr(p, "batch_size", 32)) * cell.seq_len

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,7 @@ class ByteTokenizer:
 
     name = "byte"
 
-    def __init__(self, vocab_size: int = 256, eot_token_id: Optional[int] = None):
+    def __init__(self, vocab_size: int = 256, eot_token_id: int | None = None):
         if vocab_size < 256:
             raise ValueError(f"a byte-level model needs vocab_size >= 256, got {vocab_size}")
         self.vocab_size = vocab_size
@@ -77,7 +78,7 @@ def _has_tokenizer_files(directory: Path) -> bool:
     return any((directory / n).is_file() for n in names)
 
 
-def load_hf_tokenizer(source: Union[str, Path]):
+def load_hf_tokenizer(source: str | Path):
     """A Hugging Face tokenizer from a directory (or Hub id), with a clear error when absent."""
     try:
         from transformers import AutoTokenizer
@@ -99,11 +100,11 @@ def load_hf_tokenizer(source: Union[str, Path]):
 
 
 def load_model_and_tokenizer(
-    pretrained: Union[str, Path],
-    tokenizer: Optional[str] = None,
-    device: Union[str, torch.device] = "cpu",
+    pretrained: str | Path,
+    tokenizer: str | None = None,
+    device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-    eot_token_id: Optional[int] = None,
+    eot_token_id: int | None = None,
 ):
     """(HybridLM, tokenizer, kind) for a harness checkpoint, an fla checkpoint dir or a Hub id.
     kind is "harness" or "fla"."""
@@ -134,7 +135,7 @@ def load_model_and_tokenizer(
     return model.eval(), tok, kind
 
 
-def _resolve_device(device: Optional[str]) -> torch.device:
+def _resolve_device(device: str | None) -> torch.device:
     from harness.runtime.devices import resolve_device
 
     dev = torch.device(resolve_device(device or "auto"))
@@ -158,17 +159,17 @@ class HarnessLM(TemplateLM):
 
     def __init__(
         self,
-        pretrained: Optional[Union[str, Path]] = None,
-        model: Optional[torch.nn.Module] = None,
-        tokenizer: Optional[Any] = None,
-        device: Optional[str] = None,
-        dtype: Union[str, torch.dtype] = "auto",
-        batch_size: Union[int, str, None] = 1,
-        max_length: Optional[int] = None,
+        pretrained: str | Path | None = None,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype = "auto",
+        batch_size: int | str | None = 1,
+        max_length: int | None = None,
         max_gen_toks: int = 256,
         kernel_backend: str = "auto",
-        mode: Optional[str] = None,
-        eot_token_id: Optional[int] = None,
+        mode: str | None = None,
+        eot_token_id: int | None = None,
         add_bos_token: bool = False,
         **kwargs: Any,
     ):
@@ -217,7 +218,7 @@ class HarnessLM(TemplateLM):
 
     # ---- lm-eval plumbing ------------------------------------------------------------------
     @staticmethod
-    def _parse_batch_size(batch_size: Union[int, str, None]) -> int:
+    def _parse_batch_size(batch_size: int | str | None) -> int:
         if batch_size is None:
             return 1
         if isinstance(batch_size, str):
@@ -248,7 +249,7 @@ class HarnessLM(TemplateLM):
             "kernel_backend": self.kernel_backend,
         }
 
-    def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None, left_truncate_len=None, **kwargs) -> list[int]:
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len=None, **kwargs) -> list[int]:
         if isinstance(self.tokenizer, ByteTokenizer):
             ids = self.tokenizer.encode(string)
         else:
@@ -293,7 +294,7 @@ class HarnessLM(TemplateLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         """requests: [((context, continuation) or None, context_ids, continuation_ids)]."""
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1] + requests[i][2]))
-        results: list[Optional[tuple[float, bool]]] = [None] * len(requests)
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             for i, res in zip(idx, self._logprobs([(requests[i][1], requests[i][2]) for i in idx])):

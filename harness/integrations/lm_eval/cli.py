@@ -18,12 +18,12 @@ unless HARNESS_ONLINE=1 is set; variables already set in the environment win.
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from harness._lazy import import_extra
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     from harness.integrations.hub import default_offline_env
 
     default_offline_env()  # before datasets / huggingface_hub are imported: they read it once
