@@ -21,8 +21,8 @@ import pytest
 from rich.console import Console
 
 from harness.sweep import expand_cells, load_results, load_suite
-from harness.sweep.claims import CLAIMS_DIR, Claims
 from harness.sweep.driver import run_sweep
+from harness.sweep.locks import CLAIMS_DIR, Claims
 
 REPO = Path(__file__).resolve().parents[1]
 

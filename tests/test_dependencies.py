@@ -339,7 +339,7 @@ def test_stored_failed_producer_is_named_for_a_new_consumer(tmp_path):
 
 
 def test_consumer_run_outside_a_sweep_fails_cleanly():
-    from harness.sweep.execute import execute_cell, make_context
+    from harness.sweep.run_cell import execute_cell, make_context
 
     consumer = next(c for c in expand_cells(validate(suite_dict(), None)) if c.task == "dep_consumer")
     (row,) = execute_cell(consumer, make_context())

@@ -233,7 +233,7 @@ def test_cpu_peak_memory_grows_with_the_allocation():
 
 def test_efficiency_task_rows_in_an_isolated_worker():
     """Every documented metric, with its unit; decode at every context; rows fit the table."""
-    from harness.sweep.execute import _check_task_rows
+    from harness.sweep.run_cell import _check_task_rows
 
     cell = _cell(decode_fractions=[0.5, 1.0], analytic=True, repeats=3)
     rows = _check_task_rows(Efficiency().run(cell))

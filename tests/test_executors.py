@@ -122,7 +122,7 @@ def test_a_worker_dying_between_two_submissions_fails_only_its_own_cell(tmp_path
     from concurrent.futures.process import BrokenProcessPool
 
     from harness.sweep import executors
-    from harness.sweep.execute import execute_cell as run_cell
+    from harness.sweep.run_cell import execute_cell as run_cell
 
     class DyingPool:
         def __init__(self, *a, **kw):

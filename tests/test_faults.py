@@ -432,7 +432,7 @@ def test_sigterm_interrupts_like_ctrl_c(tmp_path):
 def test_provenance_never_takes_the_checkouts_git_index_lock(monkeypatch):
     """`git status` may take .git/index.lock to refresh the index, colliding with the user's own
     git commands while a sweep starts: the sweep's sha lookup runs git with --no-optional-locks."""
-    import harness.sweep.execute as execute
+    import harness.sweep.run_cell as run_cell
 
     calls = []
     real = subprocess.run
@@ -441,9 +441,9 @@ def test_provenance_never_takes_the_checkouts_git_index_lock(monkeypatch):
         calls.append(list(args))
         return real(args, *a, **k)
 
-    monkeypatch.setattr(execute.subprocess, "run", spy)
-    execute.git_sha.cache_clear()
-    execute.git_sha()
-    execute.git_sha.cache_clear()
+    monkeypatch.setattr(run_cell.subprocess, "run", spy)
+    run_cell.git_sha.cache_clear()
+    run_cell.git_sha()
+    run_cell.git_sha.cache_clear()
     status = [c for c in calls if "status" in c]
     assert status and all("--no-optional-locks" in c for c in status)

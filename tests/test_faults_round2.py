@@ -34,7 +34,7 @@ import yaml
 from rich.console import Console
 
 from harness.sweep import expand_cells, load_suite
-from harness.sweep.claims import CLAIMS_DIR, Claims
+from harness.sweep.locks import CLAIMS_DIR, Claims
 from harness.sweep.overrides import apply_overrides
 from harness.sweep.results import rows_to_frame
 from harness.sweep.store import RESULTS_FILE, ResultsError, cells_dir, consolidate, load_results, write_cell
@@ -132,8 +132,8 @@ def test_3_two_concurrent_sweeps_leave_every_cell_in_the_table(tmp_path, monkeyp
     and the consolidation lock are per open file, so they exclude each other as processes do),
     three times: every cell stored once, and results.parquet holds all of them (issue 23 saw 47
     of 48 in 2 of 5 trials; test_3_a_slow_consolidation... forces the interleaving that loses one)."""
-    import harness.sweep.claims as claims_mod
     import harness.sweep.driver as driver
+    import harness.sweep.locks as locks
 
     class OtherSweepsClaims(Claims):
         """Thread "B" claims as another live sweep of this machine would (our parent's pid)."""
@@ -143,7 +143,7 @@ def test_3_two_concurrent_sweeps_leave_every_cell_in_the_table(tmp_path, monkeyp
             if threading.current_thread().name == "B":
                 self.me = {**self.me, "pid": os.getppid()}
                 if "pid_start" in self.me:
-                    self.me["pid_start"] = claims_mod.process_start(os.getppid())
+                    self.me["pid_start"] = locks.process_start(os.getppid())
 
     monkeypatch.setattr(driver, "Claims", OtherSweepsClaims)
     suite = tiny(tmp_path, axes=f"seq_len: [{', '.join(str(16 * (i + 1)) for i in range(16))}]")

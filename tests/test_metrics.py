@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import metrics as M
-from harness.sweep.execute import _check_task_rows
+from harness.sweep.run_cell import _check_task_rows
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 

@@ -17,7 +17,7 @@ from harness.report import paper as P
 from harness.report import stats as S
 from harness.report import tables as T
 from harness.report.fmt import fmt_mean_std, md_table
-from harness.report.load import normalize, ok_rows
+from harness.report.normalise import normalize, ok_rows
 from harness.report.style import attn_fraction, set_report_variants, variant_color, variant_label
 
 LINEAR = ["gla", "hgrn2", "deltanet", "gated_deltanet"]

@@ -13,7 +13,7 @@ from harness.report import build_report_from_frame, state_size
 from harness.report import claims as C
 from harness.report import stats as S
 from harness.report import tables as T
-from harness.report.load import normalize, ok_rows
+from harness.report.normalise import normalize, ok_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

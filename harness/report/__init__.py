@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.sweep.store import load_results
 
-from .load import normalize, suite_name
+from .normalise import normalize, suite_name
 
 __all__ = ["build_report", "build_report_from_frame", "load_results"]
 

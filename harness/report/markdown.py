@@ -15,7 +15,7 @@ from . import figures as F
 from . import tables as T
 from .figure_sections import FigureSections
 from .fmt import fmt_value, md_table
-from .load import ok_rows
+from .normalise import ok_rows
 from .paper_sections import PaperSections
 from .placement import PlacementSections
 from .sections import skip

@@ -2,7 +2,7 @@
 placements), as a placement x ratio table and figure for recall, LM quality and cache bytes.
 
 The section appears only when the table holds more than one placement of some ratio. Elsewhere
-in the report a placed layout reads "3:1 bottom" (harness.report.load.normalize), so no table
+in the report a placed layout reads "3:1 bottom" (harness.report.normalise.normalize), so no table
 averages different placements together; here the ratio and the placement are separate columns
 (`ratio`, `placement`).
 """

@@ -40,7 +40,7 @@ import pandas as pd
 from . import tables as T
 from .cost_tables import pareto_mask
 from .fmt import fmt_mean_std, fmt_value, md_table
-from .load import normalize, ok_rows
+from .normalise import normalize, ok_rows
 from .stats import is_tie, spread_known
 
 OBJECTIVES = ("accuracy", "cache", "latency")

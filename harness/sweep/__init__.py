@@ -4,8 +4,8 @@ Ray) → one crash-safe tidy results table. Free of torch: tasks import torch wh
 Data flows one way:
 - `reading` (YAML, finding a suite) → `schema` + `validate` (+ `references`, `messages`) → a `Suite`;
 - `expand` → `cell`s, each identified by the hash of its resolved settings;
-- `execute` runs one cell, `executors` many (serial, pool, Ray), `driver` the sweep (with `claims`,
-  `dependencies`, `progress`);
+- `run_cell` runs one cell, `executors` many (serial, pool, Ray), `driver` the sweep (with `locks`:
+  per-cell claims between sweeps, `dependencies`, `progress`);
 - `store` keeps each cell's rows and the consolidated table, whose columns `results` defines.
 
 The public names are importable from here: `from harness.sweep import load_suite, expand_cells`.

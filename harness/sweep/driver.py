@@ -13,7 +13,6 @@ from typing import Any
 import pandas as pd
 
 from harness.sweep.cell import Cell
-from harness.sweep.claims import Claims, shard_of
 from harness.sweep.dependencies import (
     blocked_reason,
     checkpoint_path,
@@ -22,11 +21,12 @@ from harness.sweep.dependencies import (
     with_checkpoint_dirs,
     with_missing_producers,
 )
-from harness.sweep.execute import dependency_rows, make_context
 from harness.sweep.executors import make_executor
+from harness.sweep.locks import Claims, shard_of
 from harness.sweep.progress import ELSEWHERE, Progress, SweepSummary
 from harness.sweep.repair import check_can_write, clean_stale_tmp, repair, set_aside_damaged_table
 from harness.sweep.results import OK
+from harness.sweep.run_cell import dependency_rows, make_context
 from harness.sweep.store import (
     RESULTS_FILE,
     ResultsError,
@@ -68,7 +68,7 @@ def run_sweep(
 ) -> SweepSummary:
     """Run the `cells` not yet in `results_dir`, writing each cell's rows as soon as it finishes,
     then rebuild results.parquet. Interrupting (Ctrl-C, or SIGTERM in the main thread) keeps every
-    finished cell. Each cell is claimed before it runs (harness.sweep.claims), so sweeps sharing
+    finished cell. Each cell is claimed before it runs (harness.sweep.locks), so sweeps sharing
     the folder never compute a cell twice; `shard=(i, n)` runs only the i-th of n shares of the
     suite (a producer with its consumers), for splitting one sweep over machines.
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from harness.registry import TASKS
 from harness.runtime.devices import exception_status
 from harness.sweep.cell import Cell
-from harness.sweep.execute import RunContext, crash_rows, describe_exception, execute_cell
+from harness.sweep.run_cell import RunContext, crash_rows, describe_exception, execute_cell
 
 EXECUTORS = ("serial", "pool", "ray")
 Rows = list[dict[str, Any]] | None  # None: not run here (another sweep runs the cell)

@@ -52,7 +52,7 @@ class SweepSummary:
         return 1 if self.not_ok else 0
 
 
-#: the progress status of a cell another sweep into the same folder runs (harness.sweep.claims)
+#: the progress status of a cell another sweep into the same folder runs (harness.sweep.locks)
 ELSEWHERE = "elsewhere"
 
 

@@ -1,5 +1,7 @@
-"""Putting a results table into one predictable shape for the report. Reading it is the store's
-job (`harness.sweep.store.load_results`: one loader, which never writes, moves or deletes)."""
+"""Normalising a results table for the report: every column of the table's schema present and
+typed, the Transformer's rows unified, placements folded into the layout (`normalize`), and the
+rows every section reads (`ok_rows`: status ok, finite value). The table was read by the store
+(`harness.sweep.store.load_results`); nothing here reads or writes a file."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Per-cell claims: several sweeps into one results folder (two terminals, or several machines on a
+"""Per-cell locks (claims): several sweeps into one results folder (two terminals, or several machines on a
 shared file system, each with `--shard i/n` or not) never compute the same cell twice.
 
 Before a sweep runs a cell it claims it: `<results>/claims/<cell_id>.claim`, a small JSON file

@@ -1,4 +1,4 @@
-"""Running one cell in the current process: `execute_cell` returns its complete table rows and
+"""Running one cell in the current process (many cells: `executors`): `execute_cell` returns its complete table rows and
 never raises for the cell's own failure. An exception becomes a row with status "failed" (or
 "oom" for out-of-memory errors) and the error message, and a NaN or infinite value becomes
 status "diverged". Every row carries the cell's identity columns and the run's provenance."""
