@@ -179,8 +179,8 @@ def test_decode_steps_with_joint_short_convs_equal_forward(variant, kwargs):
             y, state = mixer(x[:, t : t + 1], state, offset=t, mode="recurrent")
             outs.append(y)
     torch.testing.assert_close(torch.cat(outs, 1), full.detach(), rtol=1e-10, atol=1e-10)
-    shapes = mixer.state_shapes(2, 9)
-    assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v) for k, v in shapes.items()}
+    spec = mixer.state_spec(2, 9)
+    assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(e.shape) for k, e in spec.items()}
 
 
 def test_fused_projection_cache_follows_weight_updates():

@@ -115,9 +115,6 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
     # ---- derived ------------------------------------------------------------------------
-    def state_shapes(self, batch: int, seq_len: int) -> dict[str, tuple[int, ...]]:
-        return {k: tuple(e.shape) for k, e in self.state_spec(batch, seq_len).items()}
-
     def state_bytes(self, batch: int = 1, seq_len: int = 0, dtype: torch.dtype = torch.float32) -> int:
         """Bytes the mixer's cache holds after `seq_len` tokens (recurrent state + conv tails + KV),
         for activations of `dtype`; recurrent states are at least fp32 (their role says so)."""
