@@ -230,6 +230,3 @@ register_task = TASKS.register
 def get_variant(name: str):
     return VARIANTS.get(name)
 
-
-def get_task(name: str):
-    return TASKS.get(name)

@@ -150,7 +150,7 @@ def test_niah_answers_are_the_needles_values(subtask, haystack):
             j += 2 + cfg.key_len + sum(len(v) for v in vals) + (len(vals) - 1)
         assert j == len(seq)
         n_groups = max(g) + 1
-        assert n_groups == cfg.n_answers == len(expected)
+        assert n_groups == {"single": 1, "multikey": 1, "multiquery": 3, "multivalue": 3}[subtask] == len(expected)
         for grp in range(n_groups):
             pos = [p for p in range(len(seq)) if g[p] == grp]
             assert tuple(y[p] for p in pos) == expected[grp]

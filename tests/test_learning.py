@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.registry import get_task
+from harness.registry import TASKS
 from harness.sweep import expand_cells, load_suite
 
 SUITE = """
@@ -30,7 +30,7 @@ def _recall(tmp_path, layout: str, extra: str = "", seeds=(0, 1)) -> dict[int, f
     for cell in expand_cells(load_suite(path)):
         if cell.seed not in seeds:
             continue
-        rows = get_task("mqar")().run(cell)
+        rows = TASKS.get("mqar")().run(cell)
         (acc,) = [r["value"] for r in rows if r["metric"] == "recall_acc"]
         out[cell.seed] = acc
     return out

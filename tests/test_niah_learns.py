@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from harness.registry import get_task
+from harness.registry import TASKS
 from harness.sweep import expand_cells, load_suite
 
 #: the task's defaults except early stopping and a smaller test set (time only)
@@ -24,7 +24,7 @@ def niah_recall(tmp_path, params: dict, seed: int = 0) -> dict[str, tuple[float,
     path = tmp_path / "niah.yaml"
     path.write_text(yaml.safe_dump(suite))
     (cell,) = expand_cells(load_suite(path))
-    rows = get_task("niah")().run(cell)
+    rows = TASKS.get("niah")().run(cell)
     acc = {r["subtask"]: r["value"] for r in rows if r["metric"] == "recall_acc"}
     plateau = {r["subtask"]: r["value"] for r in rows if r["metric"] == "recall_plateau"}
     return {s: (acc[s], plateau[s]) for s in acc}

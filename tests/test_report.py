@@ -262,7 +262,7 @@ def test_analytic_table_matches_rows(full):
 def test_md_table_and_paper_numbers():
     out = md_table(pd.DataFrame({"a": ["x|y", None], "b": [1, 2]}))
     assert out.splitlines()[0] == "| a | b |" and "x\\|y" in out
-    assert P.lookup_by_ratio("ruler_avg_by_ratio", "3:1", "gated_deltanet") == 0.436
+    assert P.table("ruler_avg_by_ratio")["values"]["3:1"]["gated_deltanet"] == 0.436
     assert P.best_ratio_rows("best_ratio_lm_340m")["hgrn2"]["avg"] == 0.456
     assert P.source("best_ratio_lm_1.3b") == "paper (1.3B)"
     builtin = ["hgrn", "retnet", "gla", "hgrn2", "deltanet", "gated_deltanet", "attention"]

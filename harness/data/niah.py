@@ -115,10 +115,6 @@ class NIAHConfig:
         return chance, (1.0 / self.needles if self.needles > 1 else chance)
 
     @property
-    def n_answers(self) -> int:
-        return {"single": 1, "multikey": 1, "multiquery": self.n_queries, "multivalue": self.n_values}[self.subtask]
-
-    @property
     def n_keys(self) -> int:
         return 1 if self.subtask in ("single", "multivalue") else self.n_needles
 

@@ -78,12 +78,6 @@ def fmt_mean_std(mean, std=None, n=None, unit: str = "") -> str:
     return s
 
 
-def fmt_pct(x, signed: bool = True) -> str:
-    if not _isnum(x):
-        return "—"
-    return f"{100 * float(x):+.0f}%" if signed else f"{100 * float(x):.0f}%"
-
-
 def _cell(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""

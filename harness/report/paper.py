@@ -1,4 +1,4 @@
-"""The paper's published numbers (harness/report/paper_numbers.json), as small DataFrames.
+"""The paper's published numbers (harness/report/paper_numbers.json), table by table.
 
 Everything returned here is the paper's, never ours; each table carries its `source` label
 (e.g. "paper (1.3B)") which the report prints next to the numbers.
@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-
-import pandas as pd
 
 PAPER_FILE = Path(__file__).with_name("paper_numbers.json")
 
@@ -26,22 +24,6 @@ def table(name: str) -> dict:
 
 def source(name: str) -> str:
     return table(name)["source"]
-
-
-def rows_frame(name: str) -> pd.DataFrame:
-    """A row-style paper table (best-ratio and subtask tables) as a DataFrame."""
-    return pd.DataFrame(table(name)["rows"])
-
-
-def by_ratio(name: str) -> pd.DataFrame:
-    """A ratio x variant paper table: index = layout, columns = variants (+ 'average')."""
-    vals = table(name)["values"]
-    return pd.DataFrame.from_dict(vals, orient="index")
-
-
-def lookup_by_ratio(name: str, layout: str, variant: str) -> float | None:
-    v = table(name)["values"].get(layout, {}).get(variant)
-    return None if v is None else float(v)
 
 
 def best_ratio_rows(name: str) -> dict[str, dict]:
