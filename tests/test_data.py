@@ -365,3 +365,24 @@ def test_reference_levels_match_their_definitions():
         chance, plateau = cfg.reference_levels()
         assert chance == pytest.approx((1 / (hi - lo)) ** 2)
         assert plateau == (chance if needles == 1 else 1 / needles)
+
+
+def test_mqar_trains_on_an_even_mix_of_pair_counts_and_probes_at_the_test_count():
+    from harness.registry import TASKS
+
+    task = TASKS.get("mqar")()
+    p = task.Params(num_kv_pairs=8, train_kv_pairs=[2, 4, 8], cache=False)
+    train = task.make_train(p, 128, 64, 301, seed=5)
+    pairs = (train["targets"] != -100).sum(1)  # one scored query per pair
+    assert train["inputs"].shape == (301, 64)
+    assert [int((pairs == k).sum()) for k in (2, 4, 8)] == [101, 100, 100]
+    probe = task.make_probe(p, 128, 64, 16, seed=5)
+    assert bool(((probe["targets"] != -100).sum(1) == 8).all())
+    # the default trains at num_kv_pairs alone, exactly as before the setting existed
+    plain = task.Params(num_kv_pairs=8, cache=False)
+    assert torch.equal(task.make_train(plain, 128, 64, 32, seed=5)["inputs"],
+                       generate_mqar(MQARConfig(vocab_size=128, seq_len=64, num_kv_pairs=8), 32, 5)["inputs"])
+    with pytest.raises(ValueError, match="train_kv_pairs"):
+        task.Params(train_kv_pairs=[])
+    with pytest.raises(ValueError, match="num_kv_pairs"):  # 40 pairs do not fit in 64 tokens
+        task.validate_generator(task.Params(num_kv_pairs=8, train_kv_pairs=[40]), 128, 64)

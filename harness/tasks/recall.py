@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from harness.registry import register_task
-from harness.tasks.base import metric_row
+from harness.tasks.base import added_setting, metric_row
 from harness.tasks.training import (
     TrainingTask,
     TrainParams,
@@ -137,6 +137,10 @@ class _RecallTask(TrainingTask):
     def make_train(self, p, vocab: int, seq_len: int, n: int, seed: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def make_probe(self, p, vocab: int, seq_len: int, n: int, seed: int) -> dict[str, torch.Tensor]:
+        """The held-out early-stop probe: like the training data unless a task says otherwise."""
+        return self.make_train(p, vocab, seq_len, n, seed)
+
     def validate_generator(self, p, vocab: int, seq_len: int) -> None:
         raise NotImplementedError
 
@@ -172,7 +176,7 @@ class _RecallTask(TrainingTask):
         # early-stop probe: a held-out set at the training length (its own seed, never the test set)
         probe = None
         if p.early_stop_acc is not None:
-            probe = {k: v for k, v in self.make_train(p, vocab, cell.seq_len, min(p.n_test, 256),
+            probe = {k: v for k, v in self.make_probe(p, vocab, cell.seq_len, min(p.n_test, 256),
                                                          TEST_SEED - 1).items() if k != "subtask"}
 
         model, device, amp = build_for_training(cell)
@@ -210,21 +214,33 @@ class MQAR(_RecallTask):
     """Zoology's multi-query associative recall; trains on the answer positions only."""
 
     class Params(RecallParams):
-        num_kv_pairs: int = Field(8, ge=1)
+        num_kv_pairs: int = Field(8, ge=1)  # the pairs per test sequence (and per training one by default)
+        #: train on an even mix of these pair counts (Zoology trains on a mix): the easy ones teach
+        #: a model to bind keys to values early, so it leaves the 1/num_kv_pairs plateau sooner;
+        #: the test sets and the early-stop probe keep num_kv_pairs. Default: num_kv_pairs only.
+        train_kv_pairs: list[int] | None = added_setting(None)
         alpha: float = Field(0.01, gt=0)  # power-law exponent of the query gaps (Zoology's power_a)
         random_non_queries: bool = True
+
+        @field_validator("train_kv_pairs")
+        @classmethod
+        def _pair_counts(cls, v: list[int] | None) -> list[int] | None:
+            if v is not None and (not v or any(k < 1 for k in v)):
+                raise ValueError(f"train_kv_pairs must be a non-empty list of positive counts, got {v}")
+            return v
 
     def subtasks(self, p) -> list[str]:
         return ["mqar"]
 
-    def _cfg(self, p, vocab: int, seq_len: int):
+    def _cfg(self, p, vocab: int, seq_len: int, num_kv_pairs: int | None = None):
         from harness.data.mqar import MQARConfig
 
-        return MQARConfig(vocab_size=vocab, seq_len=seq_len, num_kv_pairs=p.num_kv_pairs, alpha=p.alpha,
-                          random_non_queries=p.random_non_queries)
+        return MQARConfig(vocab_size=vocab, seq_len=seq_len, num_kv_pairs=num_kv_pairs or p.num_kv_pairs,
+                          alpha=p.alpha, random_non_queries=p.random_non_queries)
 
     def validate_generator(self, p, vocab: int, seq_len: int) -> None:
-        self._cfg(p, vocab, seq_len).validate()
+        for k in dict.fromkeys([p.num_kv_pairs, *(p.train_kv_pairs or [])]):
+            self._cfg(p, vocab, seq_len, k).validate()
 
     def reference_levels(self, p, vocab, seq_len, subtask):
         from harness.data.mqar import reference_levels
@@ -237,6 +253,17 @@ class MQAR(_RecallTask):
         return mqar_dataset(self._cfg(p, vocab, seq_len), n, seed, cache=p.cache)
 
     def make_train(self, p, vocab, seq_len, n, seed):
+        import torch
+
+        from harness.data.mqar import mqar_dataset
+
+        counts = p.train_kv_pairs or [p.num_kv_pairs]
+        # an even split (the first parts take the remainder); the trainer samples in random order
+        parts = [mqar_dataset(self._cfg(p, vocab, seq_len, k), n // len(counts) + (i < n % len(counts)),
+                              seed + 104_729 * i, cache=p.cache) for i, k in enumerate(counts)]
+        return {key: torch.cat([d[key] for d in parts]) for key in parts[0]}
+
+    def make_probe(self, p, vocab, seq_len, n, seed):
         return self.make(p, vocab, seq_len, "mqar", n, seed)
 
 
