@@ -17,7 +17,17 @@ from typing import Any
 
 import typer
 
-from harness.console import _DEBUG_HELP, _debug_env, err_console, fail, guarded, path_option, quiet_broken_pipe
+from harness.console import (
+    _DEBUG_HELP,
+    _debug_env,
+    err_console,
+    fail,
+    guarded,
+    path_option,
+    print_cells,
+    print_table,
+    quiet_broken_pipe,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Hybrid linear-attention harness.", pretty_exceptions_enable=False,
                   rich_markup_mode=None)
@@ -54,8 +64,8 @@ def variants(as_json: bool = typer.Option(False, "--json", help="Print the regis
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    _table("Registered variants", ("name", "display_name", "generation", "state_kind", "gating", "delta_rule",
-                                   "flops_coeff"), rows)
+    print_table("Registered variants", ("name", "display_name", "generation", "state_kind", "gating",
+                                        "delta_rule", "flops_coeff"), rows)
 
 
 @app.command()
@@ -81,7 +91,7 @@ def suites(as_json: bool = typer.Option(False, "--json", help="Print the list as
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    _table("Suites (harness sweep NAME)", ("name", "cells", "where", "description"), rows)
+    print_table("Suites (harness sweep NAME)", ("name", "cells", "where", "description"), rows)
 
 
 @app.command()
@@ -119,10 +129,6 @@ def sweep(
 ) -> None:
     """Run a suite's cells (skipping finished ones) into a results table, then build its report
     beside the table (<results>/report/report.md)."""
-    from harness.sweep.driver import run_sweep
-    from harness.sweep.progress import print_summary
-    from harness.sweep.store import ResultsError
-
     err = err_console()
     out_dir = path_option(out, "--out", "results/<suite-name>")
     executor = _choose_executor(executor, workers, address)
@@ -133,18 +139,14 @@ def sweep(
         fail(f"--out {results_dir} is a file, not a directory; choose a directory (it is created if missing)")
     unavailable = _unavailable_devices(cells) if not address else []  # a cluster's devices are not ours
     if dry_run:
-        _print_cells(spec.name, cells, results_dir)
+        print_cells(spec.name, cells, results_dir)
         for problem in unavailable:
             err.print(f"warning: {problem} (a run would be refused)", highlight=False)
         return
     if unavailable:
         fail("; ".join(unavailable) + ". Nothing was run")
-    try:
-        summary = run_sweep(spec.name, cells, results_dir, executor=executor, workers=workers, address=address,
-                            retry_failed=retry_failed, console=err, shard=shard_of)
-    except (ResultsError, RuntimeError) as exc:  # unusable results directory, or the executor could
-        fail(str(exc))  # not start (Ray missing or unreachable): nothing was run
-    print_summary(summary, err)
+    summary = _run_cells(spec.name, cells, results_dir, err, executor=executor, workers=workers,
+                         address=address, retry_failed=retry_failed, shard=shard_of)
     if summary.interrupted or summary.error:
         raise typer.Exit(summary.exit_code)
     if not no_report:  # a report that cannot be built is said, but the exit code is the cells'
@@ -163,6 +165,22 @@ def _choose_executor(executor: str | None, workers: int | None, address: str | N
     if address and executor != "ray":
         fail("--address is for --executor ray")
     return executor
+
+
+def _run_cells(name: str, cells, results_dir: Path, err: Any, **options: Any):
+    """Run the cells (harness.sweep.driver.run_sweep) and print the sweep's summary. A results
+    directory that cannot be used, or an executor that cannot start (Ray missing or unreachable),
+    exits 2 with nothing run."""
+    from harness.sweep.driver import run_sweep
+    from harness.sweep.progress import print_summary
+    from harness.sweep.store import ResultsError
+
+    try:
+        summary = run_sweep(name, cells, results_dir, console=err, **options)
+    except (ResultsError, RuntimeError) as exc:
+        fail(str(exc))
+    print_summary(summary, err)
+    return summary
 
 
 def _suite_cells(suite: str, sets: Sequence[str], device: str | None, dtype: str | None, err: Any):
@@ -350,51 +368,6 @@ def _default_report_dir(results: Path) -> Path:
         return Path(default_report_dir(results))
     except Exception:  # only for a message
         return results / "report"
-
-
-def _table(title: str, cols: tuple[str, ...], rows: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in cols:
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(*("-" if r[c] is None else str(r[c]) for c in cols))
-    Console().print(table)
-
-
-def _print_cells(name: str, cells, results_dir: Path) -> None:
-    """The cells as a table; settings equal in every cell go in one line above it."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from harness.sweep.cell import canonical_json
-    from harness.sweep.store import cell_statuses
-
-    done = cell_statuses(results_dir) if results_dir.is_dir() else {}
-    rows = []
-    for c in cells:
-        m = c.model
-        rows.append({"task": c.task, "variant": m["variant"], "layout": m["layout"],
-                     "placement": m.get("placement", "interleave"), "block": m.get("block", "standard"),
-                     "n_layers": m["n_layers"],
-                     "d_model": m["d_model"], "n_heads": m["n_heads"], "seq_len": c.seq_len, "batch": c.batch,
-                     "seed": c.seed, "dtype": c.dtype, "device": c.device, "backend": c.backend,
-                     "params": canonical_json(c.params), "stored": done.get(c.cell_id, "-")})
-    keys = list(rows[0]) if rows else []
-    varying = [k for k in keys if len({str(r[k]) for r in rows}) > 1 or k in ("variant", "layout", "seq_len")]
-    fixed = [f"{k}={rows[0][k]}" for k in keys if k not in varying]
-    console = Console(width=max(120, Console().width))
-    console.print(f"[bold]{name}[/]: {len(cells)} cells; results: {results_dir}", highlight=False)
-    if fixed:
-        console.print("same in every cell: " + " ".join(fixed), highlight=False)
-    table = Table()
-    for col in ["#", "cell_id", *varying]:
-        table.add_column(col, no_wrap=col in ("#", "cell_id", "variant", "layout"))
-    for i, (c, r) in enumerate(zip(cells, rows)):
-        table.add_row(str(i), c.cell_id, *(str(r[k]) for k in varying))
-    console.print(table)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 with --debug or HARNESS_DEBUG=1), warnings as one line each, SIGTERM handled like Ctrl-C, and the
 exit codes of docs/suites.md (0 ok, 1 some cell not ok, 2 invalid input or another error that
 stopped the command, 128 + signal when interrupted: 130 Ctrl-C, 143 SIGTERM), and a closed pipe
-(`| head -1`) ending a command quietly with 141, as Unix tools do."""
+(`| head -1`) ending a command quietly with 141, as Unix tools do; and the tables it prints
+(registries, suites, a dry run's cells)."""
 from __future__ import annotations
 
 import functools
@@ -93,7 +94,8 @@ class _short_warnings:
     def __enter__(self) -> None:
         self._old = warnings.showwarning
         if not self.debug:
-            def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+            def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                     line: Any = None) -> None:
                 print(f"warning: {message}", file=sys.stderr)
 
             warnings.showwarning = show
@@ -209,3 +211,48 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     finally:
         os.close(devnull)
+
+
+def print_table(title: str, cols: tuple[str, ...], rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*("-" if r[c] is None else str(r[c]) for c in cols))
+    Console().print(table)
+
+
+def print_cells(name: str, cells, results_dir: Path) -> None:
+    """The cells as a table; settings equal in every cell go in one line above it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.sweep.cell import canonical_json
+    from harness.sweep.store import cell_statuses
+
+    done = cell_statuses(results_dir) if results_dir.is_dir() else {}
+    rows = []
+    for c in cells:
+        m = c.model
+        rows.append({"task": c.task, "variant": m["variant"], "layout": m["layout"],
+                     "placement": m.get("placement", "interleave"), "block": m.get("block", "standard"),
+                     "n_layers": m["n_layers"],
+                     "d_model": m["d_model"], "n_heads": m["n_heads"], "seq_len": c.seq_len, "batch": c.batch,
+                     "seed": c.seed, "dtype": c.dtype, "device": c.device, "backend": c.backend,
+                     "params": canonical_json(c.params), "stored": done.get(c.cell_id, "-")})
+    keys = list(rows[0]) if rows else []
+    varying = [k for k in keys if len({str(r[k]) for r in rows}) > 1 or k in ("variant", "layout", "seq_len")]
+    fixed = [f"{k}={rows[0][k]}" for k in keys if k not in varying]
+    console = Console(width=max(120, Console().width))
+    console.print(f"[bold]{name}[/]: {len(cells)} cells; results: {results_dir}", highlight=False)
+    if fixed:
+        console.print("same in every cell: " + " ".join(fixed), highlight=False)
+    table = Table()
+    for col in ["#", "cell_id", *varying]:
+        table.add_column(col, no_wrap=col in ("#", "cell_id", "variant", "layout"))
+    for i, (c, r) in enumerate(zip(cells, rows)):
+        table.add_row(str(i), c.cell_id, *(str(r[k]) for k in varying))
+    console.print(table)
