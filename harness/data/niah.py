@@ -185,6 +185,18 @@ def _slot_at(depth: float, slots: list[int]) -> int:
 
 
 def _one(cfg: NIAHConfig, rng: random.Random) -> tuple[list[int], list[int], list[int]]:
+    """One sequence: (inputs, targets, groups). The steps draw from `rng` in a fixed order (keys,
+    values, haystack, depths, questions), so a seed gives the same sequence at every version."""
+    keys, pairs = _needles(cfg, rng)
+    seq, order = _haystack_with_needles(cfg, rng, pairs)
+    starts, answers = _questions(cfg, rng, seq, keys, pairs, order)
+    assert len(seq) == cfg.seq_len, (len(seq), cfg)
+    return (seq, *_targets(cfg, starts, answers))
+
+
+def _needles(cfg: NIAHConfig, rng: random.Random) -> tuple[list[list[int]], list[tuple[list[int], list[int]]]]:
+    """(the keys, the needles' (key, value) pairs): distinct key and value tokens; multivalue's
+    needles share the first key."""
     k_lo, k_hi = cfg.key_range
     v_lo, v_hi = cfg.value_range
     key_toks = rng.sample(range(k_lo, k_hi), cfg.n_keys * cfg.key_len)
@@ -192,10 +204,14 @@ def _one(cfg: NIAHConfig, rng: random.Random) -> tuple[list[int], list[int], lis
     val_toks = rng.sample(range(v_lo, v_hi), cfg.needles * cfg.value_len)
     values = [val_toks[i * cfg.value_len:(i + 1) * cfg.value_len] for i in range(cfg.needles)]
     if cfg.subtask == "multivalue":
-        pairs = [(keys[0], v) for v in values]
-    else:
-        pairs = list(zip(keys, values))
+        return keys, [(keys[0], v) for v in values]
+    return keys, list(zip(keys, values))
 
+
+def _haystack_with_needles(cfg: NIAHConfig, rng: random.Random,
+                           pairs: list[tuple[list[int], list[int]]]) -> tuple[list[int], list[int]]:
+    """(the haystack with every needle sentence in it at its depth, the needles' indices in the
+    order they appear)."""
     hay, slots = _haystack(cfg, rng)
     if cfg.depth is not None:
         at = _slot_at(cfg.depth, slots)
@@ -212,9 +228,15 @@ def _one(cfg: NIAHConfig, rng: random.Random) -> tuple[list[int], list[int], lis
         k, v = pairs[i]
         seq += [NEEDLE, IS, *k, *v, SEP] if cfg.key_next_to_value else [NEEDLE, *k, IS, *v, SEP]
     seq += hay[prev:]
+    return seq, order
 
-    # the question(s) and the answer(s); answers: list of (value tokens) in output order
+
+def _questions(cfg: NIAHConfig, rng: random.Random, seq: list[int], keys: list[list[int]],
+               pairs: list[tuple[list[int], list[int]]], order: list[int]) -> tuple[list[int], list[list[int]]]:
+    """Append the question(s) and their answer(s) to `seq`; (where each answer starts, the answers'
+    value tokens in output order)."""
     answers: list[list[int]] = []
+    starts: list[int] = []
 
     def ask(key: list[int]) -> list[int]:
         return [QUERY, ANSWER, *key] if cfg.key_next_to_value else [QUERY, *key, ANSWER]
@@ -223,10 +245,9 @@ def _one(cfg: NIAHConfig, rng: random.Random) -> tuple[list[int], list[int], lis
         j = rng.randrange(len(pairs))
         seq += ask(pairs[j][0])
         answers.append(pairs[j][1])
-        starts = [len(seq)]
+        starts.append(len(seq))
         seq += pairs[j][1]
     elif cfg.subtask == "multiquery":
-        starts = []
         for j in rng.sample(range(len(pairs)), cfg.n_queries):
             seq += ask(pairs[j][0])
             starts.append(len(seq))
@@ -234,21 +255,25 @@ def _one(cfg: NIAHConfig, rng: random.Random) -> tuple[list[int], list[int], lis
             seq += pairs[j][1]
     else:  # multivalue: every value, in needle order
         seq += ask(keys[0])
-        starts = []
         for n, i in enumerate(order):
             if n:
                 seq.append(SEP)
             starts.append(len(seq))
             answers.append(pairs[i][1])
             seq += pairs[i][1]
-    assert len(seq) == cfg.seq_len, (len(seq), cfg)
+    return starts, answers
+
+
+def _targets(cfg: NIAHConfig, starts: list[int], answers: list[list[int]]) -> tuple[list[int], list[int]]:
+    """(targets, groups): each answer token is the target of the position before it, in the
+    group of its answer; every other position is IGNORE / -1."""
     targets = [IGNORE] * cfg.seq_len
     groups = [-1] * cfg.seq_len
     for g, (s, ans) in enumerate(zip(starts, answers)):
         for t, tok in enumerate(ans):
             targets[s + t - 1] = tok  # predicted from the token before it
             groups[s + t - 1] = g
-    return seq, targets, groups
+    return targets, groups
 
 
 def generate_niah(cfg: NIAHConfig, n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -269,7 +294,8 @@ def niah_dataset(cfg: NIAHConfig, n: int, seed: int, cache: bool = True) -> dict
     return cached("niah", key, seed, lambda: generate_niah(cfg, n, seed), enabled=cache)
 
 
-def niah_mixture(base: NIAHConfig, subtasks: list[str], n: int, seed: int, cache: bool = True) -> dict[str, torch.Tensor]:
+def niah_mixture(base: NIAHConfig, subtasks: list[str], n: int, seed: int,
+                 cache: bool = True) -> dict[str, torch.Tensor]:
     """``n`` sequences split evenly over `subtasks` (one generator seed each), plus ``subtask``
     [n]: the index into `subtasks` of each sequence."""
     parts, ids = [], []
