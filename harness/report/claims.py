@@ -151,53 +151,68 @@ def claim_faster_and_smaller(ok: pd.DataFrame) -> Claim:
     if tmetric is None and mmetric is None:
         return Claim(title, NO_DATA, "No hybrid and Transformer measured at the same length and width for "
                      "train_step_s / prefill_s or peak_mem_bytes / cache_bytes.")
-    keys = ["d_model", "variant", "layout", "seq_len"]
-    pts = _claim1_points(tt, mm, keys)
+    pts = _claim1_points(tt, mm, ["d_model", "variant", "layout", "seq_len"])
     pts["state"] = pts[["speed_state", "mem_state"]].min(axis=1, skipna=True)  # a miss outweighs a tie
     if tmetric is not None and mmetric is not None:
         pts.loc[pts["speed_state"].isna() | pts["mem_state"].isna(), "state"] = np.nan  # both halves needed
     pts["holds"] = pts["state"].map(lambda x: np.nan if np.isnan(x) or x == 0 else float(x > 0))
-    judged = pts["state"].notna()
-    # accuracy cost at each point: model score minus the Transformer's (same width)
     score = T.accuracy_score(ok)
-    if score is not None:
-        s = score.summary()
-        tf = s[s["variant"] == "attention"].groupby("d_model", dropna=False)["mean"].mean()
-        own = s.set_index(["d_model", "variant", "layout"])["mean"]
-        pts["acc_delta"] = [own.get((d, v, l), np.nan) - tf.get(d, np.nan)
-                            for d, v, l in zip(pts["d_model"], pts["variant"], pts["layout"])]
-    else:
-        pts["acc_delta"] = np.nan
-    pts = T.order(pts)
-    n_judged = int(judged.sum())
-    hold = pts[pts["holds"] == 1.0]
-    noise_notes: list[str] = []
-    verdict = _points_verdict(pts["state"], noise_notes)
-    if pts.loc[judged, "no_spread"].fillna(False).any():
-        verdict = at_most_partly(verdict)
-        noise_notes.append("some measured points come from one seed: no spread is known there, so the verdict "
-                           "is at most 'partly'")
+    pts = T.order(_with_accuracy_cost(pts, score))
     missing = []
     if tmetric is None:
         missing.append("speed (no train_step_s/prefill_s pairs)")
     if mmetric is None:
         missing.append("memory (no peak_mem_bytes/cache_bytes pairs)")
+    verdict, noise_notes = _claim1_verdict(pts, missing)
+    parts = _claim1_summary(pts, tmetric, mmetric, score, missing)
+    parts += [n[0].upper() + n[1:] + "." for n in noise_notes]
+    return Claim(title, verdict, " ".join(parts), _claim1_evidence(pts, score, both=not missing))
+
+
+def _with_accuracy_cost(pts: pd.DataFrame, score: T.Score | None) -> pd.DataFrame:
+    """`pts` with `acc_delta`: the model's accuracy score minus the Transformer's at its width
+    (NaN without accuracy rows)."""
+    if score is None:
+        return pts.assign(acc_delta=np.nan)
+    s = score.summary()
+    tf = s[s["variant"] == "attention"].groupby("d_model", dropna=False)["mean"].mean()
+    own = s.set_index(["d_model", "variant", "layout"])["mean"]
+    return pts.assign(acc_delta=[own.get((d, v, l), np.nan) - tf.get(d, np.nan)
+                                 for d, v, l in zip(pts["d_model"], pts["variant"], pts["layout"])])
+
+
+def _claim1_verdict(pts: pd.DataFrame, missing: list[str]) -> tuple[str, list[str]]:
+    """(claim 3.1's verdict, the notes on noise behind it): at most partly where a judged point
+    has one seed or one half of the claim could not be measured (`missing`)."""
+    noise_notes: list[str] = []
+    verdict = _points_verdict(pts["state"], noise_notes)
+    if pts.loc[pts["state"].notna(), "no_spread"].fillna(False).any():
+        verdict = at_most_partly(verdict)
+        noise_notes.append("some measured points come from one seed: no spread is known there, so the verdict "
+                           "is at most 'partly'")
     if missing and verdict == HOLDS:
         verdict = PARTLY
+    return verdict, noise_notes
+
+
+def _claim1_summary(pts: pd.DataFrame, tmetric: str | None, mmetric: str | None, score: T.Score | None,
+                    missing: list[str]) -> list[str]:
+    """Claim 3.1's sentences: the thresholds, where both hold and where not, the ranges, the
+    accuracy cost where it holds, and what could not be measured."""
+    hold = pts[pts["holds"] == 1.0]
     parts = [f"Thresholds: speed-up = Transformer {tmetric or 'time'} / hybrid ≥ {SPEEDUP_MIN:.2f}×; "
              f"memory saving = 1 − hybrid {mmetric or 'memory'} / Transformer ≥ {MEM_SAVING_MIN:.0%}, "
              "at the same length and d_model."]
+    n_judged = int(pts["state"].notna().sum())
     parts.append(f"Both hold at {len(hold)} of {n_judged} (variant, ratio, length) points" if not missing
                  else f"Holds at {len(hold)} of {n_judged} points (only one half could be tested)")
-    if len(hold):
-        parts[-1] += ": " + _where(hold) + "."
-    else:
-        parts[-1] += "."
+    parts[-1] += ": " + _where(hold) + "." if len(hold) else "."
     miss = pts[pts["holds"] == 0.0]
     if len(miss) and len(hold):
         parts.append("Not met at: " + _where(miss) + ".")
     if tmetric is not None:
-        parts.append(f"Speed-up over all hybrid points ranges {pts['speedup'].min():.2f}–{pts['speedup'].max():.2f}×.")
+        parts.append(f"Speed-up over all hybrid points ranges {pts['speedup'].min():.2f}–"
+                     f"{pts['speedup'].max():.2f}×.")
     if mmetric is not None:
         parts.append(f"Memory saving ranges {pts['mem_saving'].min():.0%} to {pts['mem_saving'].max():.0%}.")
     if score is not None and len(hold) and hold["acc_delta"].notna().any():
@@ -208,8 +223,7 @@ def claim_faster_and_smaller(ok: pd.DataFrame) -> Claim:
         parts.append("Accuracy cost: no accuracy rows to weigh it against.")
     if missing:
         parts.append("Not measurable: " + "; ".join(missing) + "; so the verdict is at most 'partly'.")
-    parts += [n[0].upper() + n[1:] + "." for n in noise_notes]
-    return Claim(title, verdict, " ".join(parts), _claim1_evidence(pts, score, both=not missing))
+    return parts
 
 
 # --------------------------------------------------------------------------- claim 2
@@ -311,7 +325,8 @@ def claim_recall_saturates(ok: pd.DataFrame) -> Claim:
     if rows:
         df = pd.DataFrame(rows).fillna("")
         lays = sort_layouts([c for c in df.columns if c not in _SAT_TAIL + ["d_model", "variant"]])
-        df = df[[c for c in ["d_model", "variant"] if c in df.columns] + lays + [c for c in _SAT_TAIL if c in df.columns]]
+        df = df[[c for c in ["d_model", "variant"] if c in df.columns] + lays
+                + [c for c in _SAT_TAIL if c in df.columns]]
         details = md_table(df)
     return Claim(title, verdict, summary, details)
 
