@@ -10,6 +10,7 @@ import signal
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.runtime.devices import is_oom
@@ -86,6 +87,25 @@ def run_isolated(
     """
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
+    proc = _start_worker(ctx, send, job, args)
+    send.close()
+    got = _Received()
+    try:
+        _receive(recv, proc, poll_s, on_item, got)
+    finally:
+        recv.close()
+        if got.finished:
+            proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+    if not got.finished:
+        raise _died(proc.exitcode, got.stage)
+    return got.items
+
+
+def _start_worker(ctx: Any, send: Any, job: Callable[..., Iterator[Any]], args: tuple) -> Any:
+    """Start the worker process running `job(*args)`, reporting through `send`."""
     proc = ctx.Process(target=_worker_main, args=(send, job, args, list(sys.path)), daemon=True)
     # The worker needs only `job`'s module. Hide __main__ while starting it, so that it does not
     # re-run the calling script (an unguarded script would recurse; a guarded one costs time).
@@ -96,44 +116,44 @@ def run_isolated(
     finally:
         if main is not None:
             sys.modules["__main__"] = main
-    send.close()
-    items: list[Any] = []
-    stage: str | None = None
-    finished = False
-    try:
-        while True:
-            try:
-                if not recv.poll(poll_s):
-                    if not proc.is_alive() and not recv.poll(0):
-                        break
-                    continue
-                kind, payload = recv.recv()
-            except EOFError:
-                break
-            if kind == "item":
-                if isinstance(payload, tuple) and len(payload) == 2 and payload[0] == "stage":
-                    stage = payload[1]
-                items.append(payload)
-                if on_item is not None:
-                    on_item(payload)
-            elif kind == "done":
-                finished = True
-                break
-            elif kind == "error":
-                oom, msg = payload
-                if oom:
-                    raise MemoryError(msg)
-                raise WorkerError(msg)
-    finally:
-        recv.close()
-        if finished:
-            proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-    if not finished:
-        raise _died(proc.exitcode, stage)
-    return items
+    return proc
+
+
+@dataclass
+class _Received:
+    """What a worker has reported so far."""
+
+    items: list[Any] = field(default_factory=list)
+    stage: str | None = None  # the last ("stage", name) it yielded
+    finished: bool = False  # it said "done"
+
+
+def _receive(recv: Any, proc: Any, poll_s: float, on_item: Callable[[Any], None] | None, got: _Received) -> None:
+    """Read the worker's reports into `got` until it is done or gone; raise the job's own error
+    (MemoryError when it ran out of memory, else WorkerError)."""
+    while True:
+        try:
+            if not recv.poll(poll_s):
+                if not proc.is_alive() and not recv.poll(0):
+                    return
+                continue
+            kind, payload = recv.recv()
+        except EOFError:
+            return
+        if kind == "item":
+            if isinstance(payload, tuple) and len(payload) == 2 and payload[0] == "stage":
+                got.stage = payload[1]
+            got.items.append(payload)
+            if on_item is not None:
+                on_item(payload)
+        elif kind == "done":
+            got.finished = True
+            return
+        elif kind == "error":
+            oom, msg = payload
+            if oom:
+                raise MemoryError(msg)
+            raise WorkerError(msg)
 
 
 def _died(code: int | None, stage: str | None) -> WorkerDied:
@@ -146,7 +166,8 @@ def _died(code: int | None, stage: str | None) -> WorkerDied:
         oom = sig == signal.SIGKILL
         hint = " (probably the kernel's out-of-memory killer)" if oom else ""
         return WorkerDied(f"measurement worker killed by {name}{hint}{where}", oom=oom, stage=stage)
-    return WorkerDied(f"measurement worker exited with code {code}{where} without reporting", oom=False, stage=stage)
+    return WorkerDied(f"measurement worker exited with code {code}{where} without reporting", oom=False,
+                      stage=stage)
 
 
 def worker_available() -> bool:
