@@ -2,7 +2,8 @@
 
     result = train(model, data, TrainConfig(steps=300, lr=3e-3, seed=0), eval_fn=...)
 
-- AdamW (fused kernel where available); linear warmup then cosine decay to ``min_lr_ratio · lr``; gradient-norm clipping.
+- AdamW (fused kernel where available); linear warmup then cosine decay to ``min_lr_ratio · lr``;
+  gradient-norm clipping.
 - Loss: cross-entropy on the positions the task marks, i.e. where ``targets != IGNORE`` (-100);
   a batch may also carry an explicit boolean ``mask`` (True = train on it).
 - bf16 autocast on CUDA (``amp="auto"``); full precision on CPU.
@@ -11,9 +12,10 @@
   ``torch.use_deterministic_algorithms(True, warn_only=True)`` is on for the duration (restored
   afterwards). Same seed, same data, same device → the same losses, bit for bit on CPU.
 - ``compile=True`` runs the training forward (and so its backward) through ``torch.compile``:
-  1.3-2.7x faster steps for the small recall models on this CPU after a 10-30 s compile
-  (docs/training.md); evaluation (``eval_fn``) keeps the eager model. Reruns stay bit-identical;
-  compiled and eager losses agree to float rounding, not bit for bit.
+  faster steps after a one-off compile (measured in docs/training.md and
+  reports/benchmarks/train_step_compiled_cpu.json); evaluation (``eval_fn``) keeps the eager
+  model. Reruns stay bit-identical; compiled and eager losses agree to float rounding, not bit
+  for bit.
 - Early stop: with ``early_stop_acc`` and an ``eval_fn(model) -> accuracy``, evaluate every
   ``eval_every`` steps and stop once the accuracy reaches the target.
 - Divergence: a non-finite loss or gradient norm, or a loss above ``diverge_factor`` × the
@@ -230,56 +232,85 @@ def train(
     g = torch.Generator().manual_seed(cfg.seed)
     sample = _Sampler(data, cfg.batch_size, g) if isinstance(data, Mapping) else data
     param_dtype = next(model.parameters()).dtype
-
     opt = _optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, cfg))
-
-    losses: list[float] = []
-    evals: list[tuple[int, float]] = []
-    status, error, early = "ok", None, False
-    initial = float("nan")
     t0 = time.perf_counter()
     model.train()
     forward = torch.compile(model) if cfg.compile else model  # shares the parameters
+    run = _Run(model, forward, opt, sched, cfg, device, param_dtype)
     with deterministic_mode(cfg.deterministic):
         for step in range(cfg.steps):
-            inputs, targets = _as_batch(sample(step, g))
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            with _autocast(device, cfg.amp, param_dtype):
-                logits = forward(inputs)
-            loss = masked_loss(logits, targets)
-            value = float(loss.detach())
-            losses.append(value)
-            if step == 0:
-                initial = value
-            error = _loss_diverged(value, initial, step, cfg)
-            if error:
-                status = "diverged"
+            if not run.step(step, sample(step, g)) or run.stop_early(step, eval_fn):
                 break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if not math.isfinite(_clipped_grad_norm(model, cfg)):
-                status, error = "diverged", f"non-finite gradient norm at step {step}"
-                break
-            opt.step()
-            sched.step()
-            if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-                print(f"step {step:5d}  loss {value:.4f}  lr {sched.get_last_lr()[0]:.2e}", flush=True)
-            if cfg.early_stop_acc is not None and eval_fn is not None and (step + 1) % cfg.eval_every == 0 \
-                    and step + 1 < cfg.steps:
-                acc = float(eval_fn(model))
-                model.train()
-                evals.append((step + 1, acc))
-                if acc >= cfg.early_stop_acc:
-                    early = True
-                    break
     model.eval()
-    n_steps = len(losses) if status == "ok" else max(0, len(losses) - 1)
-    return TrainResult(
-        status=status, steps=n_steps, losses=losses, initial_loss=initial,
-        final_loss=final_loss_of(losses) if status == "ok" else (losses[-1] if losses else float("nan")),
-        error=error, early_stopped=early, evals=evals, wall_s=time.perf_counter() - t0,
-    )
+    return run.result(time.perf_counter() - t0)
+
+
+@dataclass
+class _Run:
+    """One training run's state: what it steps with, and what it has seen so far."""
+
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, or its compiled twin
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    cfg: TrainConfig
+    device: torch.device
+    param_dtype: torch.dtype
+    losses: list[float] = field(default_factory=list)
+    evals: list[tuple[int, float]] = field(default_factory=list)
+    status: str = "ok"
+    error: str | None = None
+    early: bool = False
+    initial: float = float("nan")
+
+    def step(self, step: int, batch: Any) -> bool:
+        """One optimiser step on `batch`; False when training diverged (status and error say why)."""
+        cfg = self.cfg
+        inputs, targets = _as_batch(batch)
+        inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        with _autocast(self.device, cfg.amp, self.param_dtype):
+            logits = self.forward(inputs)
+        loss = masked_loss(logits, targets)
+        value = float(loss.detach())
+        self.losses.append(value)
+        if step == 0:
+            self.initial = value
+        self.error = _loss_diverged(value, self.initial, step, cfg)
+        if self.error:
+            self.status = "diverged"
+            return False
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if not math.isfinite(_clipped_grad_norm(self.model, cfg)):
+            self.status, self.error = "diverged", f"non-finite gradient norm at step {step}"
+            return False
+        self.opt.step()
+        self.sched.step()
+        if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            print(f"step {step:5d}  loss {value:.4f}  lr {self.sched.get_last_lr()[0]:.2e}", flush=True)
+        return True
+
+    def stop_early(self, step: int, eval_fn: Callable[[nn.Module], float] | None) -> bool:
+        """Every eval_every steps (not after the last), evaluate; True once the accuracy reaches
+        early_stop_acc."""
+        cfg = self.cfg
+        if cfg.early_stop_acc is None or eval_fn is None or (step + 1) % cfg.eval_every or step + 1 >= cfg.steps:
+            return False
+        acc = float(eval_fn(self.model))
+        self.model.train()
+        self.evals.append((step + 1, acc))
+        self.early = acc >= cfg.early_stop_acc
+        return self.early
+
+    def result(self, wall_s: float) -> TrainResult:
+        losses, ok = self.losses, self.status == "ok"
+        return TrainResult(
+            status=self.status, steps=len(losses) if ok else max(0, len(losses) - 1), losses=losses,
+            initial_loss=self.initial,
+            final_loss=final_loss_of(losses) if ok else (losses[-1] if losses else float("nan")),
+            error=self.error, early_stopped=self.early, evals=self.evals, wall_s=wall_s,
+        )
 
 
 __all__ = ["TrainConfig", "TrainResult", "train", "lr_lambda", "masked_loss", "final_loss_of", "deterministic_mode"]
