@@ -77,6 +77,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+@dataclasses.dataclass
+class _PoolRun:
+    """A pool's run of cells: waiting, to run again alone, in flight, and the current pool."""
+
+    pending: deque[Cell]
+    pool: ProcessPoolExecutor
+    suspects: deque[Cell] = dataclasses.field(default_factory=deque)  # in flight when a worker died
+    running: dict[Future, Cell] = dataclasses.field(default_factory=dict)
+
+
 class PoolExecutor:
     """A local pool of `workers` spawned processes; torch threads split between them."""
 
@@ -109,67 +119,84 @@ class PoolExecutor:
         # cells were in flight. A dead worker breaks the whole pool and every cell in flight
         # looks dead, so those cells are suspects: each runs again alone in a fresh pool, and
         # only one that kills its worker alone gets the failed row. Its neighbours are not blamed.
-        pending = deque(cells)
-        suspects: deque[Cell] = deque()  # in flight when a worker died: each runs again alone
-        running: dict[Future, Cell] = {}
-        pool = self._new_pool()
+        run = _PoolRun(pending=deque(cells), pool=self._new_pool())
         finished = False
         try:
-            while pending or running or suspects:
-                if suspects:
-                    if not running:
-                        cell = suspects.popleft()
-                        fut = self._submit(pool, cell)
-                        if fut is None:  # the pool broke with nothing in flight: a fresh one
-                            suspects.appendleft(cell)
-                            pool.shutdown(wait=False, cancel_futures=True)
-                            pool = self._new_pool()
-                            continue
-                        running[fut] = cell
-                else:
-                    while pending and len(running) < self.workers:
-                        cell = pending.popleft()
-                        if admit is not None and not admit(cell):
-                            yield cell, None
-                            continue
-                        fut = self._submit(pool, cell)
-                        if fut is None:  # a worker died since the last wait: this one runs alone later
-                            suspects.append(cell)
-                            break
-                        running[fut] = cell
-                    if not running:
+            while run.pending or run.running or run.suspects:
+                if run.suspects:
+                    if not run.running and not self._submit_suspect(run):
                         continue
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                dead: list[Cell] = []
-                for fut in done:
-                    cell = running.pop(fut)
-                    rows = self._result(fut, cell)
-                    if rows is None:
-                        dead.append(cell)
-                    else:
-                        yield cell, rows
-                if dead:  # the pool is broken: every cell still in flight died with it
-                    wait(running)
-                    for fut, cell in list(running.items()):
-                        rows = self._result(fut, cell)
-                        if rows is None:
-                            dead.append(cell)
-                        else:
-                            yield cell, rows
-                    running.clear()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = self._new_pool()
-                    if len(dead) == 1:  # it ran alone (or was the only one in flight): it killed its worker
-                        yield dead[0], crash_rows(dead[0], self.ctx, _DIED)
-                    else:
-                        suspects.extend(dead)
+                else:
+                    yield from self._submit_pending(run, admit)
+                    if not run.running:
+                        continue
+                yield from self._collect(run)
             finished = True
         finally:
             # interrupted: do not wait for cells in flight. Ctrl-C reaches the workers too, a
             # SIGTERM only the driver, so stop them here (otherwise exiting waits for their cells)
             if not finished:
-                _terminate_workers(pool)
-            pool.shutdown(wait=finished, cancel_futures=True)
+                _terminate_workers(run.pool)
+            run.pool.shutdown(wait=finished, cancel_futures=True)
+
+    def _submit_suspect(self, run: _PoolRun) -> bool:
+        """Submit the next suspect alone; False when the pool broke with nothing in flight (a
+        fresh pool then takes it on the next round)."""
+        cell = run.suspects.popleft()
+        fut = self._submit(run.pool, cell)
+        if fut is None:
+            run.suspects.appendleft(cell)
+            self._renew_pool(run)
+            return False
+        run.running[fut] = cell
+        return True
+
+    def _submit_pending(self, run: _PoolRun, admit: Admit | None) -> Iterator[tuple[Cell, Rows]]:
+        """Submit pending cells until `workers` are in flight; yield (cell, None) for each one
+        `admit` refuses."""
+        while run.pending and len(run.running) < self.workers:
+            cell = run.pending.popleft()
+            if admit is not None and not admit(cell):
+                yield cell, None
+                continue
+            fut = self._submit(run.pool, cell)
+            if fut is None:  # a worker died since the last wait: this one runs alone later
+                run.suspects.append(cell)
+                return
+            run.running[fut] = cell
+
+    def _collect(self, run: _PoolRun) -> Iterator[tuple[Cell, Rows]]:
+        """Wait for a cell to finish and yield what finished; when a worker died, the pool is
+        broken: every cell still in flight died with it (a fresh pool, and the dead are suspects
+        unless one ran alone, which then gets the failed row)."""
+        done, _ = wait(run.running, return_when=FIRST_COMPLETED)
+        dead: list[Cell] = []
+        for fut in done:
+            cell = run.running.pop(fut)
+            rows = self._result(fut, cell)
+            if rows is None:
+                dead.append(cell)
+            else:
+                yield cell, rows
+        if not dead:
+            return
+        wait(run.running)
+        for fut, cell in list(run.running.items()):
+            rows = self._result(fut, cell)
+            if rows is None:
+                dead.append(cell)
+            else:
+                yield cell, rows
+        run.running.clear()
+        self._renew_pool(run)
+        if len(dead) == 1:  # it ran alone (or was the only one in flight): it killed its worker
+            yield dead[0], crash_rows(dead[0], self.ctx, _DIED)
+        else:
+            run.suspects.extend(dead)
+
+    def _renew_pool(self, run: _PoolRun) -> None:
+        run.pool.shutdown(wait=False, cancel_futures=True)
+        run.pool = self._new_pool()
 
     def _submit(self, pool: ProcessPoolExecutor, cell: Cell) -> Future | None:
         """The cell's future; None when the pool is already broken (a worker died since the last
@@ -216,7 +243,8 @@ class RayExecutor:
             import ray
         except ImportError:
             raise RuntimeError(
-                "the Ray executor needs Ray: pip install 'hybrid-attention-harness[ray]' (or pip install 'ray[default]')"
+                "the Ray executor needs Ray: pip install 'hybrid-attention-harness[ray]' "
+                "(or pip install 'ray[default]')"
             ) from None
         self._ray = ray
         if not ray.is_initialized():
