@@ -17,6 +17,7 @@ from harness.sweep.schema import ModelOverrides, Suite, TaskEntry, axis_options
 #: None when the combination is impossible)
 Produced = list[tuple[dict[str, str], Cell | None]]
 
+
 def is_ref(value: Any) -> bool:
     return isinstance(value, dict) and REF_FROM in value
 
@@ -45,7 +46,8 @@ def selector_json(suite: Suite, key: str, value: Any) -> str:
         if isinstance(value, str):
             if value not in suite.sizes:
                 known = ", ".join(map(repr, suite.sizes)) or "none"
-                raise ValueError(f"unknown size preset {value!r}.{hint(value, list(suite.sizes))} Defined presets: {known}")
+                raise ValueError(f"unknown size preset {value!r}.{hint(value, list(suite.sizes))} "
+                                 f"Defined presets: {known}")
             return canonical_json(suite.sizes[value].model_dump(exclude_unset=True))
         try:
             return canonical_json(ModelOverrides.model_validate(value).model_dump(exclude_unset=True))
@@ -99,59 +101,71 @@ def check_references(suite: Suite) -> list[str]:
     for i, entry in enumerate(suite.task):
         for loc, ref in entry_refs(suite, i, entry):
             where = fmt_loc(loc)
-            src = ref.get(REF_FROM)
-            if not isinstance(src, str):
-                errors.append(f"{where}: a reference is {{from: <task>}}, naming a task of this suite; got {ref_text(ref)}")
+            problem = _source_problem(where, ref, names, producers)
+            if problem:
+                errors.append(problem)
                 continue
-            if src not in names:
-                errors.append(
-                    f"{where}: {ref_text(ref)} names no task of this suite.{hint(src, names)} "
-                    f"Tasks of this suite: {', '.join(dict.fromkeys(names))}"
-                    + ("" if src in TASKS.names() else f" (and {src!r} is not a registered task)")
-                )
-                continue
-            if not getattr(TASKS.get(src), "saves_checkpoint", False):
-                errors.append(
-                    f"{where}: task {src!r} saves no checkpoint, so nothing can come from it. "
-                    f"Tasks that do: {', '.join(producers) or 'none'}"
-                )
-                continue
-            targets = [j for j, n in enumerate(names) if n == src]
+            targets = [j for j, n in enumerate(names) if n == ref[REF_FROM]]
             edges[i].update(targets)
-            axes = list(dict.fromkeys(k for j in targets for k in entry_axes(suite, suite.task[j])))
-            for key, val in ref.items():
-                if key == REF_FROM:
-                    continue
-                if key == REF_CELL:
-                    errors.append(f"{where}: {key!r} is set by the suite (the producing cell is matched by its axes); "
-                                  f"select it by axis values instead, e.g. {{from: {src}, seed: 0}}")
-                    continue
-                if key not in axes:
-                    errors.append(
-                        f"{where}: {key!r} is not an axis of task {src!r}, so it cannot select its cell."
-                        f"{hint(key, axes)} Its axes: {', '.join(axes) or 'none'}"
-                    )
-                    continue
-                try:
-                    want = selector_json(suite, key, val)
-                except ValueError as exc:
-                    errors.append(f"{where}.{key}: {exc}")
-                    continue
-                have = list(dict.fromkeys(
-                    canonical_json(patch) for j in targets
-                    for _, patch in axis_options(suite, suite.task[j]).get(key, [])
-                ))
-                if want not in have:
-                    errors.append(
-                        f"{where}.{key}: task {src!r} has no cell with {key}={shown(key, want)}; "
-                        f"its values: {', '.join(shown(key, h) for h in have)}"
-                    )
+            errors += _selector_problems(suite, where, ref, targets)
     for cycle in _cycles(edges):
         path = " -> ".join(f"task[{j}] ({names[j]})" for j in cycle + cycle[:1])
         errors.append(
             f"task[{cycle[0]}]: a cycle of references: {path}. A task cannot consume its own checkpoint, "
             f"directly or through others; remove one of the references"
         )
+    return errors
+
+
+def _source_problem(where: str, ref: dict[str, Any], names: list[str], producers: list[str]) -> str | None:
+    """Why the task a reference comes from cannot be its source (not named, not in this suite,
+    saves no checkpoint), or None."""
+    src = ref.get(REF_FROM)
+    if not isinstance(src, str):
+        return f"{where}: a reference is {{from: <task>}}, naming a task of this suite; got {ref_text(ref)}"
+    if src not in names:
+        return (f"{where}: {ref_text(ref)} names no task of this suite.{hint(src, names)} "
+                f"Tasks of this suite: {', '.join(dict.fromkeys(names))}"
+                + ("" if src in TASKS.names() else f" (and {src!r} is not a registered task)"))
+    if not getattr(TASKS.get(src), "saves_checkpoint", False):
+        return (f"{where}: task {src!r} saves no checkpoint, so nothing can come from it. "
+                f"Tasks that do: {', '.join(producers) or 'none'}")
+    return None
+
+
+def _selector_problems(suite: Suite, where: str, ref: dict[str, Any], targets: list[int]) -> list[str]:
+    """What is wrong with the axis values a reference selects its cell by: the cell key (set by
+    the suite), a key that is not an axis of the source task, a value it does not have."""
+    src = ref[REF_FROM]
+    errors: list[str] = []
+    axes = list(dict.fromkeys(k for j in targets for k in entry_axes(suite, suite.task[j])))
+    for key, val in ref.items():
+        if key == REF_FROM:
+            continue
+        if key == REF_CELL:
+            errors.append(f"{where}: {key!r} is set by the suite (the producing cell is matched by its axes); "
+                          f"select it by axis values instead, e.g. {{from: {src}, seed: 0}}")
+            continue
+        if key not in axes:
+            errors.append(
+                f"{where}: {key!r} is not an axis of task {src!r}, so it cannot select its cell."
+                f"{hint(key, axes)} Its axes: {', '.join(axes) or 'none'}"
+            )
+            continue
+        try:
+            want = selector_json(suite, key, val)
+        except ValueError as exc:
+            errors.append(f"{where}.{key}: {exc}")
+            continue
+        have = list(dict.fromkeys(
+            canonical_json(patch) for j in targets
+            for _, patch in axis_options(suite, suite.task[j]).get(key, [])
+        ))
+        if want not in have:
+            errors.append(
+                f"{where}.{key}: task {src!r} has no cell with {key}={shown(key, want)}; "
+                f"its values: {', '.join(shown(key, h) for h in have)}"
+            )
     return errors
 
 
@@ -187,7 +201,6 @@ def entry_order(suite: Suite) -> list[int]:
         ready = [i for i in deps if i not in order and deps[i] <= set(order)]
         order.append(ready[0] if ready else min(i for i in deps if i not in order))  # a cycle: already an error
     return order
-
 
 
 def match_producer(
