@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import cost_tables as CT
-from . import tables as T
+from . import cost_tables, tables
 from .claims_lm_rank import claim_lm_stable, claim_ranking
 from .fmt import fmt_delta, fmt_value, md_table
 from .stats import is_tie, spread_known, tie_tolerance
@@ -61,13 +60,13 @@ def _ratio_table(ok: pd.DataFrame, metrics: list[str]) -> tuple[str | None, pd.D
     their means, summed; 0 for analytic metrics, which are exact) and `no_spread` (a measured
     value from one seed)."""
     for m in metrics:
-        vt = CT.vs_transformer(ok, m)
+        vt = cost_tables.vs_transformer(ok, m)
         if vt.empty:
             continue
         vt = vt[vt["layout"].map(is_hybrid) & (vt["tf_mean"] > 0) & (vt["mean"] > 0)]
         if vt.empty:
             continue
-        exact = m in T.ANALYTIC_METRICS
+        exact = m in tables.ANALYTIC_METRICS
         vt = vt.assign(rel_unc=0.0 if exact else np.nan_to_num(vt["std"] / vt["mean"])
                        + np.nan_to_num(vt["tf_std"] / vt["tf_mean"]),
                        no_spread=False if exact else vt["std"].isna() | vt["tf_std"].isna())
@@ -156,8 +155,8 @@ def claim_faster_and_smaller(ok: pd.DataFrame) -> Claim:
     if tmetric is not None and mmetric is not None:
         pts.loc[pts["speed_state"].isna() | pts["mem_state"].isna(), "state"] = np.nan  # both halves needed
     pts["holds"] = pts["state"].map(lambda x: np.nan if np.isnan(x) or x == 0 else float(x > 0))
-    score = T.accuracy_score(ok)
-    pts = T.order(_with_accuracy_cost(pts, score))
+    score = tables.accuracy_score(ok)
+    pts = tables.order(_with_accuracy_cost(pts, score))
     missing = []
     if tmetric is None:
         missing.append("speed (no train_step_s/prefill_s pairs)")
@@ -169,7 +168,7 @@ def claim_faster_and_smaller(ok: pd.DataFrame) -> Claim:
     return Claim(title, verdict, " ".join(parts), _claim1_evidence(pts, score, both=not missing))
 
 
-def _with_accuracy_cost(pts: pd.DataFrame, score: T.Score | None) -> pd.DataFrame:
+def _with_accuracy_cost(pts: pd.DataFrame, score: tables.Score | None) -> pd.DataFrame:
     """`pts` with `acc_delta`: the model's accuracy score minus the Transformer's at its width
     (NaN without accuracy rows)."""
     if score is None:
@@ -195,7 +194,7 @@ def _claim1_verdict(pts: pd.DataFrame, missing: list[str]) -> tuple[str, list[st
     return verdict, noise_notes
 
 
-def _claim1_summary(pts: pd.DataFrame, tmetric: str | None, mmetric: str | None, score: T.Score | None,
+def _claim1_summary(pts: pd.DataFrame, tmetric: str | None, mmetric: str | None, score: tables.Score | None,
                     missing: list[str]) -> list[str]:
     """Claim 3.1's sentences: the thresholds, where both hold and where not, the ranges, the
     accuracy cost where it holds, and what could not be measured."""
@@ -291,14 +290,14 @@ def _saturation_row(sd: pd.DataFrame, v: str, tf: pd.DataFrame) -> tuple[str, di
 
 def claim_recall_saturates(ok: pd.DataFrame) -> Claim:
     title = "Recall saturates around 3:1"
-    score = T.recall_score(ok)
+    score = tables.recall_score(ok)
     if score is None:
         return Claim(title, NO_DATA, "No recall_acc rows with status ok.")
     s = score.summary()
     verdicts, notes, rows = [], [], []
-    multi = len(T.scales(s)) > 1
-    for d in T.scales(s):
-        sd = T.at_scale(s, d)
+    multi = len(tables.scales(s)) > 1
+    for d in tables.scales(s):
+        sd = tables.at_scale(s, d)
         tf = sd[(sd["variant"] == "attention") & sd["learned"]]  # an unlearned Transformer is no reference
         for v in sort_variants(sd["variant"]):
             if v == "attention":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import tables as T
+from . import tables
 from .fmt import fmt_mean_std, fmt_value, md_table
 from .stats import is_tie, noisy_rank_correlation, spread_known
 from .style import is_hybrid, sort_variants
@@ -45,14 +45,14 @@ def _lm_stability(g: pd.DataFrame) -> tuple[str, float, float]:
 
 def claim_lm_stable(ok: pd.DataFrame) -> Claim:
     title = "LM quality is stable across ratios"
-    score = T.lm_eval_score(ok) or T.lm_score(ok)
+    score = tables.lm_eval_score(ok) or tables.lm_score(ok)
     if score is None:
-        return Claim(title, NO_DATA, f"No LM rows: {T.NO_LM_ROWS}.")
+        return Claim(title, NO_DATA, f"No LM rows: {tables.NO_LM_ROWS}.")
     s = score.summary()
-    rec = T.recall_score(ok)
+    rec = tables.recall_score(ok)
     rec_s = rec.summary() if rec is not None else None
     verdicts, notes, rows = [], [], []
-    multi = len(T.scales(s)) > 1
+    multi = len(tables.scales(s)) > 1
     for (d, v), g in s[s["variant"] != "attention"].groupby(["d_model", "variant"], dropna=False, sort=False):
         if len(g) < 2:
             continue
@@ -61,7 +61,8 @@ def claim_lm_stable(ok: pd.DataFrame) -> Claim:
         hyb = g[g["layout"].map(is_hybrid)]
         hyb_rel = (hyb["mean"].max() - hyb["mean"].min()) / abs(hyb["mean"].mean()) if len(hyb) > 1 else np.nan
         verdicts.append(verdict)
-        row = {**({"d_model": width_text(d)} if multi else {}), "variant": v, "layouts": len(g), f"min {score.metric}": fmt_value(g["mean"].min(), score.unit),
+        row = {**({"d_model": width_text(d)} if multi else {}), "variant": v, "layouts": len(g),
+               f"min {score.metric}": fmt_value(g["mean"].min(), score.unit),
                f"max {score.metric}": fmt_value(g["mean"].max(), score.unit), "range": fmt_value(rng, score.unit, 2),
                "relative range": f"{rel:.1%}", "hybrids only": "—" if np.isnan(hyb_rel) else f"{hyb_rel:.1%}",
                "max seed-std": fmt_value(noise, score.unit, 2) if noise > 0 else "—"}
@@ -77,7 +78,8 @@ def claim_lm_stable(ok: pd.DataFrame) -> Claim:
                f"range ≤ {LM_STABLE_REL:.0%} (the paper's 'less than 1%'); a larger range whose ends tie within the "
                f"seeds' spread (the sum of their stds) is **undecided**. Relative ranges: {', '.join(notes)}.")
     if rec_s is not None:
-        summary += " The recall range per variant is shown beside it for contrast (the paper: ratio moves recall, not LM)."
+        summary += (" The recall range per variant is shown beside it for contrast (the paper: ratio moves "
+                    "recall, not LM).")
     verdict = combine(verdicts)
     if verdict != NO_DATA and not spread_known(s.loc[s["variant"] != "attention", "std"]):
         verdict = at_most_partly(verdict)
@@ -116,15 +118,15 @@ def _rank_verdict(r: dict, known: bool) -> tuple[str, str]:
 
 def claim_ranking(ok: pd.DataFrame) -> Claim:
     title = "The standalone ranking of variants does not predict the hybrid ranking"
-    scores = T.all_scores(ok)
+    scores = tables.all_scores(ok)
     if not scores:
         return Claim(title, NO_DATA, "No accuracy rows (recall_acc, lm-eval or LM loss) with status ok.")
     verdicts, notes, rows, no_spread = [], [], [], False
     for score in scores:
         s = score.learned_summary()  # an unlearned model has no rank worth correlating
         sign = 1.0 if score.higher_is_better else -1.0
-        for d in T.scales(s):
-            pure, best, common = _pure_and_best_hybrid(T.at_scale(s, d), sign)
+        for d in tables.scales(s):
+            pure, best, common = _pure_and_best_hybrid(tables.at_scale(s, d), sign)
             if common is None:
                 continue
             if len(common) < 3:
@@ -136,13 +138,14 @@ def claim_ranking(ok: pd.DataFrame) -> Claim:
                                        sign * best.loc[common, "mean"].values, best.loc[common, "std"].values)
             verdict, why = _rank_verdict(r, known)
             verdicts.append(verdict)
-            scale = "" if len(T.scales(s)) == 1 else f" (d_model={width_text(d)})"
+            scale = "" if len(tables.scales(s)) == 1 else f" (d_model={width_text(d)})"
             rank_a, rank_b = pd.Series(r["ranks_a"], index=common), pd.Series(r["ranks_b"], index=common)
             notes.append(f"{score.metric}{scale}: Spearman ρ = {_corr(r['rho'])}, Kendall τ-b = {_corr(r['tau'])} over "
                          f"{len(common)} variants on tied ranks; {r['n_decidable']} of {r['n_pairs']} pairs decidable "
                          f"({r['n_concordant']} concordant, {r['n_discordant']} discordant); best pure = "
                          f"{', '.join(rank_a[rank_a == rank_a.min()].index)}, best hybrid = "
-                         f"{', '.join(rank_b[rank_b == rank_b.min()].index)}" + (f" — **undecided**: {why}" if why else ""))
+                         f"{', '.join(rank_b[rank_b == rank_b.min()].index)}"
+                         + (f" — **undecided**: {why}" if why else ""))
             for v in common:
                 rows.append({"score": score.metric + scale, "variant": v,
                              "pure": fmt_mean_std(*pure.loc[v, ["mean", "std", "n"]], score.unit),

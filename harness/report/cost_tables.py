@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness import metrics as M
+from harness import metrics
 from harness.metrics import x_axis
 
 from .stats import pair_signs
@@ -51,10 +51,10 @@ def efficiency_summary(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 #: one mixer layer (harness.tasks.mixer_efficiency): times and peak memory vs seq_len
-MIXER_LAYER_METRICS = tuple(M.names(prefix="mixer_", task="mixer_efficiency"))
+MIXER_LAYER_METRICS = tuple(metrics.names(prefix="mixer_", task="mixer_efficiency"))
 #: its op alone, one row per implementation (`subtask`: harness, sdpa, fla_naive, fla)
-OP_METRICS = tuple(M.names(prefix="op_"))
-TIMED_METRICS = tuple(M.names("time"))
+OP_METRICS = tuple(metrics.names(prefix="op_"))
+TIMED_METRICS = tuple(metrics.names("time"))
 
 
 def timing_clocks(ok: pd.DataFrame) -> dict[str, int]:

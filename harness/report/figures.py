@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from . import tables as T  # noqa: E402
+from . import tables  # noqa: E402
 from .style import (  # noqa: E402
     axis_label,
     layout_marker,
@@ -330,7 +330,7 @@ def cache_vs_ratio(summary: pd.DataFrame, metric: str, fig_dir: Path, stem: str,
     return save(fig, fig_dir, stem, title, caption)
 
 
-def pareto(points_by_len: dict[int, pd.DataFrame], score: T.Score, fig_dir: Path, stem: str,
+def pareto(points_by_len: dict[int, pd.DataFrame], score: tables.Score, fig_dir: Path, stem: str,
            caption: str) -> FigureRef | None:
     """Performance vs 1/FLOPs (log x), front drawn as a line, one panel per length (the paper's Fig. 3)."""
     items = [(L, p) for L, p in points_by_len.items() if not p.empty]
@@ -358,7 +358,8 @@ def pareto(points_by_len: dict[int, pd.DataFrame], score: T.Score, fig_dir: Path
     if len(dm) == 1:
         title += f", d_model={int(dm[0])}"
     allpts = pd.concat([p for _, p in items])
-    handles = [Line2D([], [], ls="", marker="o", ms=7, color=variant_color(v)) for v in sort_variants(allpts["variant"])]
+    handles = [Line2D([], [], ls="", marker="o", ms=7, color=variant_color(v))
+               for v in sort_variants(allpts["variant"])]
     labels = [variant_label(v) for v in sort_variants(allpts["variant"])]
     for lay in sort_layouts(allpts["layout"]):
         handles.append(Line2D([], [], ls="", marker=layout_marker(lay), ms=7, color="0.5"))

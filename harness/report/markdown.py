@@ -1,7 +1,9 @@
 """Assemble report.md: sections of tables, figures, claims and provenance, skipping what has no data.
 
-The sections live with their kind: the paper's tables (`paper_sections`), the figures and cost
-tables (`figure_sections`); this module puts them in order and adds the overview, claims,
+Each section is a function of one `ReportContext` (harness.report.sections): it reads the table
+and adds its text and figures. The sections live with their kind: the paper's tables
+(`paper_sections`), the figures and cost tables (`figure_sections`), placements (`placement`);
+this module puts them in order (`render`) and adds the overview, which hybrid to use, claims,
 failures and provenance."""
 from __future__ import annotations
 
@@ -10,182 +12,145 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import claims as C
-from . import figures as F
-from . import tables as T
-from .figure_sections import FigureSections
+from .claims import all_claims
+from .figure_sections import figures_section
+from .figures import FigureRef
 from .fmt import fmt_value, md_table
-from .normalise import ok_rows
-from .paper_sections import PaperSections
-from .placement import PlacementSections
-from .sections import skip
+from .paper_sections import paper_tables
+from .placement import placement_section
+from .sections import ReportContext, skip
 from .style import sort_layouts, sort_variants
+from .tables import order
 
 
-class Report(PaperSections, FigureSections, PlacementSections):
-    """Collects sections and figures while walking the table."""
+def no_data(ctx: ReportContext) -> None:
+    """Instead of sections 1-3 when no row has status ok: why."""
+    n = len(ctx.df)
+    if n == 0:
+        msg = "The results table is empty: there is nothing to tabulate, plot or test."
+    else:
+        counts = ctx.df["status"].value_counts().to_dict()
+        msg = (f"No successful measurements: all {n} rows have a non-ok status "
+               f"({', '.join(f'{k}: {v}' for k, v in counts.items())}). Nothing to tabulate, plot or test; "
+               "see *Failures* below.")
+    ctx.add("## No data\n\n" + msg + "\n\n" + skip(
+        "sections 1–3 (paper tables, figures, claims) need rows with status `ok`."))
 
-    def __init__(self, df: pd.DataFrame, fig_dir: Path, source: str, regen_cmd: str):
-        self.df = df
-        self.ok = ok_rows(df)
-        self.fig_dir = fig_dir
-        self.source = source
-        self.regen_cmd = regen_cmd
-        self.parts: list[str] = []
-        self.n_fig = 0
-        self.figures: list[F.FigureRef] = []
 
-    # ------------------------------------------------------------------ helpers
-    def add(self, text: str) -> None:
-        self.parts.append(text.rstrip() + "\n")
+def header(ctx: ReportContext) -> None:
+    suite = ", ".join(sorted({s for s in ctx.df["suite"].dropna()})) or "unknown"
+    ctx.add(f"# Hybrid-attention report: {suite}\n\n"
+            f"Built by `harness report` from `{ctx.source}` alone: nothing was re-run. Regenerate with "
+            f"`{ctx.regen_cmd}`.\n\n"
+            "Contents: [Data](#data) · [1. Paper tables](#1-the-papers-tables-re-made-from-our-rows) · "
+            "[2. Figures](#2-figures) · [3. Claims](#3-claims) · [Failures](#failures) · "
+            "[Provenance](#provenance)")
 
-    def figure(self, ref: F.FigureRef | None) -> bool:
-        if ref is None:
-            return False
-        self.n_fig += 1
-        self.figures.append(ref)
-        rel = f"{self.fig_dir.name}/{ref.stem}"
-        self.add(f"**Figure {self.n_fig}. {ref.title}.** {ref.caption}\n\n"
-                 f"![{ref.title}]({rel}.png)\n\n[SVG version]({rel}.svg)\n")
-        return True
 
-    # ------------------------------------------------------------------ sections
-    def render(self) -> str:
-        self.header()
-        if self.ok.empty:
-            n = len(self.df)
-            if n == 0:
-                msg = "The results table is empty: there is nothing to tabulate, plot or test."
-            else:
-                counts = self.df["status"].value_counts().to_dict()
-                msg = (f"No successful measurements: all {n} rows have a non-ok status "
-                       f"({', '.join(f'{k}: {v}' for k, v in counts.items())}). Nothing to tabulate, plot or test; "
-                       "see *Failures* below.")
-            self.add("## No data\n\n" + msg + "\n\n" + skip(
-                "sections 1–3 (paper tables, figures, claims) need rows with status `ok`."))
-        else:
-            self.overview()
-            self.paper_tables()
-            self.figures_section()
-            self.placement_section()
-            self.which_hybrid_section()
-            self.claims_section()
-        self.failures()
-        self.provenance()
-        return "\n".join(self.parts)
+def overview(ctx: ReportContext) -> None:
+    ok, df = ctx.ok, ctx.df
+    seeds = sorted({int(s) for s in ok["seed"].dropna()})
+    status = df["status"].value_counts()
+    lines = [
+        "## Data",
+        "",
+        f"- rows: {len(df)} ({', '.join(f'{k}: {v}' for k, v in status.items())})",
+        f"- variants: {', '.join(sort_variants(ok['variant']))}",
+        f"- layouts: {', '.join(sort_layouts(ok['layout']))}",
+        f"- d_model: {', '.join(str(int(d)) for d in sorted(ok['d_model'].dropna().unique())) or '—'}",
+        f"- seq_len: {', '.join(str(int(x)) for x in sorted(ok['seq_len'].dropna().unique())) or '—'}",
+        f"- seeds: {', '.join(map(str, seeds)) or '—'}",
+        "",
+        ("**Uncertainty.** Values are means over seeds. Where more than one seed was run, a value reads "
+         "`mean ± std (n=k)`: the sample standard deviation across k seeds (repeats, subtasks and lengths "
+         "are first averaged within each seed). Figure error bars show the same std; for single-seed timings "
+         "they show half the IQR of repeated timings (`spread`) where recorded."
+         if len(seeds) > 1 else
+         "**Uncertainty.** Only one seed was run, so no across-seed spread can be shown; timing error bars "
+         "(where drawn) are half the IQR of repeated timings (`spread`)."),
+        "",
+    ]
+    by_task = ok.groupby("task")["metric"].agg(lambda s: ", ".join(f"`{m}`" for m in sorted(set(s))))
+    counts = ok.groupby("task").size()
+    tab = pd.DataFrame({"task": by_task.index, "ok rows": counts.loc[by_task.index].values,
+                        "metrics": by_task.values})
+    lines.append(md_table(tab))
+    ctx.add("\n".join(lines))
 
-    def header(self) -> None:
-        suite = ", ".join(sorted({s for s in self.df["suite"].dropna()})) or "unknown"
-        self.add(f"# Hybrid-attention report: {suite}\n\n"
-                 f"Built by `harness report` from `{self.source}` alone: nothing was re-run. Regenerate with "
-                 f"`{self.regen_cmd}`.\n\n"
-                 "Contents: [Data](#data) · [1. Paper tables](#1-the-papers-tables-re-made-from-our-rows) · "
-                 "[2. Figures](#2-figures) · [3. Claims](#3-claims) · [Failures](#failures) · "
-                 "[Provenance](#provenance)")
 
-    def overview(self) -> None:
-        ok, df = self.ok, self.df
-        seeds = sorted({int(s) for s in ok["seed"].dropna()})
-        status = df["status"].value_counts()
-        lines = [
-            "## Data",
-            "",
-            f"- rows: {len(df)} ({', '.join(f'{k}: {v}' for k, v in status.items())})",
-            f"- variants: {', '.join(sort_variants(ok['variant']))}",
-            f"- layouts: {', '.join(sort_layouts(ok['layout']))}",
-            f"- d_model: {', '.join(str(int(d)) for d in sorted(ok['d_model'].dropna().unique())) or '—'}",
-            f"- seq_len: {', '.join(str(int(x)) for x in sorted(ok['seq_len'].dropna().unique())) or '—'}",
-            f"- seeds: {', '.join(map(str, seeds)) or '—'}",
-            "",
-            ("**Uncertainty.** Values are means over seeds. Where more than one seed was run, a value reads "
-             "`mean ± std (n=k)`: the sample standard deviation across k seeds (repeats, subtasks and lengths "
-             "are first averaged within each seed). Figure error bars show the same std; for single-seed timings "
-             "they show half the IQR of repeated timings (`spread`) where recorded."
-             if len(seeds) > 1 else
-             "**Uncertainty.** Only one seed was run, so no across-seed spread can be shown; timing error bars "
-             "(where drawn) are half the IQR of repeated timings (`spread`)."),
-            "",
-        ]
-        by_task = ok.groupby("task")["metric"].agg(lambda s: ", ".join(f"`{m}`" for m in sorted(set(s))))
-        counts = ok.groupby("task").size()
-        tab = pd.DataFrame({"task": by_task.index, "ok rows": counts.loc[by_task.index].values,
-                            "metrics": by_task.values})
-        lines.append(md_table(tab))
-        self.add("\n".join(lines))
+def which_hybrid_section(ctx: ReportContext) -> None:
+    from .recommend import NEAR_FLOOR, which_hybrid
 
-    def which_hybrid_section(self) -> None:
-        from .recommend import NEAR_FLOOR, which_hybrid
+    ctx.add("## Which hybrid to use\n\nPer length with analytic cache rows: the most accurate model that "
+            "learned, and the model with the smallest inference cache near it: tied with it within the "
+            f"seeds' spread (the rule of the claims: means within their two stds summed), or within "
+            f"{NEAR_FLOOR * 100:g} % of its score. Where other models tie with the most accurate, it is "
+            "**undecided** between them, and they are named below the table. Accuracy is the report's score "
+            "over every length it was measured at (the models are not re-measured at each length); the cache "
+            "is the analytic `cache_bytes` at that length. For other budgets, floors or a decode-latency "
+            "objective, ask `harness recommend " + ctx.source + " --seq-len L ...` (docs/report.md).")
+    rows, notes = which_hybrid(ctx.df)
+    ctx.add(md_table(rows) if not rows.empty else skip(
+        "the table needs accuracy rows (recall, lm-eval or LM loss) of a model that learned, and "
+        "analytic `cache_bytes` rows."))
+    if not rows.empty and notes:
+        ctx.add("\n\n".join(notes))
 
-        self.add("## Which hybrid to use\n\nPer length with analytic cache rows: the most accurate model that "
-                 "learned, and the model with the smallest inference cache near it: tied with it within the "
-                 f"seeds' spread (the rule of the claims: means within their two stds summed), or within "
-                 f"{NEAR_FLOOR * 100:g} % of its score. Where other models tie with the most accurate, it is "
-                 "**undecided** between them, and they are named below the table. Accuracy is the report's score "
-                 "over every length it was measured at (the models are not re-measured at each length); the cache "
-                 "is the analytic `cache_bytes` at that length. For other budgets, floors or a decode-latency "
-                 "objective, ask `harness recommend " + self.source + " --seq-len L ...` (docs/report.md).")
-        rows, notes = which_hybrid(self.df)
-        self.add(md_table(rows) if not rows.empty else skip(
-            "the table needs accuracy rows (recall, lm-eval or LM loss) of a model that learned, and "
-            "analytic `cache_bytes` rows."))
-        if not rows.empty and notes:
-            self.add("\n\n".join(notes))
 
-    # ------------------------------------------------------------------ 1. paper tables
-    def claims_section(self) -> None:
-        self.add("## 3. Claims\n\nEach stated claim is tested against the rows above. Verdicts: **holds** "
-                 "(everywhere tested), **partly** (somewhere), **fails** (nowhere), **undecided** (the difference "
-                 "the verdict rests on is within the seeds' spread: a tie), **no data**. Two means tie when they "
-                 "differ by no more than their two stds across seeds summed (their `mean ± std` overlap); with "
-                 "one seed no spread is known and a claim is at most **partly**.")
-        for i, c in enumerate(C.all_claims(self.ok), 1):
-            self.add(f"### 3.{i} \"{c.title}\" — **{c.verdict}**\n\n{c.summary}")
-            if c.details:
-                self.add(c.details)
+def claims_section(ctx: ReportContext) -> None:
+    ctx.add("## 3. Claims\n\nEach stated claim is tested against the rows above. Verdicts: **holds** "
+            "(everywhere tested), **partly** (somewhere), **fails** (nowhere), **undecided** (the difference "
+            "the verdict rests on is within the seeds' spread: a tie), **no data**. Two means tie when they "
+            "differ by no more than their two stds across seeds summed (their `mean ± std` overlap); with "
+            "one seed no spread is known and a claim is at most **partly**.")
+    for i, c in enumerate(all_claims(ctx.ok), 1):
+        ctx.add(f"### 3.{i} \"{c.title}\" — **{c.verdict}**\n\n{c.summary}")
+        if c.details:
+            ctx.add(c.details)
 
-    # ------------------------------------------------------------------ failures & provenance
-    def failures(self) -> None:
-        self.add("## Failures")
-        bad = self.df[self.df["status"] != "ok"]
-        if bad.empty:
-            self.add("No failed, OOM or diverged rows.")
-            return
-        counts = bad.groupby(["task", "status"]).size().reset_index(name="rows")
-        self.add(md_table(counts))
-        cells = bad.drop_duplicates(subset=["cell_id", "task", "status"]) if bad["cell_id"].notna().any() else bad
-        show = T.order(cells)[["variant", "layout", "d_model", "seq_len", "task", "status", "error"]].head(30).copy()
-        show["error"] = show["error"].fillna("").map(lambda e: (e[:117] + "…") if len(e) > 120 else e)
-        for c in ("d_model", "seq_len"):
-            show[c] = show[c].map(lambda x: "" if np.isnan(x) else str(int(x)))
-        self.add(f"Failed cells ({len(cells)}{', first 30 shown' if len(cells) > 30 else ''}):\n\n" + md_table(show))
 
-    def provenance(self) -> None:
-        df = self.df
+def failures(ctx: ReportContext) -> None:
+    ctx.add("## Failures")
+    bad = ctx.df[ctx.df["status"] != "ok"]
+    if bad.empty:
+        ctx.add("No failed, OOM or diverged rows.")
+        return
+    counts = bad.groupby(["task", "status"]).size().reset_index(name="rows")
+    ctx.add(md_table(counts))
+    cells = bad.drop_duplicates(subset=["cell_id", "task", "status"]) if bad["cell_id"].notna().any() else bad
+    show = order(cells)[["variant", "layout", "d_model", "seq_len", "task", "status", "error"]].head(30).copy()
+    show["error"] = show["error"].fillna("").map(lambda e: (e[:117] + "…") if len(e) > 120 else e)
+    for c in ("d_model", "seq_len"):
+        show[c] = show[c].map(lambda x: "" if np.isnan(x) else str(int(x)))
+    ctx.add(f"Failed cells ({len(cells)}{', first 30 shown' if len(cells) > 30 else ''}):\n\n" + md_table(show))
 
-        def uniq(col: str) -> str:
-            vals = sorted({str(v) for v in df[col].dropna() if str(v)}) if col in df.columns else []
-            return ", ".join(f"`{v}`" for v in vals) if vals else "—"
 
-        times = df["started_at"].dropna() if "started_at" in df.columns else pd.Series(dtype=object)
-        trange = f"{times.min().isoformat()} → {times.max().isoformat()}" if len(times) else "—"
-        cell_time, elapsed = run_times(df)
-        rows = [
-            ("suite", uniq("suite")),
-            ("results", f"`{self.source}`"),
-            ("devices", uniq("device")),
-            ("backends", uniq("backend")),
-            ("dtypes", uniq("dtype")),
-            ("torch", uniq("torch_version")),
-            ("harness", uniq("harness_version")),
-            ("git sha", uniq("git_sha")),
-            ("runs started", trange),
-            ("cell time (sum over cells)", fmt_value(cell_time, "s")),
-            ("elapsed (first start to last end)", fmt_value(elapsed, "s")),
-            ("rows", str(len(df))),
-            ("regenerate", f"`{self.regen_cmd}`"),
-        ]
-        self.add("## Provenance\n\n" + md_table(pd.DataFrame(rows, columns=["field", "value"])))
+def provenance(ctx: ReportContext) -> None:
+    df = ctx.df
 
+    def uniq(col: str) -> str:
+        vals = sorted({str(v) for v in df[col].dropna() if str(v)}) if col in df.columns else []
+        return ", ".join(f"`{v}`" for v in vals) if vals else "—"
+
+    times = df["started_at"].dropna() if "started_at" in df.columns else pd.Series(dtype=object)
+    trange = f"{times.min().isoformat()} → {times.max().isoformat()}" if len(times) else "—"
+    cell_time, elapsed = run_times(df)
+    rows = [
+        ("suite", uniq("suite")),
+        ("results", f"`{ctx.source}`"),
+        ("devices", uniq("device")),
+        ("backends", uniq("backend")),
+        ("dtypes", uniq("dtype")),
+        ("torch", uniq("torch_version")),
+        ("harness", uniq("harness_version")),
+        ("git sha", uniq("git_sha")),
+        ("runs started", trange),
+        ("cell time (sum over cells)", fmt_value(cell_time, "s")),
+        ("elapsed (first start to last end)", fmt_value(elapsed, "s")),
+        ("rows", str(len(df))),
+        ("regenerate", f"`{ctx.regen_cmd}`"),
+    ]
+    ctx.add("## Provenance\n\n" + md_table(pd.DataFrame(rows, columns=["field", "value"])))
 
 
 def run_times(df: pd.DataFrame) -> tuple[float, float]:
@@ -203,7 +168,17 @@ def run_times(df: pd.DataFrame) -> tuple[float, float]:
     return total, float((end.max() - start.min()).total_seconds())
 
 
-def render(df: pd.DataFrame, fig_dir: Path, source: str, regen_cmd: str) -> tuple[str, list[F.FigureRef]]:
-    rep = Report(df, fig_dir, source, regen_cmd)
-    text = rep.render()
-    return text, rep.figures
+def render(df: pd.DataFrame, fig_dir: Path, source: str, regen_cmd: str) -> tuple[str, list[FigureRef]]:
+    """report.md's text and the figures it shows, from a normalised table (each figure is written
+    to `fig_dir` as it is drawn)."""
+    ctx = ReportContext.of(df, fig_dir, source, regen_cmd)
+    header(ctx)
+    if ctx.ok.empty:
+        no_data(ctx)
+    else:
+        for section in (overview, paper_tables, figures_section, placement_section, which_hybrid_section,
+                        claims_section):
+            section(ctx)
+    failures(ctx)
+    provenance(ctx)
+    return "\n".join(ctx.parts), ctx.figures

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from . import tables as T
+from . import tables
 from .cost_tables import pareto_mask
 from .fmt import fmt_mean_std, fmt_value, md_table
 from .normalise import normalize, ok_rows
@@ -134,9 +134,9 @@ def display(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _accuracy(ok: pd.DataFrame, c: Constraints) -> tuple[T.Score | None, str | None, str]:
+def _accuracy(ok: pd.DataFrame, c: Constraints) -> tuple[tables.Score | None, str | None, str]:
     """(score over the chosen lengths, why not, which lengths)."""
-    score = T.accuracy_score(ok)
+    score = tables.accuracy_score(ok)
     if score is None:
         return None, "no accuracy rows (recall_acc, lm_eval/*, val_loss): nothing to rank by", ""
     rows = ok[ok["metric"].str.startswith("lm_eval/")] if score.kind == "lm_eval" else ok[ok["metric"] == score.metric]
@@ -149,7 +149,7 @@ def _accuracy(ok: pd.DataFrame, c: Constraints) -> tuple[T.Score | None, str | N
                       f"not at {want}: rerun at {want}, or pass --accuracy-len with one of those lengths (or 'all') "
                       f"to rank by accuracy measured elsewhere"), ""
     at = ok[(ok["seq_len"] == want) | ok["seq_len"].isna()]
-    return T.accuracy_score(at), None, f"accuracy measured at length {want}"
+    return tables.accuracy_score(at), None, f"accuracy measured at length {want}"
 
 
 def _costs(ok: pd.DataFrame, metric: str, L: int) -> tuple[pd.DataFrame, list[int], bool]:
@@ -159,7 +159,7 @@ def _costs(ok: pd.DataFrame, metric: str, L: int) -> tuple[pd.DataFrame, list[in
     col = "context_len" if metric == "decode_token_s" and rows["context_len"].notna().any() else "seq_len"
     lengths = sorted({int(x) for x in rows[col].dropna()})
     at = rows[rows[col] == L]
-    at = T.at_smallest(at, "batch")
+    at = tables.at_smallest(at, "batch")
     loaded = bool(at["loaded"].fillna(False).astype(bool).any()) if "loaded" in at.columns else False
     per = at.groupby(KEYS, dropna=False)["value"].mean().rename(metric).reset_index()
     return per, lengths, loaded
@@ -185,7 +185,7 @@ def check_floor(ok: pd.DataFrame, c: Constraints) -> None:
     mistake in the question (often a percentage for a fraction), not an answer."""
     if c.min_score is None:
         return
-    score = T.accuracy_score(ok)
+    score = tables.accuracy_score(ok)
     if score is None:
         return  # the answer says there is no score
     if score.kind in ("recall", "lm_eval") and not 0 <= c.min_score <= 1:
@@ -226,7 +226,7 @@ def _recommend(ok: pd.DataFrame, c: Constraints) -> Recommendation:
     if c.min_score is not None:
         feasible &= (cand["mean"] >= c.min_score) if higher else (cand["mean"] <= c.min_score)
     cand = cand.assign(feasible=feasible, pareto=_pareto(cand, higher, used))
-    rec.rows = T.order(cand)
+    rec.rows = tables.order(cand)
     rec.reasons.append(f"score: {score.description}; {acc_note}")
     if not feasible.any():
         rec.reasons.append("no model meets every constraint; the candidates are below")
@@ -345,7 +345,7 @@ def which_hybrid(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _higher(ok: pd.DataFrame) -> bool:
-    score = T.accuracy_score(ok)
+    score = tables.accuracy_score(ok)
     return True if score is None else score.higher_is_better
 
 
@@ -363,7 +363,7 @@ def _tie_notes(ties: dict, ok: pd.DataFrame, lengths: list[int]) -> list[str]:
              f"the two stds summed, the rule of the claims): {', '.join(tied)}. The table cannot name one most "
              f"accurate model: undecided between these {len(tied) + 1}."
              for (name, score, tied), Ls in ties.items()]
-    score = T.accuracy_score(ok) if lengths else None
+    score = tables.accuracy_score(ok) if lengths else None
     if score is not None:
         s = score.learned_summary()
         if not s.empty and not spread_known(s["std"]):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness import metrics as M
+from harness import metrics
 from harness.metrics import get_metric, higher_is_better, lm_eval_base
 
 from .stats import is_tie
@@ -19,7 +19,7 @@ from .style import layout_sort_key, sort_layouts, sort_variants, variant_sort_ke
 
 SCALE = ["d_model"]
 MODEL_KEYS = ["d_model", "variant", "layout"]
-ANALYTIC_METRICS = M.names("analytic")
+ANALYTIC_METRICS = metrics.names("analytic")
 #: the LM-quality metric to score by, in order of preference (the first one present). Never
 #: `final_loss`: for a recall task (mqar, niah) it is the training loss on the answers, not LM quality
 LM_METRICS = ["val_loss", "val_bpb", "val_ppl"]
@@ -208,10 +208,10 @@ def lm_eval_score(ok: pd.DataFrame) -> Score | None:
         keep.append(sub[sub["lm_task"].isin(common)])
     ps = pd.concat(keep, ignore_index=True)
     tasks = sorted(ps["lm_task"].unique())
-    metrics = sorted({f"{t}/{m}" for t, m in rows[["lm_task", "lm_metric"]].drop_duplicates().itertuples(index=False)
-                      if t in tasks})
+    names = sorted({f"{t}/{m}" for t, m in rows[["lm_task", "lm_metric"]].drop_duplicates().itertuples(index=False)
+                    if t in tasks})
     score = ps.groupby(MODEL_KEYS + ["seed"], dropna=False)["value"].mean().reset_index()
-    desc = f"mean lm-eval accuracy over {len(tasks)} task(s): {', '.join(metrics)}"
+    desc = f"mean lm-eval accuracy over {len(tasks)} task(s): {', '.join(names)}"
     return Score("lm_eval", "lm_eval avg", desc, "accuracy", True, score, tasks)
 
 
