@@ -123,7 +123,8 @@ def tables(res: dict, before: dict | None) -> str:
     lines = []
     if "decode_ms" in res:
         lines += ["### Decode, ms per token (1 thread, process CPU time)", "",
-                  f"| model | before 512 | before 8K | {res['label']} 512 | {res['label']} 8K | 8K / 512 | vs Transformer at 8K |",
+                  f"| model | before 512 | before 8K | {res['label']} 512 | {res['label']} 8K | 8K / 512 "
+                  "| vs Transformer at 8K |",
                   "|---|---|---|---|---|---|---|"]
         tr = res["decode_ms"].get("transformer", {}).get("8192")
         for m, d in res["decode_ms"].items():
@@ -147,7 +148,8 @@ def compiled_table(res: dict) -> str:
     lines = ["### Training step, eager vs torch.compile (recall size, batch 32 x 64, 1 thread, process CPU time)", "",
              "| model | eager ms | compiled ms | speed-up | compile (s CPU, once per model) |", "|---|---|---|---|---|"]
     for m, t in res["train_step_compiled"].items():
-        lines.append(f"| {m} | {t['eager_ms']:.1f} | {t['compiled_ms']:.1f} | {t['speedup']:.2f}x | {t['compile_s']:.0f} |")
+        lines.append(f"| {m} | {t['eager_ms']:.1f} | {t['compiled_ms']:.1f} | {t['speedup']:.2f}x "
+                     f"| {t['compile_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -167,10 +169,11 @@ def main() -> None:
     torch.set_num_threads(1)
     todo = [(v, l) for v, l in models()
             if args.variants is None or v in args.variants or key(v, l) in args.variants]
-    res: dict = {"label": args.label, "compile_decode": args.compile, "machine": machine_info(), "threads": torch.get_num_threads(),
+    res: dict = {"label": args.label, "compile_decode": args.compile, "machine": machine_info(),
+                 "threads": torch.get_num_threads(),
                  "clock": "time.process_time (process CPU time)", "load_avg_before": os.getloadavg(),
-                 "settings": {"decode": "4 layers, d_model 64, n_heads 2, vocab 256, batch 1, fp32; min over 3 rounds of "
-                                        f"the median of {args.decode_steps} steps (3 warm-up each), contexts "
+                 "settings": {"decode": "4 layers, d_model 64, n_heads 2, vocab 256, batch 1, fp32; min over 3 rounds "
+                                        f"of the median of {args.decode_steps} steps (3 warm-up each), contexts "
                                         f"{list(CONTEXTS)}",
                               "train": "4 layers, d_model 64, n_heads 2, vocab 64, batch 32 x 64 (MQAR 4 kv), fp32, "
                                        f"harness.runtime.train.train, min over {args.train_repeats} runs of "

@@ -145,7 +145,8 @@ def markdown(s: dict[str, Any]) -> str:
         lines += ["", "failed: " + ", ".join(eq["failed_tests"])]
     lines += ["", f"## fla overhead: our module's fla path vs fla's own layer (target <= {OVERHEAD_TARGET:.0%})", ""]
     if s["overhead"]:
-        lines += ["| variant | fla layer | ours ms | fla ms | overhead | within target |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["| variant | fla layer | ours ms | fla ms | overhead | within target |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for r in s["overhead"]:
             if "error" in r:
                 lines.append(f"| {r['variant']} | {r['fla_layer']} | – | – | error: {r['error'][:80]} | – |")
@@ -171,7 +172,8 @@ def markdown(s: dict[str, Any]) -> str:
         for r in rows:
             by.setdefault((r["variant"], r["layout"]), {})[r["seq_len"]] = r["speedup"]
         for (v, lay), d in sorted(by.items()):
-            lines.append(f"| {v} | {lay} | " + " | ".join(fmt(d.get(t)) + ("x" if d.get(t) else "") for t in lens) + " |")
+            cells = (fmt(d.get(t)) + ("x" if d.get(t) else "") for t in lens)
+            lines.append(f"| {v} | {lay} | " + " | ".join(cells) + " |")
     if res.get("decode_token_s"):
         ctxs = sorted({r["context_len"] for r in res["decode_token_s"]})
         lines += ["", "### decode, ms per token, by context length", "",
@@ -183,8 +185,8 @@ def markdown(s: dict[str, Any]) -> str:
         lines += [f"| {v} | {lay} | {t} | " + " | ".join(fmt(d.get(c)) for c in ctxs) + " |"
                   for (v, lay, t), d in sorted(by.items())]
     if res.get("peak_memory"):
-        lines += ["", "### peak memory, GiB (above the built model)", "", "| variant | layout | T | train step | prefill |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += ["", "### peak memory, GiB (above the built model)", "",
+                  "| variant | layout | T | train step | prefill |", "| --- | --- | --- | --- | --- |"]
         by = {}
         for r in res["peak_memory"]:
             by.setdefault((r["variant"], r["layout"], r["seq_len"]), {})[r["metric"]] = r["gib"]
@@ -192,7 +194,8 @@ def markdown(s: dict[str, Any]) -> str:
                   for (v, lay, t), d in sorted(by.items())]
     if res.get("not_ok_cells"):
         lines += ["", "### cells not ok", ""]
-        lines += [f"- {r['variant']} {r['layout']} T={r['seq_len']}: {r['status']} {r['error']}" for r in res["not_ok_cells"]]
+        lines += [f"- {r['variant']} {r['layout']} T={r['seq_len']}: {r['status']} {r['error']}"
+                  for r in res["not_ok_cells"]]
     if s.get("files"):
         lines += ["", "## Files", ""] + [f"- {f}" for f in s["files"]]
     return "\n".join(lines) + "\n"

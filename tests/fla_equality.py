@@ -161,7 +161,8 @@ def module_cases(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int
             with torch.no_grad():
                 got, got_state = mixer(x, mode=mode)
             out[f"o_{mode}"] = (ref.float() - got.float()).abs().max().item()
-            out[f"state_{mode}"] = max((ref_state[k].float() - got_state[k].float()).abs().max().item() for k in ref_state)
+            out[f"state_{mode}"] = max((ref_state[k].float() - got_state[k].float()).abs().max().item()
+                                       for k in ref_state)
         cases[f"module_{name}"] = out
     return cases
 

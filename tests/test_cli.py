@@ -116,7 +116,8 @@ def test_eta_is_weighted_by_each_tasks_cost():
     """Cheap analytic cells finishing first must not make the training cells look quick."""
     from harness.sweep.progress import CostModel
 
-    cells = [_cell("analytic", 64 * (i + 1)) for i in range(4)] + [_cell("efficiency", 4096 * (i + 1)) for i in range(3)]
+    cells = ([_cell("analytic", 64 * (i + 1)) for i in range(4)]
+             + [_cell("efficiency", 4096 * (i + 1)) for i in range(3)])
     model = CostModel(cells)
     assert model.eta([c.cell_id for c in cells]) is None  # nothing finished yet
     for c in cells[:4]:

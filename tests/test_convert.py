@@ -14,9 +14,9 @@ Two layers of tests:
     2. `range` inside an interpreted kernel yields interpreter tensors (kernels call `.to()` on
        their loop counters, which the interpreter leaves as Python ints).
   fla's softmax `Attention` needs flash-attn; for the hybrid and the Transformer,
-  `fla.layers.attn.flash_attn_func` is replaced by an SDPA stand-in. The interpreter must be switched on before triton is imported, so
-  all fla work runs in one subprocess (`python tests/test_convert.py --worker OUT`), whose JSON
-  results the tests below read.
+  `fla.layers.attn.flash_attn_func` is replaced by an SDPA stand-in. The interpreter must be
+  switched on before triton is imported, so all fla work runs in one subprocess
+  (`python tests/test_convert.py --worker OUT`), whose JSON results the tests below read.
 
   Kernel paths exercised: at T <= 64 under no_grad fla picks `fused_recurrent` for GDN, GLA,
   DeltaNet, RetNet and HGRN-2 (DeltaNet's chunk kernel refuses fp32 anyway); the GDN case is also
@@ -216,7 +216,8 @@ def test_llama_matches_transformers(tmp_path, tie):
                 p.add_(torch.randn_like(p) * 0.2)
     ref.save_pretrained(tmp_path)
     ours = load_fla_checkpoint(tmp_path)
-    assert (ours.cfg.variant, ours.cfg.layout, ours.cfg.attn_kv_heads, ours.cfg.mlp_hidden) == ("attention", "transformer", 2, 48)
+    got = ours.cfg
+    assert (got.variant, got.layout, got.attn_kv_heads, got.mlp_hidden) == ("attention", "transformer", 2, 48)
     x = torch.randint(0, 64, (2, 16))
     with torch.no_grad():
         want = ref(input_ids=x).logits
@@ -318,7 +319,8 @@ def _worker(out_path: str, work_dir: str) -> None:
         t1 = time.time()
         try:
             torch.manual_seed(0)
-            cfg = getattr(fla_models, cls_name)(num_hidden_layers=2, vocab_size=VOCAB, fuse_cross_entropy=False, **kwargs)
+            cfg = getattr(fla_models, cls_name)(num_hidden_layers=2, vocab_size=VOCAB, fuse_cross_entropy=False,
+                                                **kwargs)
             ref = AutoModelForCausalLM.from_config(cfg).eval()
             with torch.no_grad():  # fla inits norms to ones and some weights to zeros (RWKV-7's o_proj,
                 for pname, p in ref.named_parameters():  # biases): randomise them so a swapped one shows
@@ -361,7 +363,8 @@ def _worker(out_path: str, work_dir: str) -> None:
             load_fla_checkpoint(ckpt, strict=True)
         except ConversionError as exc:
             strict_error = str(exc)
-        results["hgrn2_lower_bound"] = {"exact": m.conversion.exact, "warned": any("lower bound" in str(w.message) for w in caught),
+        results["hgrn2_lower_bound"] = {"exact": m.conversion.exact,
+                                        "warned": any("lower bound" in str(w.message) for w in caught),
                                         "strict_error": strict_error}
     except Exception as exc:
         results["hgrn2_lower_bound"] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -379,7 +382,8 @@ def fla_results(tmp_path_factory):
             pytest.skip(f"{mod} not installed (pip install {pip})")
     work = tmp_path_factory.mktemp("fla_ckpts")
     out = work / "results.json"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(out), str(work)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

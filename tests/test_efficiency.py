@@ -366,8 +366,8 @@ def test_analytic_crossover_is_the_papers_l_star():
                       vocab_size=32000, mixer_kwargs={"head_dim": 256, "expand_v": 1.0})
     (lstar,) = [r["value"] for r in model_costs(cfg, 4096) if r["metric"] == "analytic_crossover_len"]
     assert lstar == 1024.0
-    df = _table({("attention", "transformer"): {1024: 1.0, 4096: 3.0}, ("gated_deltanet", "pure"): {1024: 2.0, 4096: 2.0}},
-                d_model=2048)
+    df = _table({("attention", "transformer"): {1024: 1.0, 4096: 3.0},
+                 ("gated_deltanet", "pure"): {1024: 2.0, 4096: 2.0}}, d_model=2048)
     df["n_heads"] = 8
     df = pd.concat([df, df.iloc[[-1]].assign(metric="analytic_crossover_len", value=lstar)], ignore_index=True)
     an = analytic_crossover(df)

@@ -99,7 +99,8 @@ def _bad_suite(kind: str, tmp: Path) -> Path:
     if kind == "int64 axis":
         return tiny(tmp, axes="seq_len: [100000000000000000000]")
     if kind == "int64 param":
-        return _write(tmp, "p.yaml", f"name: p\ntask: analytic\n{MODEL}\nparams: {{context_lens: [-100000000000000000000]}}\n")
+        return _write(tmp, "p.yaml",
+                      f"name: p\ntask: analytic\n{MODEL}\nparams: {{context_lens: [-100000000000000000000]}}\n")
     if kind == "skip_invalid drops all":
         return _write(tmp, "skip.yaml", "name: skip\nskip_invalid: true\ntask: analytic\n"
                       "model: {n_layers: 3, d_model: 32, n_heads: 2}\naxes: {variant: gla, layout: ['1:1']}\n")

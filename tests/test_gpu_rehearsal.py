@@ -30,7 +30,8 @@ IMAGE_PACKAGES = [
     "einops", "numpy", "pandas", "pyarrow", "matplotlib", "typer", "rich", "pyyaml", "packaging",
     "setuptools", "wheel", "pytest", "pytest-timeout", "typing_extensions==4.12.2",
 ]
-NOT_IN_IMAGE = ["pydantic", "pydantic-core", "annotated-types", "typing-inspection", "fla-core", "flash-linear-attention"]
+NOT_IN_IMAGE = ["pydantic", "pydantic-core", "annotated-types", "typing-inspection", "fla-core",
+                "flash-linear-attention"]
 NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")
 
 pytestmark = [
@@ -125,7 +126,8 @@ def test_gpu_check_installs_offline_and_packs_in_a_bare_image(scratch, local_whe
 
     s = json.loads((out / "summary.json").read_text())
     assert s["branch"] == "cpu" and s["status"] == "ok", s["steps"]
-    assert [r["step"] for r in s["steps"]] == ["install", "equality", "overhead-check", "suite-check", "sweep", "report"]
+    assert [r["step"] for r in s["steps"]] == ["install", "equality", "overhead-check", "suite-check", "sweep",
+                                               "report"]
     e = s["environment"]
     site = str(work / "site")
     assert e["fla"] == "0.6.0" and e["pydantic"].startswith("2.") and e["harness_file"].startswith(site), e

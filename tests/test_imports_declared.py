@@ -109,7 +109,8 @@ def module_imports(path: Path, module: str, is_package: bool) -> list[Import]:
             first_party = base.split(".")[0] in FIRST_PARTY  # `from pkg import submodule` imports it too
             targets = [base] + ([f"{base}.{a.name}" for a in node.names] if first_party else [])
             found.extend(Import(module, t, node.lineno, eager and not guarded, guarded) for t in targets)
-        elif (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "import_extra"
+        elif (isinstance(node, ast.Call)
+              and getattr(node.func, "id", getattr(node.func, "attr", None)) == "import_extra"
               and len(node.args) >= 2 and all(isinstance(a, ast.Constant) for a in node.args[:2])):
             found.append(Import(module, node.args[0].value, node.lineno, False, True, extra=node.args[1].value))
 
@@ -272,5 +273,6 @@ def test_import_extra_names_the_pip_command():
     from harness._lazy import import_extra
 
     assert import_extra("json", "ray", "x").dumps([]) == "[]"
-    with pytest.raises(ImportError, match=r"the Ray executor needs 'no_such_pkg_x'.*pip install 'hybrid-attention-harness\[ray\]'"):
+    with pytest.raises(ImportError,
+                       match=r"the Ray executor needs 'no_such_pkg_x'.*pip install 'hybrid-attention-harness\[ray\]'"):
         import_extra("no_such_pkg_x.sub", "ray", "the Ray executor")

@@ -105,9 +105,9 @@ def test_no_import_cycles():
 
 
 def test_model_and_ops_import_only_downward():
-    bad = [f"{m} imports {t} (line {line})" for m, edges in import_graph().items() for layer, banned in FORBIDDEN.items()
-           if m == layer or m.startswith(layer + ".") for t, line in edges.items()
-           if any(t == b or t.startswith(b + ".") for b in banned)]
+    bad = [f"{m} imports {t} (line {line})" for m, edges in import_graph().items()
+           for layer, banned in FORBIDDEN.items() if m == layer or m.startswith(layer + ".")
+           for t, line in edges.items() if any(t == b or t.startswith(b + ".") for b in banned)]
     assert not bad, "\n".join(bad)
 
 
@@ -125,7 +125,8 @@ def test_the_checks_can_fail(tmp_path):
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
     (pkg / "model" / "a.py").write_text("from harness.model import b\n")
-    (pkg / "model" / "b.py").write_text("def f():\n    from harness.model.a import x\n    from harness.sweep import c\n")
+    (pkg / "model" / "b.py").write_text("def f():\n    from harness.model.a import x\n"
+                                        "    from harness.sweep import c\n")
     (pkg / "sweep" / "c.py").write_text("")
     graph = import_graph(tmp_path, {"harness": "harness"})
     assert cycles(graph) == [["harness.model.a", "harness.model.b"]]

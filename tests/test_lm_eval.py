@@ -82,7 +82,8 @@ def test_registered_with_lm_eval(ckpt):
 
     cls = get_model("harness")
     assert cls is HarnessLM and issubclass(cls, TemplateLM)
-    lm = cls.create_from_arg_string(f"pretrained={ckpt},batch_size=2,max_length=64", {"device": "cpu", "batch_size": None})
+    lm = cls.create_from_arg_string(f"pretrained={ckpt},batch_size=2,max_length=64",
+                                    {"device": "cpu", "batch_size": None})
     assert lm.batch_size == 2 and lm.max_length == 64 and lm.kind == "harness"
     assert lm.eot_token_id == 256 and lm.prefix_token_id == 256  # vocab 257: the first id past the bytes
     assert isinstance(lm.tokenizer, ByteTokenizer) and lm.tok_encode("hé") == [104, 195, 169]
@@ -175,7 +176,8 @@ def test_hf_tokenizer_for_fla_checkpoints(tmp_path):
     save_file(state, str(tmp_path / "model.safetensors"))
     with pytest.raises(RuntimeError, match="no tokenizer files"):
         HarnessLM(pretrained=str(tmp_path))
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>", bos_token="<s>").save_pretrained(tmp_path)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>", bos_token="<s>")
+    fast.save_pretrained(tmp_path)
     lm = HarnessLM(pretrained=str(tmp_path))
     assert lm.kind == "fla" and lm.eot_token_id == 1 and lm.prefix_token_id == 2
     assert lm.tok_encode("the cat sat") == [3, 4, 5]
@@ -225,7 +227,8 @@ def test_lm_eval_task_end_to_end(ckpt, monkeypatch):
         "lm_eval/harness_toy_ppl/bits_per_byte",
     }
     assert expected <= set(by), sorted(by)
-    for name in ("harness_toy_mc/acc", "harness_toy_mc/acc_norm", "harness_toy_lambada/acc", "harness_toy_gen/exact_match"):
+    for name in ("harness_toy_mc/acc", "harness_toy_mc/acc_norm", "harness_toy_lambada/acc",
+                 "harness_toy_gen/exact_match"):
         assert 0.0 <= by[f"lm_eval/{name}"]["value"] <= 1.0
         assert by[f"lm_eval/{name}"]["unit"] == "score"
     assert by["lm_eval/harness_toy_ppl/byte_perplexity"]["value"] > 1.0
@@ -238,7 +241,8 @@ def test_lm_eval_task_end_to_end(ckpt, monkeypatch):
 
 def test_lm_eval_task_without_checkpoint_uses_cell_model():
     params = LmEval.Params(tasks=["harness_toy_mc"], limit=4, bootstrap_iters=0).model_dump(mode="json")
-    cell = Cell(suite="t", task="lm_eval", params=params, model=resolve_model(CFG.to_dict()), seq_len=128, backend="torch")
+    cell = Cell(suite="t", task="lm_eval", params=params, model=resolve_model(CFG.to_dict()), seq_len=128,
+                backend="torch")
     rows = LmEval().run(cell)
     assert {r["metric"] for r in rows} == {"lm_eval/harness_toy_mc/acc", "lm_eval/harness_toy_mc/acc_norm"}
 
@@ -281,7 +285,8 @@ def test_results_to_rows_shapes():
         "gsm": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": 0.05, "bad,none": "N/A"},
     }})
     by = {r["metric"]: r for r in rows}
-    assert by["lm_eval/niah_single_1/score"]["context_len"] == 4096 and "spread" not in by["lm_eval/niah_single_1/score"]
+    niah = by["lm_eval/niah_single_1/score"]
+    assert niah["context_len"] == 4096 and "spread" not in niah
     assert by["lm_eval/arc_easy/acc"]["spread"] == 0.1 and by["lm_eval/arc_easy/acc_norm"]["value"] == 0.6
     assert by["lm_eval/gsm/exact_match/strict-match"]["value"] == 0.25 and len(rows) == 4
 
@@ -293,11 +298,13 @@ def test_results_to_rows_shapes():
 @pytest.mark.slow
 def test_lm_eval_cli_with_our_model(ckpt, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
     env.pop("HARNESS_ONLINE", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.integrations.lm_eval.cli", "--model", "harness", "--model_args", f"pretrained={ckpt}",
-         "--tasks", "harness_toy_mc", "--limit", "3",  # the project's tasks need no --include_path
+        # the project's tasks need no --include_path
+        [sys.executable, "-m", "harness.integrations.lm_eval.cli", "--model", "harness",
+         "--model_args", f"pretrained={ckpt}", "--tasks", "harness_toy_mc", "--limit", "3",
          "--device", "cpu", "--output_path", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )

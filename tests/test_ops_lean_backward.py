@@ -153,7 +153,8 @@ def test_partial_requires_grad_and_no_initial_state():
     w = _weights(T, (B, H, K, V), (H, V))
     lean = lambda *a: chunk_delta_rule(*a[:5], initial_state=a[5], chunk_size=16, checkpoint_block=16)  # noqa: E731
     ref = lambda *a: recurrent_delta_rule(*a[:5], initial_state=a[5])  # noqa: E731
-    for needs, s0 in (([False, False, True, False, False, True], S0), ([False, True, False, False, False, False], None)):
+    for needs, s0 in (([False, False, True, False, False, True], S0),
+                      ([False, True, False, False, False, False], None)):
         inputs = [q, k, v, beta, g, s0]
         _assert_same(_run(lean, inputs, w, needs), _run(ref, inputs, w, needs))
 

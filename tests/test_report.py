@@ -67,7 +67,8 @@ def make_table(seeds=(0, 1), kinds=("analytic", "efficiency", "mixer", "recall",
                     per_att = 2 * L * d_model
                     add(v, lay, seed, "analytic", "mixer_flops_per_token_per_layer",
                         per_att if v == "attention" else per_lin, "FLOP", L)
-                    add(v, lay, seed, "analytic", "mixer_flops_per_token", n_lin * per_lin + n_full * per_att, "FLOP", L)
+                    add(v, lay, seed, "analytic", "mixer_flops_per_token", n_lin * per_lin + n_full * per_att,
+                        "FLOP", L)
                     add(v, lay, seed, "analytic", "model_flops_per_token",
                         n_lin * per_lin + n_full * per_att + n_layers * 24 * d_model ** 2, "FLOP", L)
                     kv = n_full * 2 * L * d_model * 4
@@ -294,7 +295,8 @@ def test_analytic_only_skips_with_reasons(tmp_path):
     assert "Skipped" in sec("### 1.4", "### 1.5") and "recall_acc" in sec("### 1.4", "### 1.5")
     assert "Skipped" not in sec("### 1.6", "### 1.7")
     assert "Skipped" in sec("### 1.7", "## 2.") and "efficiency" in sec("### 1.7", "## 2.")
-    assert "Skipped" in sec("### Decode latency", "### Cache") and "decode_token_s" in sec("### Decode latency", "### Cache")
+    decode = sec("### Decode latency", "### Cache")
+    assert "Skipped" in decode and "decode_token_s" in decode
     assert "no accuracy rows" in sec("### Performance", "## 3.")
     assert text.count("— **no data**") == 3  # claim 1 can still test memory (cache_bytes)
     assert "Not measurable: speed" in sec("### 3.1", "### 3.2") and "— **partly**" in sec("### 3.1", "### 3.2")

@@ -88,7 +88,8 @@ def test_failure_rows_and_the_sweep_goes_on(tmp_path):
     assert summary.ran == {"ok": 1, "failed": 3, "diverged": 1, "oom": 1}
     assert not summary.ok and len(summary.not_ok) == 5
     df = load_results(tmp_path / "res")
-    by = {b: df[df["params"].str.contains(f'"behavior":"{b}"')] for b in ("ok", "raise", "nan", "oom", "bad_row", "bad_value")}
+    by = {b: df[df["params"].str.contains(f'"behavior":"{b}"')]
+          for b in ("ok", "raise", "nan", "oom", "bad_row", "bad_value")}
     assert set(by["ok"]["status"]) == {"ok"}
     (raise_row,) = by["raise"].itertuples()
     assert raise_row.status == "failed" and pd.isna(raise_row.metric) and pd.isna(raise_row.value)

@@ -292,7 +292,8 @@ def test_skip_invalid_drops_with_note(tmp_path):
 
 
 def test_impossible_heads_and_mixer_kwargs(tmp_path):
-    msg = suite_error(tmp_path, "name: t\ntask: analytic\nmodel: {n_layers: 2, d_model: 64, n_heads: 3}\naxes: {variant: gla}\n")
+    msg = suite_error(tmp_path,
+                      "name: t\ntask: analytic\nmodel: {n_layers: 2, d_model: 64, n_heads: 3}\naxes: {variant: gla}\n")
     assert "cannot build variant 'gla'" in msg and "n_heads=3" in msg
     msg = suite_error(tmp_path, BASE + "axes: {variant: gla, mixer_kwargs: [{expnd_k: 1}]}\n")
     assert "rejected mixer_kwargs" in msg and "expnd_k" in msg

@@ -42,7 +42,8 @@ def test_the_installed_cli_runs_from_any_folder(installed, tmp_path):
     (tmp_path / "variants").mkdir()  # a user's folder named variants must not shadow anything
     (tmp_path / "variants" / "__init__.py").write_text("raise ImportError('the user folder was imported')\n")
     where = _run(installed, tmp_path, "-c", "import json, harness, harness.variants, harness.suites; "
-                 "print(json.dumps([harness.__file__, list(harness.variants.__path__), list(harness.suites.__path__)]))")
+                 "print(json.dumps([harness.__file__, list(harness.variants.__path__), "
+                 "list(harness.suites.__path__)]))")
     assert where.returncode == 0, where.stderr
     files = json.loads(where.stdout.strip().splitlines()[-1])
     assert all(str(installed) in f for f in [files[0], *files[1], *files[2]]), files
@@ -53,6 +54,7 @@ def test_the_installed_cli_runs_from_any_folder(installed, tmp_path):
     listed = _run(installed, tmp_path, "-m", "harness.cli", "suites", "--json")
     assert listed.returncode == 0, listed.stderr[-2000:]
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
-    assert rows["quickstart"]["where"] == "shipped" and rows["cpu-recall"]["cells"] == str(len(expand_cells(load_suite(REPO / "suites" / "cpu-recall.yaml"))))
+    n_cpu_recall = len(expand_cells(load_suite(REPO / "suites" / "cpu-recall.yaml")))
+    assert rows["quickstart"]["where"] == "shipped" and rows["cpu-recall"]["cells"] == str(n_cpu_recall)
     variants = _run(installed, tmp_path, "-m", "harness.cli", "variants", "--json")
     assert {r["name"] for r in json.loads(variants.stdout)} >= {"gla", "gated_deltanet", "attention"}

@@ -93,7 +93,8 @@ def load_corpus(spec: str = "pydoc", val_fraction: float = 0.1, tokenizer: str |
     if spec.startswith("hf:"):
         return _load_hf(spec[3:], tokenizer, val_fraction, max_chars)
     if tokenizer not in (None, "bytes"):
-        raise ValueError(f"tokenizer {tokenizer!r} is only supported with an 'hf:' corpus; local corpora are byte-level")
+        raise ValueError(f"tokenizer {tokenizer!r} is only supported with an 'hf:' corpus; local corpora are "
+                         "byte-level")
     if spec == "pydoc":
         text, name = pydoc_text(), "pydoc"
     else:

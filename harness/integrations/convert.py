@@ -227,7 +227,8 @@ def load_fla_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]
             else:
                 state.update(torch.load(str(f), map_location="cpu", weights_only=True))
         return state
-    raise ConversionError(f"{directory} has no weights (model.safetensors[.index.json] or pytorch_model.bin[.index.json])")
+    raise ConversionError(f"{directory} has no weights (model.safetensors[.index.json] or "
+                          "pytorch_model.bin[.index.json])")
 
 
 def normalise_keys(state: Mapping[str, torch.Tensor], model_type: str,
@@ -288,12 +289,13 @@ def convert_state_dict(
             continue
         i, part, rest = int(m.group(1)), m.group(2), m.group(3)
         if part == "attn":
-            if rest.startswith("rotary.") or rest.endswith("rotary_emb.inv_freq"):  # non-persistent in fla; older versions may have saved it
-                continue
+            if rest.startswith("rotary.") or rest.endswith("rotary_emb.inv_freq"):
+                continue  # non-persistent in fla; older versions may have saved it
             if kinds[i] != ATTN:
                 rest = linear.fla_mixer_param(rest)
             out[f"layers.{i}.mixer.{rest}"] = tensor
-        elif part == "mlp" and rest == "gate_proj.weight" and f"{'model.' if has_prefix else ''}layers.{i}.mlp.up_proj.weight" not in fla_state:
+        elif (part == "mlp" and rest == "gate_proj.weight"
+              and f"{'model.' if has_prefix else ''}layers.{i}.mlp.up_proj.weight" not in fla_state):
             # older fla fused gate and up into one projection: [2 * hidden, d] = [gate; up]
             gate, up = tensor.chunk(2, dim=0)
             out[f"layers.{i}.mlp.gate_proj.weight"] = gate
@@ -301,7 +303,8 @@ def convert_state_dict(
         else:
             out[f"layers.{i}.{part}.{rest}"] = tensor
     if unknown:
-        raise ConversionError(f"unrecognised keys in the fla checkpoint: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+        raise ConversionError(f"unrecognised keys in the fla checkpoint: {unknown[:10]}"
+                              f"{' ...' if len(unknown) > 10 else ''}")
     return out
 
 
@@ -340,7 +343,8 @@ def load_fla_checkpoint(
         missing = _fill_absent_norms(missing)
     if missing or unexpected:
         raise ConversionError(
-            f"{path_or_hub_id}: converted weights do not fit the model: missing {missing[:10]}, unexpected {unexpected[:10]}"
+            f"{path_or_hub_id}: converted weights do not fit the model: missing {missing[:10]}, "
+            f"unexpected {unexpected[:10]}"
         )
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embeddings.weight

@@ -40,7 +40,8 @@ def with_missing_producers(cells: list[Cell], todo: list[Cell], results_dir: Pat
         for cell in frontier:
             for d in cell.dependencies():
                 p = by_id.get(d.cell_id)
-                if p is None or d.cell_id in ids or done.get(d.cell_id) != OK or _has_checkpoint(results_dir, d.cell_id):
+                if (p is None or d.cell_id in ids or done.get(d.cell_id) != OK
+                        or _has_checkpoint(results_dir, d.cell_id)):
                     continue
                 ids.add(d.cell_id)
                 reruns.append(p)

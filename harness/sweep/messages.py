@@ -71,7 +71,8 @@ def describe_error(err: dict, root: type[BaseModel], prefix: tuple = ()) -> str:
         key = loc[-1]
         allowed = _allowed_keys(root, tuple(err["loc"][:-1]))
         suggestion = hint(str(key), allowed)
-        return f"{where}: unknown key {key!r}.{suggestion}" + (f" Allowed here: {', '.join(allowed)}" if allowed else "")
+        return (f"{where}: unknown key {key!r}.{suggestion}"
+                + (f" Allowed here: {', '.join(allowed)}" if allowed else ""))
     if err["type"] == "missing":
         return f"{where}: required key is missing"
     msg = err["msg"]

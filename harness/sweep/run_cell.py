@@ -134,7 +134,8 @@ def _check_task_rows(rows: Any) -> list[dict[str, Any]]:
             raise TypeError(f"row {i} is a {type(row).__name__}, not a dict")
         unknown = sorted(set(row) - TASK_ROW_KEYS)
         if unknown:
-            raise ValueError(f"row {i} has keys outside the results schema: {unknown}; allowed: {sorted(TASK_ROW_KEYS)}")
+            raise ValueError(f"row {i} has keys outside the results schema: {unknown}; "
+                             f"allowed: {sorted(TASK_ROW_KEYS)}")
         missing = [k for k in REQUIRED_TASK_ROW_KEYS if k not in row]
         if missing:
             raise ValueError(f"row {i} lacks {missing}")

@@ -176,7 +176,8 @@ class _AxesBase(BaseModel):
             if isinstance(item, str):
                 if item not in presets:
                     known = ", ".join(map(repr, presets)) or "none (add a top-level `sizes:` mapping)"
-                    raise ValueError(f"unknown size preset {item!r}.{hint(item, list(presets))} Defined presets: {known}")
+                    raise ValueError(f"unknown size preset {item!r}.{hint(item, list(presets))} "
+                                     f"Defined presets: {known}")
                 item = copy.deepcopy(presets[item])
             out.append(item)
         return out

@@ -44,7 +44,8 @@ def import_task_modules(names: list[str], extra_paths: tuple[str, ...] = ()) -> 
 def validate(raw: Any, source: Path | None) -> Suite:
     where = str(source) if source else "<suite>"
     if not isinstance(raw, dict):
-        raise SuiteError(f"{where}: a suite must be a YAML mapping (name:, task:, axes:, ...), got {type(raw).__name__}")
+        raise SuiteError(f"{where}: a suite must be a YAML mapping (name:, task:, axes:, ...), "
+                         f"got {type(raw).__name__}")
     raw = dict(raw)
     if source is not None and "name" not in raw:
         raw["name"] = Path(source).stem

@@ -5,8 +5,8 @@ Per cell (variant x layout x seq_len x batch x dtype x device), with random toke
   model in train mode, gradients set to None before each step, no optimizer step
   -> `train_step_s`, `train_tokens_per_s`;
 - prefill: `HybridLM.prefill(last_only=True)` of `seq_len` tokens (no grad, eval mode; it
-  returns the last position's logits, as generation needs, and the cache) -> `prefill_s`, `prefill_tokens_per_s`, `measured_cache_bytes`
-  (what that cache holds);
+  returns the last position's logits, as generation needs, and the cache) -> `prefill_s`,
+  `prefill_tokens_per_s`, `measured_cache_bytes` (what that cache holds);
 - decode: at each context length c, a cache filled by an untimed prefill of c tokens, then
   `decode_warmup` untimed and `decode_steps` timed `decode_step` calls, each timed on its own
   -> `decode_token_s` rows with `context_len = c` (the cache grows by one token per step, so

@@ -117,7 +117,8 @@ class LmEval(Task):
         #: a harness checkpoint dir, an fla / HF checkpoint dir or a Hub id; None: the cell's model, untrained.
         #: In a suite, `{from: <task>}`: the checkpoint another cell of the sweep trains (harness.sweep.references)
         checkpoint: str | None = None
-        #: tokenizer: None = byte-level for harness models, the checkpoint's own for fla ones; or "byte" / a path / Hub id
+        #: tokenizer: None = byte-level for harness models, the checkpoint's own for fla ones; or "byte" / a
+        #: path / Hub id
         tokenizer: str | None = None
         #: examples per task (an int, or a fraction < 1); None = all
         limit: int | float | None = None
@@ -302,6 +303,7 @@ def results_to_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 context_len, metric = int(name), "score"
             full = f"lm_eval/{task}/{metric}" + (f"/{filt}" if filt not in ("none", "") else "")
             se = stderr.get((name, filt))
-            spread = float(se) if isinstance(se, (int, float)) and not isinstance(se, bool) and math.isfinite(float(se)) else None
+            finite = isinstance(se, (int, float)) and not isinstance(se, bool) and math.isfinite(float(se))
+            spread = float(se) if finite else None
             rows.append(metric_row(full, float(value), subtask=task, context_len=context_len, spread=spread))
     return rows

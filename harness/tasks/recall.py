@@ -153,7 +153,8 @@ class _RecallTask(TrainingTask):
         model_vocab = int(cell.model["vocab_size"])
         vocab = p.vocab_size or model_vocab
         if vocab > model_vocab:
-            raise ValueError(f"{self.name}: the generator's vocab_size {vocab} exceeds the model's vocab_size {model_vocab}")
+            raise ValueError(f"{self.name}: the generator's vocab_size {vocab} exceeds the model's vocab_size "
+                             f"{model_vocab}")
         return vocab
 
     def check(self, cell: Cell) -> None:

@@ -125,7 +125,8 @@ def load_model_and_tokenizer(
     else:
         raise ValueError(
             f"{pretrained}: not a harness checkpoint (config.json with 'harness_config') nor an fla checkpoint "
-            f"(a config.json model_type that a registered variant converts: harness.integrations.convert.fla_model_types()); model_type={meta.get('model_type')!r}"
+            f"(a config.json model_type that a registered variant converts: "
+            f"harness.integrations.convert.fla_model_types()); model_type={meta.get('model_type')!r}"
         )
     tok_choice = tokenizer or ("byte" if kind == "harness" else "auto")
     if tok_choice == "byte":
@@ -249,7 +250,8 @@ class HarnessLM(TemplateLM):
             "kernel_backend": self.kernel_backend,
         }
 
-    def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len=None, **kwargs) -> list[int]:
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len=None,
+                   **kwargs) -> list[int]:
         if isinstance(self.tokenizer, ByteTokenizer):
             ids = self.tokenizer.encode(string)
         else:

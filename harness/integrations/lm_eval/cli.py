@@ -11,9 +11,10 @@ registry) and then hands the command line, unchanged, to lm-eval's `cli_evaluate
         --tasks arc_easy,piqa
 
 The project's own tasks (harness/integrations/lm_eval/tasks: `harness_toy_mc`, ...) are always on
-lm-eval's task path, before any ``--include_path`` of yours (which may override them). Like the rest of the harness it keeps
-Hugging Face libraries offline (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE = 1)
-unless HARNESS_ONLINE=1 is set; variables already set in the environment win.
+lm-eval's task path, before any ``--include_path`` of yours (which may override them). Like the
+rest of the harness it keeps Hugging Face libraries offline (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE /
+TRANSFORMERS_OFFLINE = 1) unless HARNESS_ONLINE=1 is set; variables already set in the
+environment win.
 """
 from __future__ import annotations
 
