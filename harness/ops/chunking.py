@@ -145,8 +145,8 @@ def run_chunked(
     """`fn(*seq, state) -> (o, state)` over the whole [B, T, ...] sequence at once, or, past one
     block of `checkpoint_block` steps (resolve_block), block by block: in training blockwise (the
     memory-lean path every chunked op shares), without a tape (inference, or no input needing
-    grad) as plain consecutive calls, so the intra-chunk working set stays one block's (measured
-    1.7x faster than one call over 8K tokens on CPU, and far less memory)."""
+    grad) as plain consecutive calls, so the intra-chunk working set stays one block's (faster
+    than one call over long sequences on CPU, and far less memory: reports/benchmarks/ops_cpu.json)."""
     block, T = resolve_block(checkpoint_block, chunk_size), seq[0].shape[1]
     if wants_blocks(block, T, *seq, initial_state):
         return blockwise(fn, seq, initial_state, block)
@@ -213,7 +213,7 @@ def _scaled_halves(b: int, x, y, Gx, Gy):
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b over the last two dims; with an inner dim of 1 or 2 as outer products: CPU batched
-    matmul of many [r, 2] x [2, K] blocks measured 5-10x slower than these elementwise passes."""
+    matmul of many [r, 2] x [2, K] blocks is several times slower than these elementwise passes."""
     if a.shape[-1] > 2:
         return a @ b
     out = a[..., :, :1] * b[..., :1, :]

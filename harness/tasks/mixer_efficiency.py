@@ -151,8 +151,8 @@ def _capture_op_call(mixer: Any) -> dict[str, Any]:
 def _sdpa_inputs(family: str, kw: dict[str, Any], n_heads: int) -> tuple[Any, Any, Any]:
     """q, k, v [B, H, T, D] for the softmax baseline on the op's own tensors. v is cut to the
     key head dim: torch's fused attention kernels need equal head dims, and with unequal ones
-    CPU SDPA falls back to the math kernel that materialises T x T (measured 8x slower at 8K),
-    which would time a kernel limitation, not softmax attention."""
+    CPU SDPA falls back to the math kernel that materialises T x T (several times slower at long
+    lengths), which would time a kernel limitation, not softmax attention."""
     if family == "hgrn":
         x = kw["x"]  # [B, T, D]: split into heads
         x = x.unflatten(-1, (n_heads, -1)).transpose(1, 2)  # [B, H, T, D / H]

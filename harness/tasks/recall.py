@@ -273,14 +273,10 @@ class NIAH(_RecallTask):
     """RULER-style needle in a haystack; one model is trained on an even mix of the subtasks."""
 
     class Params(RecallParams):
-        # Defaults (issue 21): chosen so that a small Transformer learns every subtask. At RULER's
-        # layout (value two tokens after its key), random needle depths, 2-token values and 400
-        # steps, a 4-layer d_model-64 Transformer stayed on the copy-any-needle plateau (multikey
-        # ~0.25, multiquery ~0.25-0.5) for 1,500-2,000 steps at 64 and 128 tokens, even trained on
-        # multiquery alone, with lr 1e-2 or at d_model 128; the same model at these defaults
-        # (key next to its value, all needles at depth 0, 1-token values) learns all four
-        # subtasks (>= 0.94) in ~650 steps at 64 tokens. Only depth 0 learned: depth 0.5 and
-        # random depths stayed on the plateau for 1,500 steps (tests/test_niah_learns.py).
+        # Defaults: chosen so that a small Transformer learns every subtask (key next to its
+        # value, all needles at depth 0, 1-token values); at RULER's layout and random depths it
+        # stays on the copy-any-needle plateau. The trials: docs/training.md#niah-defaults; the
+        # check: tests/test_niah_learns.py.
         steps: int = Field(1500, ge=1)
         subtasks: list[Literal["single", "multikey", "multiquery", "multivalue"]] = \
             ["single", "multikey", "multiquery", "multivalue"]
