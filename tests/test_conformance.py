@@ -13,6 +13,11 @@ def test_metadata(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_init_parameters_hook_is_deterministic_and_idempotent(name):
+    conformance.check_init_parameters(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_chunk_equals_recurrent_forward_and_grads(name):
     conformance.check_chunk_equals_recurrent(name)
 
@@ -56,8 +61,8 @@ def test_conformance_catches_a_broken_variant(monkeypatch):
     mixer_cls = VARIANTS.get("gla")
     original = mixer_cls.forward
 
-    def leaky(self, x, state=None, offset=0, mode=None):
-        y, s = original(self, x, state, offset, mode)
+    def leaky(self, x, state=None, offset=0, mode=None, context=None):
+        y, s = original(self, x, state, offset, mode, context)
         if self.resolve_mode(mode) == "chunk":
             y = y + 1e-3 * torch.roll(x, -1, dims=1).mean(-1, keepdim=True)  # peeks at t + 1
         return y, s

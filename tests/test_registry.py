@@ -9,7 +9,9 @@ from harness.registry import VARIANTS, Registry, UnknownNameError
 
 PLUGIN = '''
 """A third-party variant: plain (undecayed) linear attention, registered by entry point only.
-It declares its colour, display name and how it converts from an fla-style checkpoint."""
+It declares its colour, display name and how it converts from an fla-style checkpoint, and has
+the one shape of every variant: metadata one per line, plain projections, `forward` with the
+context, custom initialisation in `init_parameters`."""
 from torch import nn
 from harness.model.mixer import MatrixStateMixer
 from harness.model.modules import RMSNorm, split_heads
@@ -30,7 +32,10 @@ class PlainLinearAttention(MatrixStateMixer):
         self.norm = RMSNorm(self.head_v)
         self.o_proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def init_parameters(self, n_layers):
+        self.norm.weight.fill_(n_layers ** -0.5)  # a depth-scaled output
+
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         q, k, v = (split_heads(t, self.head_k) for t in self.qkv(x).chunk(3, -1))
         o, S = self.op("gla", mode, x.shape[1])(q.sigmoid(), k.sigmoid(), v, None,
                                                 initial_state=(state or {}).get("S"))
@@ -69,6 +74,17 @@ def test_entry_point_variant_registers_and_conforms(plugin_path):
 
     assert "plain_linear" in VARIANTS.names()
     conformance.check_variant("plain_linear")  # the same checks as the built-ins, no harness edit
+
+
+def test_entry_point_variant_initialises_through_its_hook(plugin_path):
+    """A plug-in's `init_parameters` runs after construction (the layer on its own) and again in
+    a model, with the model's depth."""
+    from harness.model import ModelConfig, build_model
+    from harness.registry import get_variant
+
+    assert get_variant("plain_linear")(32, 2, layer_idx=2).norm.weight.eq(3 ** -0.5).all()
+    model = build_model(ModelConfig(variant="plain_linear", n_layers=4, d_model=32, n_heads=2, vocab_size=61))
+    assert all(block.mixer.norm.weight.eq(0.5).all() for block in model.layers)
 
 
 def test_entry_point_variant_converts_from_its_checkpoint(plugin_path, tmp_path):

@@ -164,8 +164,8 @@ def test_streaming_short_conv_decode_equals_full():
 @pytest.mark.parametrize("variant,kwargs", [("gated_deltanet", {}), ("deltanet", {}),
                                             ("hgrn", {"use_short_conv": True}), ("gla", {"use_short_conv": True})])
 def test_decode_steps_with_joint_short_convs_equal_forward(variant, kwargs):
-    """Decode (the joint short-conv step, the step ops, the fused no-grad projections) reproduces
-    the chunked training forward, token by token, in fp64."""
+    """Decode (the joint short-conv step, the step ops) reproduces the chunked training forward,
+    token by token, in fp64."""
     from harness.registry import get_variant
 
     torch.manual_seed(0)
@@ -183,21 +183,19 @@ def test_decode_steps_with_joint_short_convs_equal_forward(variant, kwargs):
     assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(e.shape) for k, e in spec.items()}
 
 
-def test_fused_projection_cache_follows_weight_updates():
-    from harness.model.modules import fused_linear
+def test_joint_conv_weight_cache_follows_weight_updates():
+    """The concatenated short-conv weights of the joint decode step (Mixer._joint_conv_step) are
+    rebuilt when a weight is updated in place or replaced."""
+    from harness.model.modules import ShortConv, _fused_weight
 
-    a, b = torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(4, 2, bias=False)
-    x = torch.randn(1, 1, 4)
+    a, b = ShortConv(3, 4), ShortConv(2, 4)
     with torch.no_grad():
         for _ in range(2):
-            ya, yb = fused_linear(x, a, b)
-            torch.testing.assert_close(ya, a(x))
-            torch.testing.assert_close(yb, b(x))
+            torch.testing.assert_close(_fused_weight([a, b]), torch.cat([a.weight, b.weight]))
             a.weight.mul_(2)  # in place, as an optimiser step does
-        b.weight = torch.nn.Parameter(torch.randn(2, 4))  # a new tensor
-        torch.testing.assert_close(fused_linear(x, a, b)[1], b(x))
-        c = torch.nn.Linear(4, 2, bias=True)  # biased: not fused, still right
-        torch.testing.assert_close(fused_linear(x, a, c)[1], c(x))
+        b.weight = torch.nn.Parameter(torch.randn(2, 1, 4))  # a new tensor
+        torch.testing.assert_close(_fused_weight([a, b]), torch.cat([a.weight, b.weight]))
+        assert _fused_weight([a, ShortConv(2, 4, bias=True)]) is None  # biased: no joint step
 
 
 @pytest.mark.parametrize("variant", ["gated_deltanet", "gla"])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import KV, Mixer, StateEntry
-from harness.model.modules import fused_linear, rotary_pair, split_heads
+from harness.model.modules import rotary_pair, split_heads
 from harness.registry import register_variant
 
 #: Hugging Face Llama names -> fla's (the only renaming between the two)
@@ -25,7 +25,11 @@ _LLAMA_RENAMES = (
 @register_variant("attention")
 class Attention(Mixer):
     # as a model every layer is softmax attention: the paper's Transformer baseline, drawn in black
-    display_name, color, generation, state_kind, gating = "Transformer", "#000000", None, "kv", "none"
+    display_name = "Transformer"
+    color = "#000000"
+    generation = None
+    state_kind = "kv"
+    gating = "none"
     flops_coeff = 2  # 2 * L * d_model per token (paper Table 7)
     fla_model_types = ("transformer", "llama")  # fla's Transformer; a Hugging Face Llama
 
@@ -45,10 +49,10 @@ class Attention(Mixer):
         self.v_proj = nn.Linear(d_model, self.n_kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=False)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         self.resolve_mode(mode)  # attention has one path; still reject typos
         B, T, _ = x.shape
-        q, k, v = (split_heads(t, self.head_dim) for t in fused_linear(x, self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (split_heads(t, self.head_dim) for t in (self.q_proj(x), self.k_proj(x), self.v_proj(x)))
         q, k = rotary_pair(q, k, offset, self.rope_theta)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         past = 0
@@ -61,7 +65,8 @@ class Attention(Mixer):
         if past == 0:
             o = F.scaled_dot_product_attention(q, kk, vv, is_causal=T > 1)
         else:  # query i sits at absolute position past + i
-            mask = torch.arange(past + T, device=x.device)[None, :] <= (torch.arange(T, device=x.device) + past)[:, None]
+            positions = torch.arange(T, device=x.device) + past
+            mask = torch.arange(past + T, device=x.device)[None, :] <= positions[:, None]
             o = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
         return self.o_proj(o.transpose(1, 2).flatten(-2)), new
 

@@ -6,15 +6,20 @@ import torch
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import at_least_fp32, fused_linear
+from harness.model.modules import at_least_fp32
 from harness.registry import register_variant
 
 
 @register_variant("deltanet")
 class DeltaNet(MatrixStateMixer):
-    display_name, color, generation, delta_rule = "DeltaNet", "#ff7f0e", 3, True  # orange: generation 3
+    display_name = "DeltaNet"
+    color = "#ff7f0e"  # orange: generation 3
+    generation = 3
+    delta_rule = True
     gating = "none (delta-rule erase along the key)"
-    flops_coeff, fla_op, fla_model_types = 8, "chunk_delta_rule", ("delta_net",)
+    flops_coeff = 8
+    fla_op = "chunk_delta_rule"
+    fla_model_types = ("delta_net",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  expand_k: float = 1.0, expand_v: float = 1.0, use_short_conv: bool = True,
@@ -26,14 +31,12 @@ class DeltaNet(MatrixStateMixer):
             self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)
         self.add_gated_output(norm_eps, use_gate)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        gate = (self.g_proj,) if self.use_gate else ()
-        q, k, v, b, *gp = fused_linear(x, self.q_proj, self.k_proj, self.v_proj, self.b_proj, *gate)
-        q, k, v = self.delta_rule_inputs(state, new, q, k, v)
-        beta = torch.sigmoid(at_least_fp32(b))
+        q, k, v = self.delta_rule_inputs(state, new, self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        beta = torch.sigmoid(at_least_fp32(self.b_proj(x)))
         o, new["S"] = self.op("delta_rule", mode, x.shape[1])(q, k, v, beta, initial_state=state.get("S"))
-        return self.gated_output(o, gp[0] if gp else None), new
+        return self.gated_output(o, self.g_proj(x) if self.use_gate else None), new
 
     @classmethod
     def fla_config_fields(cls, cfg):

@@ -10,15 +10,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import at_least_fp32, fused_linear, init_dt_bias
+from harness.model.modules import at_least_fp32, init_dt_bias
 from harness.registry import register_variant
 
 
 @register_variant("gated_deltanet")
 class GatedDeltaNet(MatrixStateMixer):
-    display_name, color, generation, delta_rule = "Gated DeltaNet", "#d62728", 3, True  # red: generation 3
+    display_name = "Gated DeltaNet"
+    color = "#d62728"  # red: generation 3
+    generation = 3
+    delta_rule = True
     gating = "data-dependent per-head scalar decay"
-    flops_coeff, fla_op, fla_model_types = 8, "chunk_gated_delta_rule", ("gated_deltanet",)
+    flops_coeff = 8
+    fla_op = "chunk_gated_delta_rule"
+    fla_model_types = ("gated_deltanet",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  head_dim: int | None = None, expand_v: float = 2.0, use_short_conv: bool = True,
@@ -32,26 +37,21 @@ class GatedDeltaNet(MatrixStateMixer):
         self.allow_neg_eigval = allow_neg_eigval
         self.a_proj = nn.Linear(d_model, n_heads, bias=False)
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
-        self.A_log = nn.Parameter(torch.empty(n_heads))
-        self.dt_bias = nn.Parameter(torch.empty(n_heads))
-        if self.A_log.device.type != "meta":  # fla's initialisation
-            self.A_log.data.copy_(torch.empty(n_heads).uniform_(0, 16).log())
-            self.dt_bias.data.copy_(init_dt_bias(n_heads))
+        self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(0, 16).log())  # fla's initialisation
+        self.dt_bias = nn.Parameter(init_dt_bias(n_heads))
         if use_short_conv:
             self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)
         self.add_gated_output(norm_eps, use_gate)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        gate = (self.g_proj,) if self.use_gate else ()
-        q, k, v, a, b, *gp = fused_linear(x, self.q_proj, self.k_proj, self.v_proj, self.a_proj, self.b_proj, *gate)
-        q, k, v = self.delta_rule_inputs(state, new, q, k, v)
-        g = -at_least_fp32(self.A_log).exp() * F.softplus(at_least_fp32(a) + self.dt_bias)
-        beta = torch.sigmoid(at_least_fp32(b))
+        q, k, v = self.delta_rule_inputs(state, new, self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        g = -at_least_fp32(self.A_log).exp() * F.softplus(at_least_fp32(self.a_proj(x)) + self.dt_bias)
+        beta = torch.sigmoid(at_least_fp32(self.b_proj(x)))
         if self.allow_neg_eigval:
             beta = beta * 2
         o, new["S"] = self.op("delta_rule", mode, x.shape[1])(q, k, v, beta, g, initial_state=state.get("S"))
-        return self.gated_output(o, gp[0] if gp else None), new
+        return self.gated_output(o, self.g_proj(x) if self.use_gate else None), new
 
     @classmethod
     def fla_config_fields(cls, cfg):

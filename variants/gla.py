@@ -7,15 +7,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import GatedRMSNorm, at_least_fp32, fused_linear, split_heads
+from harness.model.modules import GatedRMSNorm, at_least_fp32, split_heads
 from harness.registry import register_variant
 
 
 @register_variant("gla")
 class GLA(MatrixStateMixer):
-    display_name, color, generation = "GLA", "#1f77b4", 2  # blue: generation 2, data-dependent gating
+    display_name = "GLA"
+    color = "#1f77b4"  # blue: generation 2, data-dependent gating
+    generation = 2
     gating = "data-dependent per-channel decay"
-    flops_coeff, fla_op, fla_model_types = 7, "chunk_gla", ("gla",)
+    flops_coeff = 7
+    fla_op = "chunk_gla"
+    fla_model_types = ("gla",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  expand_k: float = 0.5, expand_v: float = 1.0, use_short_conv: bool = False,
@@ -32,16 +36,17 @@ class GLA(MatrixStateMixer):
         self.g_norm_swish_gate = GatedRMSNorm(self.head_v, norm_eps)
         self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, k, v, gv, gk_low = fused_linear(x, self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.gk_proj[0])
-        q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
-        gk = F.logsigmoid(at_least_fp32(self.gk_proj[1](gk_low))) / self.gate_logit_normalizer
+        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
+        gate = self.g_proj(x)
+        gk = F.logsigmoid(at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer
         if self.clamp_min is not None:
             gk = torch.clamp_min(gk, self.clamp_min)
         q, k, gk = (split_heads(t, self.head_k) for t in (q, k, gk))
-        o, new["S"] = self.op("gla", mode, x.shape[1])(q, k, split_heads(v, self.head_v), gk, initial_state=state.get("S"))
-        o = self.g_norm_swish_gate(o, split_heads(gv, self.head_v))
+        o, new["S"] = self.op("gla", mode, x.shape[1])(q, k, split_heads(v, self.head_v), gk,
+                                                       initial_state=state.get("S"))
+        o = self.g_norm_swish_gate(o, split_heads(gate, self.head_v))
         return self.o_proj(o.flatten(-2)), new
 
     @classmethod

@@ -9,15 +9,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import RECURRENT, Mixer, StateEntry
-from harness.model.modules import GatedRMSNorm, at_least_fp32, fused_linear
+from harness.model.modules import GatedRMSNorm, at_least_fp32
 from harness.registry import register_variant
 
 
 @register_variant("hgrn")
 class HGRN(Mixer):
-    display_name, color, generation, state_kind = "HGRN", "#8c564b", 1, "vector"  # brown: generation 1
+    display_name = "HGRN"
+    color = "#8c564b"  # brown: generation 1
+    generation = 1
+    state_kind = "vector"
     gating = "data-dependent per-channel forget gate"
-    flops_coeff, fla_op, fla_model_types = 5, "fused_recurrent_hgrn", ("hgrn",)
+    flops_coeff = 5
+    fla_op = "fused_recurrent_hgrn"
+    fla_model_types = ("hgrn",)
     fla_dropped_note = ("fla's HGRN forget-gate lower bounds (model.lower_bounds) were dropped: our HGRN has no "
                         "model-level lower bound, so layers > 0 differ from the checkpoint")
 
@@ -34,14 +39,13 @@ class HGRN(Mixer):
         self.g_norm = GatedRMSNorm(self.input_dim, norm_eps)
         self.o_proj = nn.Linear(self.input_dim, d_model, bias=False)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        i, f, gp = fused_linear(x, self.i_proj, self.f_proj, self.g_proj)
-        i, f = self.short_convs(state, new, i=i, f=f)
+        i, f = self.short_convs(state, new, i=self.i_proj(x), f=self.f_proj(x))
         f = F.logsigmoid(at_least_fp32(f))
         i = F.silu(i) * (1 - f.exp())  # input gate tied to the forget gate
         o, new["h"] = self.op("hgrn", mode, x.shape[1])(i, f, state.get("h"))
-        o = self.g_norm(o if o.dtype == x.dtype else o.to(x.dtype), gp)
+        o = self.g_norm(o if o.dtype == x.dtype else o.to(x.dtype), self.g_proj(x))
         return self.o_proj(o), new
 
     def state_spec(self, batch, seq_len):

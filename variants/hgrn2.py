@@ -10,15 +10,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import RMSNorm, at_least_fp32, fused_linear, split_heads
+from harness.model.modules import RMSNorm, at_least_fp32, split_heads
 from harness.registry import register_variant
 
 
 @register_variant("hgrn2")
 class HGRN2(MatrixStateMixer):
-    display_name, color, generation = "HGRN-2", "#2ca02c", 2  # green: generation 2, tied gating
+    display_name = "HGRN-2"
+    color = "#2ca02c"  # green: generation 2, tied gating
+    generation = 2
     gating = "data-dependent per-channel decay, tied to the key"
-    flops_coeff, fla_op, fla_model_types = 7, "chunk_gla", ("hgrn2",)
+    flops_coeff = 7
+    fla_op = "chunk_gla"
+    fla_model_types = ("hgrn2",)
     fla_dropped_note = ("fla's HGRN-2 forget-gate lower bounds (model.lower_bounds) were dropped: our HGRN-2 has no "
                         "model-level lower bound, so layers > 0 differ from the checkpoint")
 
@@ -39,17 +43,17 @@ class HGRN2(MatrixStateMixer):
         self.g_norm = RMSNorm(d_model, norm_eps)
         self.o_proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, f, i = fused_linear(x, self.q_proj, self.f_proj, self.i_proj)
-        q, f, i = self.short_convs(state, new, q=q, f=f, i=i)
+        q, f, i = self.short_convs(state, new, q=self.q_proj(x), f=self.f_proj(x), i=self.i_proj(x))
         q = F.silu(q)
         g = F.logsigmoid(at_least_fp32(f))
         k = 1 - g.exp()
         if k.dtype != i.dtype:
             k = k.to(i.dtype)
         q, k, g = (split_heads(t, self.head_k) for t in (q, k, g))
-        o, new["S"] = self.op("gla", mode, x.shape[1])(q, k, split_heads(i, self.head_v), g, initial_state=state.get("S"))
+        o, new["S"] = self.op("gla", mode, x.shape[1])(q, k, split_heads(i, self.head_v), g,
+                                                       initial_state=state.get("S"))
         return self.o_proj(self.g_norm(o.flatten(-2))), new
 
     @classmethod

@@ -12,17 +12,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import GatedRMSNorm, at_least_fp32, fused_linear, init_dt_bias, split_heads
+from harness.model.modules import GatedRMSNorm, at_least_fp32, init_dt_bias, split_heads
 from harness.registry import register_variant
 
 
 @register_variant("kda")
 class KDA(MatrixStateMixer):
-    display_name, color, generation, delta_rule = "KDA", "#9467bd", 3, True  # purple: generation 3
+    display_name = "KDA"
+    color = "#9467bd"  # purple: generation 3
+    generation = 3
+    delta_rule = True
     gating = "data-dependent per-channel decay"
     # Table 7's rule extended: GLA's per-channel decay (7) plus the delta rule's rank-one
     # correction (+3, DeltaNet's 8 over RetNet's 5); see harness.model.costs
-    flops_coeff, fla_op, fla_model_types = 10, "chunk_kda", ("kda",)
+    flops_coeff = 10
+    fla_op = "chunk_kda"
+    fla_model_types = ("kda",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  head_dim: int | None = None, expand_v: float = 1.0, use_short_conv: bool = True,
@@ -38,32 +43,29 @@ class KDA(MatrixStateMixer):
         if use_short_conv:
             self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)
         # low-rank projections through head_v, as fla's (f: the decay, g: the output gate)
-        self.f_proj = nn.Sequential(nn.Linear(d_model, head_v, bias=False), nn.Linear(head_v, self.key_dim, bias=False))
+        self.f_proj = nn.Sequential(nn.Linear(d_model, head_v, bias=False),
+                                    nn.Linear(head_v, self.key_dim, bias=False))
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
-        self.A_log = nn.Parameter(torch.empty(n_heads))
-        self.dt_bias = nn.Parameter(torch.empty(self.key_dim))
-        if self.A_log.device.type != "meta":  # fla's initialisation
-            self.A_log.data.copy_(torch.empty(n_heads).uniform_(1, 16).log())
-            self.dt_bias.data.copy_(init_dt_bias(self.key_dim))
-        self.g_proj = nn.Sequential(nn.Linear(d_model, head_v, bias=False), nn.Linear(head_v, self.value_dim, bias=True))
+        self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(1, 16).log())  # fla's initialisation
+        self.dt_bias = nn.Parameter(init_dt_bias(self.key_dim))
+        self.g_proj = nn.Sequential(nn.Linear(d_model, head_v, bias=False),
+                                    nn.Linear(head_v, self.value_dim, bias=True))
         self.o_norm = GatedRMSNorm(head_v, norm_eps, activation="sigmoid")
         self.o_proj = nn.Linear(self.value_dim, d_model, bias=False)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, k, v, f, b, gate = fused_linear(x, self.q_proj, self.k_proj, self.v_proj, self.f_proj[0], self.b_proj,
-                                           self.g_proj[0])
-        q, k, v = self.delta_rule_inputs(state, new, q, k, v)
-        f = split_heads(at_least_fp32(self.f_proj[1](f)), self.head_k)  # [B, T, H, head_k]
+        q, k, v = self.delta_rule_inputs(state, new, self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        f = split_heads(at_least_fp32(self.f_proj(x)), self.head_k)  # [B, T, H, head_k]
         f = f + self.dt_bias.view(self.n_heads, self.head_k)
         A = at_least_fp32(self.A_log).exp()[:, None]  # [H, 1]
         if self.lower_bound is None:
             g = -A * F.softplus(f)
         else:  # fla's bounded gate: decays in (exp(lower_bound), 1)
             g = self.lower_bound * torch.sigmoid(A * f)
-        beta = torch.sigmoid(at_least_fp32(b)) * (2.0 if self.allow_neg_eigval else 1.0)
+        beta = torch.sigmoid(at_least_fp32(self.b_proj(x))) * (2.0 if self.allow_neg_eigval else 1.0)
         o, new["S"] = self.op("kda", mode, x.shape[1])(q, k, v, beta, g, initial_state=state.get("S"))
-        o = self.o_norm(o, split_heads(self.g_proj[1](gate), self.head_v))
+        o = self.o_norm(o, split_heads(self.g_proj(x), self.head_v))
         return self.o_proj(o.flatten(-2)), new
 
     @classmethod

@@ -42,9 +42,13 @@ class GroupedGatedRMSNorm(nn.Module):
 
 @register_variant("mamba2")
 class Mamba2(MatrixStateMixer):
-    display_name, color, generation = "Mamba-2", "#17becf", 2  # cyan: generation 2, scalar data-dependent decay
+    display_name = "Mamba-2"
+    color = "#17becf"  # cyan: generation 2, scalar data-dependent decay
+    generation = 2
     gating = "data-dependent per-head scalar decay"
-    flops_coeff, fla_op, fla_model_types = 5, "chunk_simple_gla", ("mamba2",)  # Table 7 lists Mamba-2 at 5
+    flops_coeff = 5  # Table 7 lists Mamba-2 at 5
+    fla_op = "chunk_simple_gla"
+    fla_model_types = ("mamba2",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk", expand: int = 2,
                  state_size: int = 64, n_groups: int = 1, conv_size: int = 4, use_conv_bias: bool = True,
@@ -61,16 +65,13 @@ class Mamba2(MatrixStateMixer):
         conv_dim = inner + 2 * n_groups * state_size
         self.in_proj = nn.Linear(d_model, inner + conv_dim + n_heads, bias=use_bias)  # [z | xBC | dt]
         self.declare_short_convs(conv_size, bias=use_conv_bias, xbc=conv_dim)  # fla's `conv1d`
-        self.dt_bias = nn.Parameter(torch.empty(n_heads))
-        self.A_log = nn.Parameter(torch.empty(n_heads))
+        self.dt_bias = nn.Parameter(init_dt_bias(n_heads))  # fla's (mamba_ssm's) initialisation
+        self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(1, 16).log())
         self.D = nn.Parameter(torch.ones(inner if D_has_hdim else n_heads))
-        if self.A_log.device.type != "meta":  # fla's (mamba_ssm's) initialisation
-            self.dt_bias.data.copy_(init_dt_bias(n_heads))
-            self.A_log.data.copy_(torch.empty(n_heads).uniform_(1, 16).log())
         self.norm = GroupedGatedRMSNorm(inner, inner // n_groups, norm_eps) if rmsnorm else None
         self.out_proj = nn.Linear(inner, d_model, bias=use_bias)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
         H, P, N, G = self.n_heads, self.head_v, self.state_size, self.n_groups
         z, xbc, dt = self.in_proj(x).split([self.inner, self.inner + 2 * G * N, H], -1)

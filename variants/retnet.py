@@ -6,15 +6,19 @@ import torch
 from torch import nn
 
 from harness.model.mixer import MatrixStateMixer
-from harness.model.modules import GatedRMSNorm, fused_linear, rotary_pair, split_heads
+from harness.model.modules import GatedRMSNorm, rotary_pair, split_heads
 from harness.registry import register_variant
 
 
 @register_variant("retnet")
 class RetNet(MatrixStateMixer):
-    display_name, color, generation = "RetNet", "#bcbd22", 2  # olive: generation 2, fixed decay
+    display_name = "RetNet"
+    color = "#bcbd22"  # olive: generation 2, fixed decay
+    generation = 2
     gating = "fixed per-head scalar decay"
-    flops_coeff, fla_op, fla_model_types = 5, "chunk_retention", ("retnet",)
+    flops_coeff = 5
+    fla_op = "chunk_retention"
+    fla_model_types = ("retnet",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  expand_k: float = 1.0, expand_v: float = 2.0, use_short_conv: bool = False,
@@ -29,15 +33,14 @@ class RetNet(MatrixStateMixer):
         heads = torch.arange(n_heads, dtype=torch.float32, device=self.q_proj.weight.device)
         self.register_buffer("log_decay", torch.log1p(-torch.pow(2.0, -5.0 - heads)), persistent=False)
 
-    def forward(self, x, state=None, offset=0, mode=None):
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, k, v, gv = fused_linear(x, self.q_proj, self.k_proj, self.v_proj, self.g_proj)
-        q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
+        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
         q, k, v = split_heads(q, self.head_k), split_heads(k, self.head_k), split_heads(v, self.head_v)
         q, k = rotary_pair(q, k, offset)
         g = self.log_decay.expand(x.shape[0], x.shape[1], self.n_heads)
         o, new["S"] = self.op("gla", mode, x.shape[1])(q, k, v, g, initial_state=state.get("S"))
-        o = self.g_norm_swish_gate(o, split_heads(gv, self.head_v))
+        o = self.g_norm_swish_gate(o, split_heads(self.g_proj(x), self.head_v))
         return self.o_proj(o.flatten(-2)), new
 
     @classmethod

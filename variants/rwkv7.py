@@ -10,8 +10,8 @@ data-dependent in-context learning rate. Generation 3. After fla's RWKV7Attentio
 
 The recurrence is harness.ops.dplr with a = -kk, b = kk * a and scale 1 (fla's `chunk_rwkv7`).
 The first RWKV-7 layer of a forward call hands its values to the later ones through the call's
-`context` (`shares_across_layers`); as in fla, layer 0 has no `v_lora`, and a first RWKV-7
-layer deeper in a hybrid (attention below it) leaves its `v_lora` unused.
+`context` (Mixer.forward); as in fla, layer 0 has no `v_lora`, and a first RWKV-7 layer deeper
+in a hybrid (attention below it) leaves its `v_lora` unused.
 """
 from __future__ import annotations
 
@@ -46,11 +46,15 @@ def _low_rank(d_model: int, head_dim: int, coeff: float, per_head: bool) -> int:
 
 @register_variant("rwkv7")
 class RWKV7(MatrixStateMixer):
-    display_name, color, generation, delta_rule = "RWKV-7", "#e377c2", 3, True  # pink: generation 3
+    display_name = "RWKV-7"
+    color = "#e377c2"  # pink: generation 3
+    generation = 3
+    delta_rule = True
     gating = "data-dependent per-channel decay"
     # GLA's per-channel decay (7) plus a rank-one correction (+3), as KDA; see harness.model.costs
-    flops_coeff, fla_op, fla_model_types = 10, "chunk_rwkv7", ("rwkv7",)
-    shares_across_layers = True
+    flops_coeff = 10
+    fla_op = "chunk_rwkv7"
+    fla_model_types = ("rwkv7",)
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  head_dim: int | None = None, value_dim: int | None = None, decay_low_rank_dim: int | None = None,
@@ -78,14 +82,11 @@ class RWKV7(MatrixStateMixer):
             self.v_lora = LoRA(C, value_dim, v_low_rank_dim or _low_rank(C, K, 1.7, True), None)
         self.g_lora = LoRA(C, value_dim, gate_low_rank_dim or _low_rank(C, K, 5.0, False), "sigmoid", bias=False)
         self.g_norm = nn.GroupNorm(n_heads, value_dim, eps=K * norm_eps, affine=True)
-        if self.k_k.device.type != "meta":
-            self.post_init(layer_idx + 1)
 
-    @torch.no_grad()
-    def post_init(self, n_layers: int) -> None:
+    def init_parameters(self, n_layers: int) -> None:
         """fla's initialisation of the token-shift mixes, key and bonus scales, LoRA biases (the
-        decay spectrum) and norm, for a model of `n_layers`; HybridLM's `init_weights` runs it
-        again after its Linear init (which zeroes biases)."""
+        decay spectrum) and norm, for a model of `n_layers`: they depend on the depth, and the
+        model's Linear init zeroes the biases (Mixer.init_parameters)."""
         C, K, i, L = self.d_model, self.head_k, self.layer_idx, max(n_layers, 2)
         depth_0_to_1, depth_1_to_0 = i / (L - 1), 1.0 - i / L
         n = torch.arange(C, dtype=torch.float64)

@@ -15,8 +15,8 @@ conversion picks the style of the fla model it reads.
 
 Parameter names are fla's, so checkpoints map one-to-one: `attn_norm`, `mixer` (fla's `attn`),
 `mlp_norm` (`ffn_norm` in RWKV-7), `mlp` (`ffn`), `pre_norm`. A block's state is its mixer's
-plus its channel mix's token-shift tail (`ffn_shift`, [B, d_model], role "conv"), and the mixers
-that share a value across layers (RWKV-7's v_first) get the forward call's `context`.
+plus its channel mix's token-shift tail (`ffn_shift`, [B, d_model], role "conv"); every mixer gets
+the forward call's `context`, where a mixer leaves values for the layers above it (RWKV-7's v_first).
 """
 from __future__ import annotations
 
@@ -42,10 +42,8 @@ class RWKV7ChannelMix(nn.Module):
 
     def __init__(self, d_model: int, hidden: int, layer_idx: int = 0, n_layers: int = 1):
         super().__init__()
-        self.x_k = nn.Parameter(torch.empty(d_model))
-        if self.x_k.device.type != "meta":  # fla's: from 1 - c/C on the first layer to ~0 on the last
-            depth = 1.0 - layer_idx / n_layers
-            self.x_k.data.copy_(1.0 - (torch.arange(d_model) / d_model) ** (depth**4))
+        depth = 1.0 - layer_idx / n_layers  # fla's x_k: from 1 - c/C on the first layer to ~0 on the last
+        self.x_k = nn.Parameter(1.0 - (torch.arange(d_model) / d_model) ** (depth**4))
         self.key = nn.Linear(d_model, hidden, bias=False)
         self.value = nn.Linear(hidden, d_model, bias=False)
 
@@ -70,14 +68,15 @@ class Block(nn.Module):
         self.mixer = mixer
         if style != "mamba":
             self.mlp_norm = make_norm(style, d, cfg.norm_eps)
-            self.mlp = SwiGLU(d, cfg.mlp_hidden) if style == "standard" else RWKV7ChannelMix(d, cfg.mlp_hidden, layer_idx, cfg.n_layers)
+            self.mlp = (SwiGLU(d, cfg.mlp_hidden) if style == "standard"
+                        else RWKV7ChannelMix(d, cfg.mlp_hidden, layer_idx, cfg.n_layers))
 
     def forward(self, x: torch.Tensor, state: State | None = None, offset: int = 0, mode: str | None = None,
                 context: dict | None = None) -> tuple[torch.Tensor, State]:
         if hasattr(self, "pre_norm"):
             x = self.pre_norm(x)
-        shares = {"context": {} if context is None else context} if self.mixer.shares_across_layers else {}
-        h, new_state = self.mixer(self.attn_norm(x), state, offset, mode, **shares)
+        context = {} if context is None else context
+        h, new_state = self.mixer(self.attn_norm(x), state, offset, mode, context=context)
         x = x + h
         if self.style == "mamba":
             return x, new_state

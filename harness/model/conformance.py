@@ -34,7 +34,8 @@ def check_chunk_equals_recurrent(name: str, atol: float = 1e-9) -> None:
         y, state = mixer(x, mode=mode)
         (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
         outs.append((y.detach(), {k: v.detach() for k, v in state.items()}))
-        grads.append([x.grad.clone()] + [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in mixer.parameters()])
+        grads.append([x.grad.clone()] + [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                                         for p in mixer.parameters()])
     (y_c, s_c), (y_r, s_r) = outs
     torch.testing.assert_close(y_c, y_r, atol=atol, rtol=1e-7, msg=f"{name}: chunk vs recurrent outputs differ")
     for k in s_r:
@@ -104,9 +105,31 @@ def check_metadata(name: str) -> None:
     assert mixer.flops_per_token(1024) > 0, f"{name}: flops_per_token must be positive"
 
 
+def check_init_parameters(name: str, n_layers: int = 4) -> None:
+    """The `init_parameters` hook draws nothing from the RNG and gives the same parameters when run
+    again (the model runs it after construction and again after its own init), and the mixer builds
+    on the meta device with no guard in its initialisation."""
+    torch.manual_seed(0)
+    mixer = get_variant(name)(D_MODEL, N_HEADS, layer_idx=n_layers - 1)
+    rng = torch.get_rng_state()
+    with torch.no_grad():
+        mixer.init_parameters(n_layers)
+    first = {k: v.clone() for k, v in mixer.state_dict().items()}
+    with torch.no_grad():
+        mixer.init_parameters(n_layers)
+    assert torch.equal(rng, torch.get_rng_state()), f"{name}: init_parameters draws from the RNG"
+    for k, v in mixer.state_dict().items():
+        assert torch.equal(first[k], v), f"{name}: init_parameters changes {k!r} when run again"
+    with torch.device("meta"):
+        meta = get_variant(name)(D_MODEL, N_HEADS, layer_idx=n_layers - 1)
+    assert [(k, v.shape) for k, v in meta.state_dict().items()] == [(k, v.shape) for k, v in first.items()], (
+        f"{name}: the meta-device build has other parameters")
+
+
 def check_variant(name: str) -> None:
     """Run every conformance check on one registered variant."""
     check_metadata(name)
+    check_init_parameters(name)
     check_chunk_equals_recurrent(name)
     check_causal(name)
     check_prefill_decode(name)

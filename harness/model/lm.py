@@ -1,8 +1,9 @@
 """HybridLM: embedding -> N pre-norm blocks (mixer + MLP) -> norm -> LM head.
 
 Each block's mixer is the configured linear variant ("L") or softmax attention ("A"), as the
-layout says (harness.model.layout); the block around it is `cfg.block` (harness.model.blocks). The same module serves training (`forward`), prefill and
-token-by-token decoding (`prefill`, `decode_step`) with a `Cache` holding every layer's state.
+layout says (harness.model.layout); the block around it is `cfg.block` (harness.model.blocks).
+The same module serves training (`forward`), prefill and token-by-token decoding (`prefill`,
+`decode_step`) with a `Cache` holding every layer's state.
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ class HybridLM(nn.Module):
         `decode_fn(compile=True)` hands to torch.compile): logits and the new states."""
         x = self.embeddings(tokens)  # [B, T, d_model]
         new_states = []
-        context: dict = {}  # values shared across the layers of this call (Mixer.shares_across_layers)
+        context: dict = {}  # values shared across the layers of this call (Mixer.forward's `context`)
         for block, state in zip(self.layers, states):
             x, new_state = block(x, state, offset, mode, context)
             new_states.append(new_state)
@@ -156,9 +157,9 @@ INIT_SCHEMES = ("torch", "fla")
 
 def init_weights(model: nn.Module, scheme: str) -> None:
     """Initialise every Linear and Embedding of `model`; mixer-specific parameters (A_log,
-    dt_bias, conv weights, norms) keep the init their module gave them, as in fla, and a module
-    with a `post_init(n_layers)` (RWKV-7: LoRA biases that set its decay spectrum) re-applies its
-    own init afterwards.
+    dt_bias, conv weights, norms) keep the init their module gave them, as in fla, and then every
+    mixer's `init_parameters(n_layers)` hook re-applies what depends on the depth or what this
+    pass overwrote (RWKV-7: the LoRA biases that set its decay spectrum).
 
     - "torch": PyTorch's defaults: Linear `reset_parameters()` (Kaiming-uniform, fan-in scaled)
       with zero biases, embeddings N(0, 1). Measured (docs/training.md#initialisation): a
@@ -181,9 +182,10 @@ def init_weights(model: nn.Module, scheme: str) -> None:
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02 if scheme == "fla" else 1.0)
     n_layers = len(getattr(model, "layers", ()))
-    for module in model.modules():  # a mixer's own init of what the Linear pass just reset
-        if module is not model and callable(getattr(module, "post_init", None)):
-            module.post_init(n_layers)
+    with torch.no_grad():
+        for module in model.modules():  # a mixer's own init of what the Linear pass just reset
+            if isinstance(module, Mixer):
+                module.init_parameters(n_layers)
 
 
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

@@ -19,6 +19,21 @@ fla's `<name>_conv1d` modules (so checkpoints map one-to-one), and `short_convs`
 spec use the declared list. `MatrixStateMixer` is the base of the matrix-state variants: it
 derives the state spec and the Table 7 FLOPs from the head sizes.
 
+The shape of a variant, in full:
+- `forward(x, state=None, offset=0, mode=None, context=None)`, one signature for every mixer.
+  `context` is a dict the model passes to every layer of one forward call, for values shared
+  across layers (RWKV-7's v_first); a mixer that shares nothing ignores it.
+- projections are plain modules called as such (`self.q_proj(x)`);
+- a parameter gets its initial value where it is declared (`nn.Parameter(torch.ones(n))`, or a
+  random draw there: the draws then follow the construction order, as in fla). On the `meta`
+  device every such op is a no-op, so no guard is needed;
+- `init_parameters(n_layers)` is the one hook for initialisation that depends on the model's
+  depth or that the model's Linear and Embedding init would overwrite (RWKV-7's LoRA biases).
+  It runs once the mixer is constructed (with n_layers = layer_idx + 1: the mixer on its own)
+  and again from the model's `init_weights` with the model's depth; it draws nothing from the
+  RNG, so calling it again changes nothing (conformance checks both);
+- metadata: literal class attributes, one per line (the registry reads them from the source).
+
 Analytic costs are instance methods so they see the real dimensions; build the module on the
 `meta` device to get them for paper-sized shapes without allocating weights.
 
@@ -28,6 +43,7 @@ harness.integrations.convert), so adding a variant is one file.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
@@ -82,10 +98,6 @@ class Mixer(nn.Module):
     fla_op: ClassVar[str | None] = None
     #: fla checkpoint `model_type`s that convert to this variant (harness.integrations.convert)
     fla_model_types: ClassVar[tuple[str, ...]] = ()
-    #: True for a mixer that shares values across the layers of one forward call (RWKV-7's
-    #: v_first): its `forward` then takes `context`, a dict the model passes to every layer of
-    #: the call (harness.model.blocks.Block)
-    shares_across_layers: ClassVar[bool] = False
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk"):
         super().__init__()
@@ -98,13 +110,39 @@ class Mixer(nn.Module):
         self.backend = "torch"  # set_backend: "torch" (harness.ops) or "fla" (its kernels)
         self.conv_names: tuple[str, ...] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap the subclass's own `__init__` so that `init_parameters` runs once the outermost
+        constructor has returned (a variant never calls it itself)."""
+        super().__init_subclass__(**kwargs)
+        own_init = cls.__dict__.get("__init__")
+        if own_init is None:
+            return
+
+        @functools.wraps(own_init)
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            own_init(self, *args, **kw)
+            if type(self).__init__ is __init__:  # not a super().__init__ call of a subclass
+                with torch.no_grad():
+                    self.init_parameters(self.layer_idx + 1)
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
     # ---- to implement -------------------------------------------------------------------
     def forward(
-        self, x: torch.Tensor, state: State | None = None, offset: int = 0, mode: str | None = None
+        self, x: torch.Tensor, state: State | None = None, offset: int = 0, mode: str | None = None,
+        context: dict | None = None,
     ) -> tuple[torch.Tensor, State]:
         """x [B, T, C] -> (y [B, T, C], new_state). `state` is what the previous call returned
-        (None at the start of a sequence); `offset` is the number of tokens already seen."""
+        (None at the start of a sequence); `offset` is the number of tokens already seen;
+        `context` holds values shared across the layers of one forward call of the model (None
+        for a mixer called on its own)."""
         raise NotImplementedError
+
+    def init_parameters(self, n_layers: int) -> None:
+        """Initialise what depends on the model's depth `n_layers` or what the model's Linear and
+        Embedding init overwrites; nothing by default. Runs after construction (n_layers =
+        layer_idx + 1) and from the model's `init_weights`, both under torch.no_grad(); must not
+        draw from the RNG (random initial values belong where the parameter is declared)."""
 
     def state_spec(self, batch: int, seq_len: int) -> dict[str, StateEntry]:
         """Every tensor held in the cache after `seq_len` tokens: shape and role."""

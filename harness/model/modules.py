@@ -69,27 +69,11 @@ def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return cast(xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True).add_(eps)), x.dtype)
 
 
-def fused_linear(x: torch.Tensor, *linears: nn.Linear) -> list[torch.Tensor]:
-    """[lin(x) for lin in linears], as one matmul over the concatenated weights when autograd is
-    off (decode, prefill, evaluation). The concatenation is cached on the first Linear and
-    rebuilt whenever any weight changes (new storage or an in-place update bumps its version),
-    so checkpoints, weight names and training see the separate Linears unchanged."""
-    if torch.is_grad_enabled():
-        _note_grad_forward()
-        return [m(x) for m in linears]
-    if len(linears) < 2:
-        return [m(x) for m in linears]
-    W = _fused_weight(linears)
-    if W is None:  # biased Linears: run them one by one
-        return [m(x) for m in linears]
-    return list(F.linear(x, W).split([m.weight.shape[0] for m in linears], -1))
-
-
 # Why a generation counter as well as `_version`: fused optimizers (AdamW(fused=True), which
 # harness.runtime.train uses) update weights in place WITHOUT bumping `_version`, so a cache checked by
 # version alone served step-50 weights to every later evaluation (the model trained, the score
 # stayed at chance). Training needs a grad-enabled forward before every update, so any such
-# forward through these modules invalidates every cache in the process.
+# forward through a ShortConv invalidates every cache in the process.
 _GRAD_FORWARDS = 0
 
 
@@ -101,7 +85,8 @@ def _note_grad_forward() -> None:
 
 
 def _fused_weight(mods) -> torch.Tensor | None:
-    """torch.cat of the modules' `weight`s (dim 0), cached on the first module while every weight
+    """torch.cat of the modules' `weight`s (dim 0; None when one has a bias), for the joint decode
+    step of a mixer's short convs (Mixer._joint_conv_step); cached on the first module while every weight
     is the same tensor at the same version (an in-place update bumps `_version`) and no
     grad-enabled forward has run since (see _GRAD_FORWARDS)."""
     if torch.compiler.is_compiling():  # a compiled graph concatenates itself; no Python-side cache
@@ -129,8 +114,7 @@ class ShortConv(nn.Module):
         self.dim, self.kernel_size, self.activation = dim, kernel_size, activation
         self.weight = nn.Parameter(torch.empty(dim, 1, kernel_size))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-        if self.weight.device.type != "meta":
-            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv1d's default
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv1d's default; a no-op on meta
 
     def forward(self, x: torch.Tensor, cache: torch.Tensor | None = None):
         if torch.is_grad_enabled():
@@ -202,8 +186,7 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = fused_linear(x, self.gate_proj, self.up_proj)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
