@@ -70,5 +70,6 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu",
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not (cfg.tie_embeddings and m == "lm_head.weight")]
     if missing or unexpected:
-        raise ValueError(f"checkpoint {directory} does not match its config: missing {missing}, unexpected {unexpected}")
+        raise ValueError(f"checkpoint {directory} does not match its config: missing {missing}, "
+                         f"unexpected {unexpected}")
     return model.to(device=device, dtype=dtype if dtype is not None else torch.float32)
