@@ -102,8 +102,9 @@ class HybridLM(nn.Module):
 
     def decode_fn(self, compile: bool = False) -> Callable[[torch.Tensor, Cache], torch.Tensor]:
         """`decode_step`, or with `compile` its torch.compile'd twin (inductor): the same math as
-        one generated kernel program instead of hundreds of tiny eager ops, measured 3.4x faster
-        per token on the CPU for a 4-layer d_model-64 Gated DeltaNet. The first call compiles
+        one generated kernel program instead of hundreds of tiny eager ops, so a small model
+        decodes each token faster (by how much: reports/benchmarks/hot_paths_cpu_compiled.json
+        against hot_paths_cpu_after.json, scripts/bench_hot_paths.py). The first call compiles
         (~15-30 s on the CPU), and a KV cache that grows recompiles once with dynamic shapes;
         then each call runs the compiled graph. Use it for long generation or latency
         measurement (efficiency `compile_decode: true`), not for a handful of tokens."""
