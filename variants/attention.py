@@ -1,6 +1,14 @@
 """Softmax attention (the Transformer baseline and the "full" layers of a hybrid).
-RoPE, optional GQA, a growing KV cache, computed with torch's scaled_dot_product_attention
-(which takes the flash / memory-efficient kernels on GPU)."""
+RoPE, optional GQA, a KV cache, computed with torch's scaled_dot_product_attention (which takes the
+flash / memory-efficient kernels on GPU).
+
+Sliding-window attention (`window=W`, ModelConfig.window; None = full attention): the query at
+position t attends to the W keys at positions t - W + 1 .. t (itself included; fla's `window_size`
+and flash-attn's `window_size=(W - 1, 0)`). The cache holds the last min(t, W) keys and values,
+rotated at their absolute positions before they are cached, in order (oldest first), so its bytes
+stop growing at the window. Each call returns a new cache (the last W of the old one and the new
+tokens): no tensor of an earlier cache is written, so a cache can be branched, and the copy costs
+what reading the W keys costs anyway."""
 from __future__ import annotations
 
 import re
@@ -35,8 +43,11 @@ class Attention(Mixer):
 
     def __init__(self, d_model: int, n_heads: int, layer_idx: int = 0, mode: str = "chunk",
                  n_kv_heads: int | None = None, head_dim: int | None = None, qkv_bias: bool = False,
-                 rope_theta: float = 10000.0):
+                 rope_theta: float = 10000.0, window: int | None = None):
         super().__init__(d_model, n_heads, layer_idx, mode)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"attention: window must be a positive integer or None (full attention), got {window!r}")
+        self.window = window
         self.n_kv_heads = n_kv_heads or n_heads
         if n_heads % self.n_kv_heads:
             raise ValueError(f"attention: n_heads={n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
@@ -53,33 +64,54 @@ class Attention(Mixer):
         self.resolve_mode(mode)  # attention has one path; still reject typos
         B, T, _ = x.shape
         q, k, v = (split_heads(t, self.head_dim) for t in (self.q_proj(x), self.k_proj(x), self.v_proj(x)))
-        q, k = rotary_pair(q, k, offset, self.rope_theta)
+        q, k = rotary_pair(q, k, offset, self.rope_theta)  # absolute positions, before caching
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         past = 0
         if state:
-            past = state["k"].shape[2]
+            past = state["k"].shape[2]  # cached keys: absolute positions offset - past .. offset - 1
             k, v = torch.cat([state["k"], k], 2), torch.cat([state["v"], v], 2)
-        new = {"k": k, "v": v}
+        if self.window is not None and past + 1 > self.window:  # keys no query of this call can see
+            start = past + 1 - self.window
+            k, v, past = k[:, :, start:], v[:, :, start:], past - start
+        keep = k.shape[2] if self.window is None else min(k.shape[2], self.window)
+        new = {"k": k[:, :, k.shape[2] - keep:], "v": v[:, :, v.shape[2] - keep:]}
         rep = self.n_heads // self.n_kv_heads
         kk, vv = (k, v) if rep == 1 else (k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1))
-        if past == 0:
+        # On CUDA too the window is a mask: this variant runs SDPA only (no fla / flash-attn kernel is
+        # wired in for softmax attention, so there is no kernel window argument to pass); SDPA then
+        # takes its memory-efficient or math kernel instead of flash.
+        mask = self.attention_mask(past, T, x.device)
+        if mask is None:
             o = F.scaled_dot_product_attention(q, kk, vv, is_causal=T > 1)
-        else:  # query i sits at absolute position past + i
-            positions = torch.arange(T, device=x.device) + past
-            mask = torch.arange(past + T, device=x.device)[None, :] <= positions[:, None]
+        else:
             o = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
         return self.o_proj(o.transpose(1, 2).flatten(-2)), new
 
+    def attention_mask(self, past: int, T: int, device) -> torch.Tensor | None:
+        """Which of the past + T keys each of the T queries sees ([T, past + T], True = attend):
+        query i sits at key index past + i and sees keys j <= past + i, and with a window only
+        j > past + i - window. None when plain causal masking (`is_causal`) says the same."""
+        band = self.window is not None and past + T > self.window
+        if past == 0 and not band:
+            return None
+        query = torch.arange(T, device=device)[:, None] + past
+        key = torch.arange(past + T, device=device)[None, :]
+        mask = key <= query
+        return mask & (key > query - self.window) if band else mask
+
     def state_spec(self, batch, seq_len):
-        shape = (batch, self.n_kv_heads, seq_len, self.head_dim)
+        held = seq_len if self.window is None else min(seq_len, self.window)  # the window bounds the cache
+        shape = (batch, self.n_kv_heads, held, self.head_dim)
         return {"k": StateEntry(shape, KV), "v": StateEntry(shape, KV)}
 
     def state_elements_per_head(self) -> int:
         return 0
 
     def flops_per_token(self, seq_len: int) -> int:
-        # causal QK^T plus AV: H * L * d_head multiplies and as many adds per token
-        return self.flops_coeff * seq_len * self.n_heads * self.head_dim
+        # causal QK^T plus AV: H * L * d_head multiplies and as many adds per token; with a window
+        # a query sees min(L, W) keys, so L becomes min(L, W) (the same count when L <= W)
+        keys = seq_len if self.window is None else min(seq_len, self.window)
+        return self.flops_coeff * keys * self.n_heads * self.head_dim
 
     @classmethod
     def fla_config_fields(cls, cfg):
@@ -102,12 +134,12 @@ class Attention(Mixer):
                 fields["attn_kwargs"] = {"head_dim": head_dim}
             return fields
         cfg.require("qk_norm", ok=[False, None], default=False, why="no qk-norm in our attention")
-        if cfg.get("window_size") is not None:
-            raise cfg.unsupported("sliding-window attention is not implemented")
         heads = int(cfg.get("num_heads", 32))
         fields = {"layout": "transformer", "n_heads": heads, "attn_heads": heads,
                   "attn_kv_heads": int(cfg.get("num_kv_heads") or heads),
                   "rope_theta": float(cfg.get("rope_theta") or 10000.0)}
+        if cfg.get("window_size") is not None:  # fla: flash-attn window_size=(W - 1, 0), our window W
+            fields["window"] = int(cfg.get("window_size"))
         if cfg.get("qkv_bias"):
             fields["attn_kwargs"] = {"qkv_bias": True}
         return fields

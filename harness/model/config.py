@@ -34,6 +34,9 @@ class ModelConfig:
     tie_embeddings: bool = False
     mixer_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for the linear variant
     attn_kwargs: dict[str, Any] = field(default_factory=dict)  # extra args for the attention mixer
+    #: sliding-window attention: every attention layer's query sees its last `window` keys, itself
+    #: included, and its KV cache holds at most `window` tokens (variants/attention.py); None = full
+    window: int | None = None
     mode: str = "chunk"  # default parallel path of linear mixers: "chunk" or "recurrent"
     #: weight initialisation of Linear and Embedding layers (harness.model.lm.init_weights):
     #: "torch" = PyTorch's defaults (small models learn; docs/training.md#initialisation),
@@ -68,4 +71,4 @@ BLOCKS = ("standard", "mamba", "rwkv")
 
 #: ModelConfig fields added after cells were stored, with their defaults: a cell's model dict
 #: holds them only when set to something else (`ModelConfig.identity_dict`, harness.model.resolve)
-ADDED_FIELDS: dict[str, Any] = {"placement": DEFAULT_PLACEMENT, "block": "standard"}
+ADDED_FIELDS: dict[str, Any] = {"placement": DEFAULT_PLACEMENT, "block": "standard", "window": None}

@@ -4,7 +4,9 @@ Nothing is allocated: the model is built on the `meta` device, so paper-sized sh
 cost nothing. Counting rules (1 FLOP = one multiply or one add, forward pass, per token):
 - token mixers: the paper's Table 7 (harness.model.mixer.Mixer.flops_per_token): k * H * d_k * d_v for
   a matrix state (k = 5 RetNet and Mamba-2, 7 GLA/HGRN-2, 8 DeltaNet/GDN), 5 * d for HGRN,
-  2 * L * d_model for softmax attention at context length L. The mixers newer than the paper
+  2 * L * d_model for softmax attention at context length L (2 * min(L, W) * d_model with a
+  sliding window W: a query sees min(L, W) keys, and the KV cache holds min(L, W) tokens, as each
+  mixer's `flops_per_token` and `state_spec` say). The mixers newer than the paper
   follow its increments: a per-channel data-dependent decay adds 2 passes over the state (GLA's
   7 over RetNet's 5) and a rank-one correction of the state adds 3 (DeltaNet's 8 over 5), so
   KDA (per-channel gated delta rule) and RWKV-7 (per-channel decay + rank-one DPLR term) count
@@ -52,10 +54,10 @@ def model_costs(
     # everything else the cache holds: the linear mixers' states and the blocks' own tails
     state = model.expected_cache_bytes(batch, seq_len, dtype) - kv
     cache = state + kv
-    if cfg.layout == "transformer":
+    if cfg.layout == "transformer" and cfg.window is None:
         transformer_cache = cache
-    else:
-        tf = meta_model(dataclasses.replace(cfg, layout="transformer"))
+    else:  # the baseline is the full-attention Transformer, whatever this model's window
+        tf = meta_model(dataclasses.replace(cfg, layout="transformer", window=None))
         transformer_cache = tf.expected_cache_bytes(batch, seq_len, dtype)
     linear = next((m for k, m in mixers if k != ATTN), None)
     attn = next(m for k, m in mixers if k == ATTN) if linear is None else None
@@ -79,8 +81,10 @@ def model_costs(
 
 def crossover_length(cfg: ModelConfig) -> float:
     """Analytic linear-vs-softmax crossover L* where 2 * L * d_attn equals the linear mixer's
-    per-token FLOPs (paper §5.1: L* = k * d_model / (2H) when d_k = d_v = d_model / H)."""
+    per-token FLOPs (paper §5.1: L* = k * d_model / (2H) when d_k = d_v = d_model / H). With a
+    sliding window W the attention cost stops at L = W: no crossover (inf) when L* > W."""
     model = meta_model(dataclasses.replace(cfg, layout="pure", n_layers=1))
     attn = meta_model(dataclasses.replace(cfg, layout="transformer", n_layers=1)).layers[0].mixer
     per_unit_length = attn.flops_per_token(1)
-    return model.layers[0].mixer.flops_per_token(0) / per_unit_length
+    crossover = model.layers[0].mixer.flops_per_token(0) / per_unit_length
+    return float("inf") if cfg.window is not None and crossover > cfg.window else crossover

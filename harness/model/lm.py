@@ -34,7 +34,8 @@ class Cache:
 
 def build_mixer(cfg: ModelConfig, kind: str, layer_idx: int) -> Mixer:
     if kind == ATTN or cfg.variant == "attention":
-        kwargs = {"n_kv_heads": cfg.attn_kv_heads, "rope_theta": cfg.rope_theta, **cfg.attn_kwargs}
+        kwargs = {"n_kv_heads": cfg.attn_kv_heads, "rope_theta": cfg.rope_theta, "window": cfg.window,
+                  **cfg.attn_kwargs}
         return get_variant("attention")(cfg.d_model, cfg.attn_heads or cfg.n_heads, layer_idx=layer_idx, **kwargs)
     cls = get_variant(cfg.variant)
     try:

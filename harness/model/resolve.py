@@ -23,7 +23,8 @@ def resolve_model(model: dict[str, Any]) -> dict[str, Any]:
     no linear layer is a Transformer whatever the variant, so its variant becomes "attention"
     (and its mixer_kwargs, which only the linear variant reads, are dropped): the Transformer
     baseline is then one cell, not one per variant. Variant "attention" likewise means every
-    layer is softmax attention (as HybridLM builds it), so its layout becomes "transformer".
+    layer is softmax attention (as HybridLM builds it), so its layout becomes "transformer". A
+    model with no attention layer drops its `window` (sliding-window attention) likewise.
     """
     model = {**ModelConfig().to_dict(), **model}
     if model["block"] not in BLOCKS:
@@ -34,6 +35,8 @@ def resolve_model(model: dict[str, Any]) -> dict[str, Any]:
     if LINEAR not in kinds:
         model["variant"] = "attention"
         model["mixer_kwargs"] = {}
+    if ATTN not in kinds:  # a window of no attention layer changes nothing: one cell, not one per window
+        model["window"] = None
     model["layout"], model["placement"] = canonical_layout(kinds)
     model = ModelConfig.from_dict(model).identity_dict()
     rest = {k: v for k, v in model.items() if k not in ("n_layers", "layout", "placement")}

@@ -88,6 +88,8 @@ def _model_field_type(name: str) -> Any:
         return Annotated[str, AfterValidator(check_placement)]
     if name == "block":
         return Literal[BLOCKS]  # type: ignore[valid-type]
+    if name == "window":  # sliding-window attention; null = full attention
+        return Optional[PositiveInt]  # noqa: UP045 (as below)
     return _MODEL_TYPES[name]
 
 
