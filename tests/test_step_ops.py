@@ -219,25 +219,3 @@ def test_no_grad_caches_follow_optimiser_steps(variant, fused):
         y_train.square().mean().backward()
         opt.step()
         opt.zero_grad()
-
-
-def test_fused_decode_projections_equal_separate():
-    """Mixer.project and SwiGLU in a decode step (T = 1, no autograd: one matmul over the
-    concatenated weights, issue 24) give what each Linear gives on its own, and follow an
-    in-place weight update."""
-    from harness.model.modules import SwiGLU
-    from harness.registry import get_variant
-
-    torch.manual_seed(0)
-    mixer = get_variant("gated_deltanet")(16, 2).double()
-    mlp = SwiGLU(16, 24).double()
-    x = torch.randn(3, 1, 16, dtype=torch.float64)
-    mods = (mixer.q_proj, mixer.k_proj, mixer.v_proj, mixer.a_proj, mixer.b_proj)
-    with torch.no_grad():
-        for _ in range(2):
-            for got, m in zip(mixer.project(x, *mods), mods):
-                torch.testing.assert_close(got, m(x), rtol=1e-12, atol=1e-12)
-            want = mlp.down_proj(torch.nn.functional.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
-            torch.testing.assert_close(mlp(x), want, rtol=1e-12, atol=1e-12)
-            mixer.k_proj.weight.mul_(2)  # in place, as an optimiser step does
-            mlp.up_proj.weight.mul_(2)

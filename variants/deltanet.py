@@ -33,12 +33,10 @@ class DeltaNet(MatrixStateMixer):
 
     def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, k, v, b, *gate = self.project(x, self.q_proj, self.k_proj, self.v_proj, self.b_proj,
-                                         *((self.g_proj,) if self.use_gate else ()))
-        q, k, v = self.delta_rule_inputs(state, new, q, k, v)
-        beta = torch.sigmoid(at_least_fp32(b))
+        q, k, v = self.delta_rule_inputs(state, new, self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        beta = torch.sigmoid(at_least_fp32(self.b_proj(x)))
         o, new["S"] = self.op("delta_rule", mode, x.shape[1])(q, k, v, beta, initial_state=state.get("S"))
-        return self.gated_output(o, gate[0] if self.use_gate else None), new
+        return self.gated_output(o, self.g_proj(x) if self.use_gate else None), new
 
     @classmethod
     def fla_config_fields(cls, cfg):

@@ -45,15 +45,13 @@ class GatedDeltaNet(MatrixStateMixer):
 
     def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, k, v, a, b, *gate = self.project(x, self.q_proj, self.k_proj, self.v_proj, self.a_proj, self.b_proj,
-                                            *((self.g_proj,) if self.use_gate else ()))
-        q, k, v = self.delta_rule_inputs(state, new, q, k, v)
-        g = -at_least_fp32(self.A_log).exp() * F.softplus(at_least_fp32(a) + self.dt_bias)
-        beta = torch.sigmoid(at_least_fp32(b))
+        q, k, v = self.delta_rule_inputs(state, new, self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        g = -at_least_fp32(self.A_log).exp() * F.softplus(at_least_fp32(self.a_proj(x)) + self.dt_bias)
+        beta = torch.sigmoid(at_least_fp32(self.b_proj(x)))
         if self.allow_neg_eigval:
             beta = beta * 2
         o, new["S"] = self.op("delta_rule", mode, x.shape[1])(q, k, v, beta, g, initial_state=state.get("S"))
-        return self.gated_output(o, gate[0] if self.use_gate else None), new
+        return self.gated_output(o, self.g_proj(x) if self.use_gate else None), new
 
     @classmethod
     def fla_config_fields(cls, cfg):

@@ -38,9 +38,9 @@ class GLA(MatrixStateMixer):
 
     def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, k, v, gate, gk = self.project(x, self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.gk_proj[0])
-        q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
-        gk = F.logsigmoid(at_least_fp32(self.gk_proj[1](gk))) / self.gate_logit_normalizer
+        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
+        gate = self.g_proj(x)
+        gk = F.logsigmoid(at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer
         if self.clamp_min is not None:
             gk = torch.clamp_min(gk, self.clamp_min)
         q, k, gk = (split_heads(t, self.head_k) for t in (q, k, gk))

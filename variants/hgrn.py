@@ -41,12 +41,11 @@ class HGRN(Mixer):
 
     def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        i, f, gate = self.project(x, self.i_proj, self.f_proj, self.g_proj)
-        i, f = self.short_convs(state, new, i=i, f=f)
+        i, f = self.short_convs(state, new, i=self.i_proj(x), f=self.f_proj(x))
         f = F.logsigmoid(at_least_fp32(f))
         i = F.silu(i) * (1 - f.exp())  # input gate tied to the forget gate
         o, new["h"] = self.op("hgrn", mode, x.shape[1])(i, f, state.get("h"))
-        o = self.g_norm(o if o.dtype == x.dtype else o.to(x.dtype), gate)
+        o = self.g_norm(o if o.dtype == x.dtype else o.to(x.dtype), self.g_proj(x))
         return self.o_proj(o), new
 
     def state_spec(self, batch, seq_len):

@@ -45,8 +45,7 @@ class HGRN2(MatrixStateMixer):
 
     def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, f, i = self.project(x, self.q_proj, self.f_proj, self.i_proj)
-        q, f, i = self.short_convs(state, new, q=q, f=f, i=i)
+        q, f, i = self.short_convs(state, new, q=self.q_proj(x), f=self.f_proj(x), i=self.i_proj(x))
         q = F.silu(q)
         g = F.logsigmoid(at_least_fp32(f))
         k = 1 - g.exp()

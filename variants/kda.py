@@ -55,19 +55,17 @@ class KDA(MatrixStateMixer):
 
     def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, k, v, b, f, gate = self.project(x, self.q_proj, self.k_proj, self.v_proj, self.b_proj, self.f_proj[0],
-                                           self.g_proj[0])
-        q, k, v = self.delta_rule_inputs(state, new, q, k, v)
-        f = split_heads(at_least_fp32(self.f_proj[1](f)), self.head_k)  # [B, T, H, head_k]
+        q, k, v = self.delta_rule_inputs(state, new, self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        f = split_heads(at_least_fp32(self.f_proj(x)), self.head_k)  # [B, T, H, head_k]
         f = f + self.dt_bias.view(self.n_heads, self.head_k)
         A = at_least_fp32(self.A_log).exp()[:, None]  # [H, 1]
         if self.lower_bound is None:
             g = -A * F.softplus(f)
         else:  # fla's bounded gate: decays in (exp(lower_bound), 1)
             g = self.lower_bound * torch.sigmoid(A * f)
-        beta = torch.sigmoid(at_least_fp32(b)) * (2.0 if self.allow_neg_eigval else 1.0)
+        beta = torch.sigmoid(at_least_fp32(self.b_proj(x))) * (2.0 if self.allow_neg_eigval else 1.0)
         o, new["S"] = self.op("kda", mode, x.shape[1])(q, k, v, beta, g, initial_state=state.get("S"))
-        o = self.o_norm(o, split_heads(self.g_proj[1](gate), self.head_v))
+        o = self.o_norm(o, split_heads(self.g_proj(x), self.head_v))
         return self.o_proj(o.flatten(-2)), new
 
     @classmethod

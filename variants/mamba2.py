@@ -78,10 +78,7 @@ class Mamba2(MatrixStateMixer):
         (xbc,) = self.short_convs(state, new, xbc=xbc)
         xs, Bm, Cm = xbc.split([self.inner, G * N, G * N], -1)
         xs = split_heads(xs, P)  # [B, T, H, P]
-        if G == 1 and x.shape[1] == 1:  # a decode step: the heads share one B and C, a view (issue 24)
-            Bm, Cm = (t.unsqueeze(2).expand(-1, -1, H, -1) for t in (Bm, Cm))  # [B, 1, H, N]
-        else:
-            Bm, Cm = (split_heads(t, N).repeat_interleave(H // G, dim=2) for t in (Bm, Cm))  # [B, T, H, N]
+        Bm, Cm = (split_heads(t, N).repeat_interleave(H // G, dim=2) for t in (Bm, Cm))  # [B, T, H, N]
         dt = F.softplus(at_least_fp32(dt) + self.dt_bias)  # [B, T, H]
         if self.dt_limit is not None:
             dt = dt.clamp(*self.dt_limit)

@@ -35,13 +35,12 @@ class RetNet(MatrixStateMixer):
 
     def forward(self, x, state=None, offset=0, mode=None, context=None):
         state, new = state or {}, {}
-        q, k, v, gate = self.project(x, self.q_proj, self.k_proj, self.v_proj, self.g_proj)
-        q, k, v = self.short_convs(state, new, q=q, k=k, v=v)
+        q, k, v = self.short_convs(state, new, q=self.q_proj(x), k=self.k_proj(x), v=self.v_proj(x))
         q, k, v = split_heads(q, self.head_k), split_heads(k, self.head_k), split_heads(v, self.head_v)
         q, k = rotary_pair(q, k, offset)
         g = self.log_decay.expand(x.shape[0], x.shape[1], self.n_heads)
         o, new["S"] = self.op("gla", mode, x.shape[1])(q, k, v, g, initial_state=state.get("S"))
-        o = self.g_norm_swish_gate(o, split_heads(gate, self.head_v))
+        o = self.g_norm_swish_gate(o, split_heads(self.g_proj(x), self.head_v))
         return self.o_proj(o.flatten(-2)), new
 
     @classmethod

@@ -49,15 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from harness.model.modules import (
-    GatedRMSNorm,
-    RMSNorm,
-    ShortConv,
-    _fused_weight,
-    _note_grad_forward,
-    l2norm_pair,
-    split_heads,
-)
+from harness.model.modules import GatedRMSNorm, RMSNorm, ShortConv, _fused_weight, l2norm_pair, split_heads
 
 if TYPE_CHECKING:
     from harness.model.fla_config import FlaConfig
@@ -174,20 +166,6 @@ class Mixer(nn.Module):
     @property
     def n_heads_state(self) -> int:
         return self.n_heads
-
-    # ---- projections ---------------------------------------------------------------------
-    def project(self, x: torch.Tensor, *mods: nn.Linear) -> list[torch.Tensor]:
-        """`[m(x) for m in mods]` for projections of the same input. In a decode step (T = 1, no
-        autograd) of bias-free Linears: one matmul over their weights concatenated (cached as the
-        joint short conv's are, modules._fused_weight) and a split, one dispatch instead of one
-        per projection (issue 24: Linear calls dominate the per-token profile)."""
-        if torch.is_grad_enabled():
-            _note_grad_forward()  # weights may change in place: drop the cached concatenation
-        elif x.shape[1] == 1 and len(mods) > 1:
-            W = _fused_weight(mods)
-            if W is not None and W.dtype == x.dtype:
-                return list(torch.nn.functional.linear(x, W).split([m.out_features for m in mods], -1))
-        return [m(x) for m in mods]
 
     # ---- short convolutions -------------------------------------------------------------
     def declare_short_convs(self, kernel_size: int, activation: str | None = "silu", bias: bool = False,

@@ -186,13 +186,6 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            _note_grad_forward()  # weights may change in place: drop the cached concatenation
-        elif x.shape[1] == 1:  # a decode step: gate and up as one matmul (issue 24; as Mixer.project)
-            W = _fused_weight([self.gate_proj, self.up_proj])
-            if W is not None and W.dtype == x.dtype:
-                gate, up = F.linear(x, W).chunk(2, -1)
-                return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
