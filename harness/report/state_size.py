@@ -9,7 +9,7 @@ from .tables import across_seeds, at_smallest, metric_rows, per_seed
 
 #: a variant's line in "recall vs state size" needs pure models at this many widths / head counts
 STATE_SIZE_MIN_POINTS = 3
-STATE_KEYS = ["variant", "d_model", "n_heads"]
+STATE_KEYS = ["variant", "n_layers", "d_model", "n_heads"]  # a model's state grows with its depth too
 
 
 def _per_sequence_bytes(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -20,7 +20,7 @@ def _per_sequence_bytes(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
         return pd.DataFrame(columns=STATE_KEYS + ["layout", "per_seq", "per_token"])
     batch = rows["batch"].fillna(1.0)
     rows = rows.assign(per_seq=rows["value"] / batch, per_token=rows["value"] / (batch * rows["seq_len"]))
-    return rows.groupby(["variant", "layout", "d_model", "n_heads"], dropna=False)[
+    return rows.groupby(STATE_KEYS + ["layout"], dropna=False)[
         ["per_seq", "per_token"]].mean().reset_index()
 
 
@@ -30,10 +30,10 @@ def recall_vs_state(ok: pd.DataFrame) -> pd.DataFrame:
     at their analytic recurrent-state bytes per sequence (`state_bytes`, which does not depend on
     the length), and the Transformer at its KV-cache bytes per sequence at that length
     (`kv_cache_bytes` per token of context × length; the KV cache grows linearly). Both come
-    from the `analytic` rows of the same (variant, d_model, n_heads); models without them are
-    left out. Columns: length, variant, d_model, n_heads, mean, std, n, bytes, kind ("state" |
-    "kv")."""
-    cols = ["length", "variant", "d_model", "n_heads", "mean", "std", "n", "bytes", "kind"]
+    from the `analytic` rows of the same (variant, n_layers, d_model, n_heads); models without
+    them are left out. Columns: length, variant, n_layers, d_model, n_heads, mean, std, n, bytes,
+    kind ("state" | "kv")."""
+    cols = ["length", "variant", "n_layers", "d_model", "n_heads", "mean", "std", "n", "bytes", "kind"]
     rec = metric_rows(ok, "recall_acc")
     rec = rec[rec["layout"].isin(["pure", "transformer"])]
     if rec.empty:
@@ -56,7 +56,7 @@ def state_size_lines(points: pd.DataFrame) -> pd.DataFrame:
     models at ≥ STATE_SIZE_MIN_POINTS widths or head counts, and the Transformer's reference rows
     at the lengths where some variant has them. Empty when none qualifies."""
     lin = points[points["kind"] == "state"]
-    n = lin.groupby(["length", "variant"])[["d_model", "n_heads"]].apply(lambda g: len(g.drop_duplicates()))
+    n = lin.groupby(["length", "variant"])[["n_layers", "d_model", "n_heads"]].apply(lambda g: len(g.drop_duplicates()))
     keep = n[n >= STATE_SIZE_MIN_POINTS].index
     if not len(keep):
         return points.iloc[0:0]
