@@ -17,8 +17,8 @@ import functools
 import torch
 
 from harness.ops.chunking import run_chunked, split_chunks, strict_scores
-from harness.ops.prelude import acc_dtype, prepare_qkv, to_acc
-from harness.ops.step import check_one_token
+from harness.ops.prelude import prepare_qkv, to_acc
+from harness.ops.step import open_step
 
 
 def _gate(g: torch.Tensor | None, like: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
@@ -48,12 +48,7 @@ def dplr_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor
               g: torch.Tensor | None = None, scale: float | None = None,
               initial_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One token (T = 1) of the recurrence as batched matmuls over B * H: the decode path."""
-    check_one_token(q)
-    B, _, H, K = q.shape
-    V = v.shape[-1]
-    dtype = v.dtype
-    acc = acc_dtype(dtype)
-    scale = K**-0.5 if scale is None else scale
+    B, H, K, V, dtype, acc, scale = open_step(q, v, scale)
     col = lambda t: to_acc(t, acc).reshape(B * H, K, 1)  # noqa: E731
     k_c, a_c, b_c = col(k), col(a), col(b)
     v_r = to_acc(v, acc).reshape(B * H, 1, V)

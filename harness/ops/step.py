@@ -21,6 +21,16 @@ def check_one_token(t: torch.Tensor) -> None:
         raise ValueError(f"step ops take one token (T = 1), got T = {t.shape[1]}; use the recurrent or chunk op")
 
 
+def open_step(q: torch.Tensor, v: torch.Tensor, scale: float | None
+              ) -> tuple[int, int, int, int, torch.dtype, torch.dtype, float]:
+    """The opening of a one-token step batched over B * H: checks T = 1 and returns B, H, K, V,
+    the output (value) dtype, the accumulation dtype and the q scale (default K^-0.5)."""
+    check_one_token(q)
+    B, _, H, K = q.shape
+    dtype = v.dtype
+    return B, H, K, v.shape[-1], dtype, acc_dtype(dtype), K**-0.5 if scale is None else scale
+
+
 def gla_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None = None,
              scale: float | None = None, initial_state: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,12 +61,7 @@ def delta_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: tor
     """S = exp(g) S, S = S + beta k (v - S^T k)^T, o = S^T (scale * q), for one token (as 3-D
     batched matmuls over B * H: fewer dispatcher calls than 4-D matmul); g scalar per head
     [B, 1, H], per key channel [B, 1, H, K] (KDA), or None."""
-    check_one_token(q)
-    B, _, H, K = q.shape
-    V = v.shape[-1]
-    dtype = v.dtype
-    acc = acc_dtype(dtype)
-    scale = K**-0.5 if scale is None else scale
+    B, H, K, V, dtype, acc, scale = open_step(q, v, scale)
     k_row = to_acc(k, acc).reshape(B * H, 1, K)
     v_row = to_acc(v, acc).reshape(B * H, 1, V)
     b = to_acc(beta, acc).reshape(B * H, 1, 1)
