@@ -19,17 +19,13 @@ from .claims_lm_rank import claim_lm_stable, claim_ranking
 from .fmt import fmt_delta, fmt_value, md_table
 from .stats import is_tie, spread_known, tie_tolerance
 from .style import attn_fraction, is_hybrid, sort_layouts, sort_variants
-from .verdicts import (  # noqa: F401  (Claim, combine and the verdict names: the claims' vocabulary)
+from .verdicts import (
     FAILS,
     HOLDS,
-    LM_STABLE_REL,
     MEM_SAVING_MIN,
     NO_DATA,
     NO_SPREAD,
     PARTLY,
-    RANK_MIN_DECIDABLE,
-    RANK_STRONG,
-    RANK_WEAK,
     SATURATION_TOL,
     SPEEDUP_MIN,
     UNDECIDED,
