@@ -43,15 +43,15 @@ class GatedDeltaNet(MatrixStateMixer):
             self.declare_short_convs(conv_size, q=self.key_dim, k=self.key_dim, v=self.value_dim)
         self.add_gated_output(norm_eps, use_gate)
 
-    def forward(self, x, state=None, offset=0, mode=None, context=None):
-        state, new = state or {}, {}
-        q, k, v = self.delta_rule_inputs(state, new, self.q_proj(x), self.k_proj(x), self.v_proj(x))
+    def delta_rule_gates(self, x):
         g = -at_least_fp32(self.A_log).exp() * F.softplus(at_least_fp32(self.a_proj(x)) + self.dt_bias)
         beta = torch.sigmoid(at_least_fp32(self.b_proj(x)))
         if self.allow_neg_eigval:
             beta = beta * 2
-        o, new["S"] = self.op("delta_rule", mode, x.shape[1])(q, k, v, beta, g, initial_state=state.get("S"))
-        return self.gated_output(o, self.g_proj(x) if self.use_gate else None), new
+        return beta, g
+
+    def forward(self, x, state=None, offset=0, mode=None, context=None):
+        return self.delta_rule_layer(x, state, mode)
 
     @classmethod
     def fla_config_fields(cls, cfg):

@@ -324,6 +324,20 @@ class MatrixStateMixer(Mixer):
         o = self.o_norm(o, split_heads(gate, self.head_v)) if self.use_gate else self.o_norm(o)
         return self.o_proj(o.flatten(-2))
 
+    def delta_rule_layer(self, x: torch.Tensor, state: State | None, mode: str | None) -> tuple[torch.Tensor, State]:
+        """fla's delta-rule layer, (y, new state): `delta_rule_inputs` of x's q/k/v projections,
+        then the variant's `delta_rule_gates(x)` (beta, and its decay g where it has one), the
+        delta-rule op and `gated_output`. In this order: it is the order of the gradients' sums."""
+        state, new = state or {}, {}
+        q, k, v = self.delta_rule_inputs(state, new, self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        gates = self.delta_rule_gates(x)
+        o, new["S"] = self.op("delta_rule", mode, x.shape[1])(q, k, v, *gates, initial_state=state.get("S"))
+        return self.gated_output(o, self.g_proj(x) if self.use_gate else None), new
+
+    def delta_rule_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(beta,) or (beta, g) for `delta_rule_layer`: a variant that uses that layer defines it."""
+        raise NotImplementedError
+
     def delta_rule_inputs(self, state: State, new: State, q: torch.Tensor, k: torch.Tensor,
                           v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """fla's delta-rule input stage: short convs with SiLU (SiLU alone without convs), then
