@@ -36,24 +36,16 @@ def _rss_bytes() -> int:
 
 
 def _inputs(op: str, T: int):
-    import torch
-    import torch.nn.functional as F
+    """scripts/bench_ops.py's seeded inputs (the same tensors): its delta_rule is Gated DeltaNet's
+    (DeltaNet's is that without g), and sdpa's q, k, v go back to the ops' [B, T, H, D]."""
+    from bench_ops import inputs  # this script's folder is on sys.path when it runs
 
-    g = torch.Generator().manual_seed(0)
-    rn = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    if op == "hgrn":
-        return {"x": rn(B, T, H * D), "g": F.logsigmoid(rn(B, T, H * D) + 2)}
-    q, k, v = rn(B, T, H, D), rn(B, T, H, D), rn(B, T, H, D)
     if op == "sdpa":
-        return {"q": q, "k": k, "v": v}
-    if op.endswith("delta_rule"):
-        d = {"q": F.normalize(q, dim=-1), "k": F.normalize(k, dim=-1), "v": v,
-             "beta": rn(B, T, H).sigmoid()}
-        if op == "gated_delta_rule":
-            d["g"] = F.logsigmoid(rn(B, T, H) + 3)
-        return d
-    shape = (B, T, H) if op == "gla_scalar" else (B, T, H, D)
-    return {"q": q, "k": k, "v": v, "g": F.logsigmoid(rn(*shape) + 3) / 4}
+        return {n: t.transpose(1, 2) for n, t in inputs("sdpa", T).items()}
+    d = inputs("delta_rule" if op.endswith("delta_rule") else op, T)
+    if op == "delta_rule":
+        del d["g"]
+    return d
 
 
 def _call(op: str, path: str, block: int | None):
