@@ -22,8 +22,18 @@ def split_chunks(chunk_size: int, *tensors: torch.Tensor) -> list[torch.Tensor]:
         if pad:
             t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
         B, T, H = t.shape[:3]
-        out.append(t.reshape(B, T // C, C, H, *t.shape[3:]).movedim(3, 1))
+        # contiguous [B, H, T, ...] (one copy): batched matmuls on the strided chunk views of
+        # [B, T, H, ...] would copy their operands, forward and backward, on every use
+        out.append(t.transpose(1, 2).contiguous().view(B, H, T // C, C, *t.shape[3:]))
     return out
+
+
+def pair_decay(G: torch.Tensor) -> torch.Tensor:
+    """exp(G_t - G_s) [..., C(t), C(s)] of an in-chunk cumulative log decay G [..., C] (non-increasing
+    in t) for s <= t, and 1 above the diagonal (callers mask with tril): the exponent is zeroed
+    there (tril_, in place) instead of set to -inf, so no overflow, and exp and the mask stay cheap
+    passes (torch.where with -inf, and exp(-inf), each cost several times an exp on CPU)."""
+    return (G.unsqueeze(-1) - G.unsqueeze(-2)).tril_().exp()
 
 
 # ---- memory-lean training: recompute over time blocks -------------------------------------------

@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from harness.ops.chunking import run_chunked, split_chunks
+from harness.ops.chunking import pair_decay, run_chunked, split_chunks
 from harness.ops.prelude import prepare_qkv
 
 
@@ -71,15 +71,14 @@ def _chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: t
     q, k, v, beta, g = split_chunks(C, q, k, v, beta, g)
     N = q.shape[2]
     G = g.cumsum(-1)  # [B, H, N, C]
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    decay = torch.where(causal, G.unsqueeze(-1) - G.unsqueeze(-2), float("-inf")).exp()  # Gamma
+    decay = pair_decay(G)  # Gamma for s <= t (1 above the diagonal: masked below)
     k_beta = k * beta[..., None]
     eye = torch.eye(C, device=q.device, dtype=q.dtype)
     A = ((k_beta @ k.transpose(-1, -2)) * decay).tril(-1)
     T_inv = torch.linalg.solve_triangular(eye + A, eye.expand_as(A), upper=False, unitriangular=True)
     U = T_inv @ (v * beta[..., None])
     W = T_inv @ (k_beta * G.exp()[..., None])
-    attn = (q @ k.transpose(-1, -2)) * decay
+    attn = ((q @ k.transpose(-1, -2)) * decay).tril_()
     q_in = q * G.exp()[..., None]
     k_out = k * (G[..., -1:] - G).exp()[..., None]
     state_decay = G[..., -1].exp()[..., None, None]  # [B, H, N, 1, 1]

@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-from harness.ops.chunking import run_chunked, split_chunks, strict_scores
+from harness.ops.chunking import pair_decay, run_chunked, split_chunks, strict_scores
 from harness.ops.prelude import prepare_qkv
 
 
@@ -85,8 +85,7 @@ def _chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tenso
         k_out = k * (G_last.unsqueeze(3) - G).exp()
         state_decay = G_last.exp()[..., None]  # [B, H, N, K, 1]
     else:
-        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-        A = (q @ k.transpose(-1, -2)) * torch.where(causal, G.unsqueeze(4) - G.unsqueeze(3), float("-inf")).exp()
+        A = ((q @ k.transpose(-1, -2)) * pair_decay(G)).tril_()  # [B, H, N, C, C], s <= t
         G_last = G[:, :, :, -1:]  # [B, H, N, 1]
         q_in = q * G.exp()[..., None]
         k_out = k * (G_last - G).exp()[..., None]
