@@ -122,7 +122,11 @@ def test_config_model_types(cfg, variant, heads):
     [
         ({"model_type": "rwkv6"}, "not convertible"),
         ({"num_v_heads": 8}, "GVA"),
-        ({"attn": {"layers": [1], "num_heads": 16, "window_size": 512}}, "sliding-window"),
+        ({"attn": [{"layers": [1], "num_heads": 16, "window_size": 512}, {"layers": [3], "num_heads": 16}]},
+         "different sliding windows"),
+        ({"attn": [{"layers": [1], "num_heads": 16, "window_size": 512},
+                   {"layers": [3], "num_heads": 16, "window_size": 256}]}, "different sliding windows"),
+        ({"attn": {"layers": [1], "num_heads": 16, "window_size": 0}}, "window_size must be a positive"),
         ({"attn": [{"layers": [1], "num_heads": 16}, {"layers": [3], "num_heads": 8}]}, "differ"),
         ({"attn": {"layers": [24], "num_heads": 16}}, "invalid"),
         ({"hidden_act": "gelu"}, "SwiGLU"),
@@ -137,6 +141,22 @@ def test_config_model_types(cfg, variant, heads):
 def test_config_refusals(over, match):
     with pytest.raises(ConversionError, match=match):
         fla_config_to_model_config(_gdn_340m(**over))
+
+
+def test_config_hybrid_with_one_window_converts_to_model_window():
+    """fla's per-spec `window_size`, the same for every attention layer (in one spec or several),
+    becomes ModelConfig.window; the model builds and its attention layers use it."""
+    small = dict(hidden_size=32, num_hidden_layers=4, num_heads=2, head_dim=16, vocab_size=64)
+    for attn in ({"layers": [1, 3], "num_heads": 4, "num_kv_heads": 2, "window_size": 16},
+                 [{"layers": [1], "num_heads": 4, "num_kv_heads": 2, "window_size": 16},
+                  {"layers": [3], "num_heads": 4, "num_kv_heads": 2, "window_size": 16}]):
+        mc = fla_config_to_model_config(_gdn_340m(**small, attn=attn))
+        assert (mc.layout, mc.window, mc.attn_heads) == ("1:1", 16, 4)
+        model = HybridLM(mc)
+        windows = {getattr(layer.mixer, "window", "linear") for layer in model.layers}
+        assert windows == {16, "linear"}
+    full = fla_config_to_model_config(_gdn_340m(**small, attn={"layers": [1, 3], "num_heads": 4, "window_size": None}))
+    assert full.window is None
 
 
 # ---------------------------------------------------------------------------------------------

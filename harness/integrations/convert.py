@@ -31,8 +31,10 @@ transformers' LlamaForCausalLM). Mamba2 and RWKV7 models have their own blocks (
 `fla_config_fields` sets `block`, its `fla_key` maps ``backbone.*`` / ``ffn*`` names onto the
 table). HGRN / HGRN-2 checkpoints trained with fla's ``use_lower_bound=True`` (the default) convert
 *approximately*: our mixers have no model-level forget-gate lower bound, so ``model.lower_bounds``
-is dropped with a warning (see `ConvertedInfo.exact`). Options we do not implement (GQA inside
-GLA/RetNet, feature maps, sliding windows, qk-norm, GVA in GDN/KDA, ...) raise `ConversionError`
+is dropped with a warning (see `ConvertedInfo.exact`). A sliding window (fla's ``window_size``)
+becomes ``ModelConfig.window`` when every attention layer has the same one; attention layers
+with different windows cannot be one ModelConfig and are refused. Options we do not implement
+(GQA inside GLA/RetNet, feature maps, qk-norm, GVA in GDN/KDA, ...) raise `ConversionError`
 instead of converting wrongly.
 """
 from __future__ import annotations
@@ -122,13 +124,18 @@ def _attn_specs(config: Mapping[str, Any], n_layers: int) -> tuple[list[int], di
             "window_size": spec.get("window_size"),
             "rope_theta": float(spec.get("rope_theta") if spec.get("rope_theta") is not None else 10000.0),
         }
-        if norm["window_size"] is not None:
-            raise ConversionError(
-                f"attn spec {dict(spec)}: sliding-window attention (window_size={norm['window_size']}) "
-                "is not implemented by our attention mixer"
-            )
+        window = norm["window_size"]
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+            raise ConversionError(f"attn spec {dict(spec)}: window_size must be a positive number of tokens "
+                                  f"(or null for full attention), got {window!r}")
         if spec.get("qk_norm"):
             raise ConversionError(f"attn spec {dict(spec)}: qk_norm is not implemented by our attention mixer")
+        if shared is not None and norm["window_size"] != shared["window_size"]:
+            raise ConversionError(
+                f"attention layers have different sliding windows (window_size {shared['window_size']} vs "
+                f"{norm['window_size']}; null = full attention): a ModelConfig has one window for every "
+                "attention layer (ModelConfig.window), so this model cannot be converted"
+            )
         if shared is not None and norm != shared:
             raise ConversionError(
                 f"attention specs differ between layers ({shared} vs {norm}); a ModelConfig has one attention spec"
@@ -187,6 +194,8 @@ def fla_config_to_model_config(config: Mapping[str, Any]) -> ModelConfig:
         fields.update(attn_heads=spec["num_heads"], attn_kv_heads=spec["num_kv_heads"], rope_theta=spec["rope_theta"])
         if spec["qkv_bias"]:
             fields["attn_kwargs"] = {"qkv_bias": True}
+        if spec["window_size"] is not None:  # fla's window_size: the query sees itself and W - 1 keys back
+            fields["window"] = spec["window_size"]
     return ModelConfig(**fields)
 
 

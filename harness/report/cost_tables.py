@@ -10,7 +10,7 @@ from harness import metrics
 from harness.metrics import x_axis
 
 from .stats import pair_signs
-from .tables import MODEL_KEYS, Score, at_smallest, metric_rows, order, summarize
+from .tables import MODEL_KEYS, Score, at_smallest, full_transformer, metric_rows, order, summarize
 
 # --------------------------------------------------------------------------- efficiency
 
@@ -71,16 +71,16 @@ def timing_clocks(ok: pd.DataFrame) -> dict[str, int]:
 
 
 def vs_transformer(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Each non-Transformer model's value next to the Transformer's at the same context
+    """Each model's value next to the full-attention Transformer's at the same context
     (d_model, device, dtype, backend, batch, task and length). ratio = value / transformer value."""
     s = efficiency_summary(ok, metric)
     if s.empty:
         return s
     x = x_axis(metric)
     keys = CONTEXT_KEYS + [x]
-    tf = s[s["variant"] == "attention"][keys + ["mean", "std", "n"]].rename(
-        columns={"mean": "tf_mean", "std": "tf_std", "n": "tf_n"})
-    other = s[s["variant"] != "attention"]
+    base = full_transformer(s)  # a sliding-window Transformer is compared with it like any model
+    tf = s[base][keys + ["mean", "std", "n"]].rename(columns={"mean": "tf_mean", "std": "tf_std", "n": "tf_n"})
+    other = s[~base]
     m = other.merge(tf, on=keys, how="inner")
     m["ratio"] = m["mean"] / m["tf_mean"]
     return order(m)

@@ -15,8 +15,9 @@ used below works), for the report and for users. Nothing is run and no rows are 
   a context of seq_len), in one frame.
 - `decode_ratio(df)`: softmax / linear per-token decode latency at the longest context measured.
 
-Definitions. The baseline is the Transformer (variant "attention", layout "transformer") measured
-in the same context: same d_model, n_layers, batch, device, dtype, backend and subtask (rows
+Definitions. The baseline is the full-attention Transformer (variant "attention", layout
+"transformer", no window; a sliding-window Transformer, "transformer w=64", is a model compared
+with it) measured in the same context: same d_model, n_layers, batch, device, dtype, backend and subtask (rows
 lacking a column are matched on the others). Per model and length the value is the median over the table's
 ok rows (seeds, repeats of a cell). ratio(L) = value / Transformer value at the same length L
 (`seq_len`; `context_len` for decode_token_s). With lengths L_1 < ... < L_n where both were
@@ -36,6 +37,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from harness.metrics import time_metrics, x_axis
+
+from .normalise import window_suffix
 
 #: columns that must agree between a model and its Transformer baseline
 CONTEXT_COLUMNS = ["d_model", "n_layers", "batch", "device", "dtype", "backend", "subtask"]
@@ -57,6 +60,8 @@ def _ok_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
         else:
             rows["context_len"] = rows["context_len"].astype("Float64").fillna(rows["seq_len"].astype("Float64"))
     rows["_len"] = rows[x].astype(float)
+    if "window" in rows.columns and "ratio" not in rows.columns:  # a table not normalised: fold the window
+        rows["layout"] = rows["layout"].astype(str) + rows["window"].map(window_suffix).astype(str)
     return rows
 
 
@@ -91,8 +96,9 @@ def _pairs(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
     for c in ctx:  # NA keys would drop out of groupby
         rows[c] = rows[c].astype(object).where(rows[c].notna(), "")
     med = rows.groupby(ctx + MODEL_COLUMNS + ["_len"], sort=True)["value"].median().reset_index()
-    tf = med[med["variant"] == TRANSFORMER].drop(columns=MODEL_COLUMNS).rename(columns={"value": "tf_value"})
-    other = med[med["variant"] != TRANSFORMER]
+    base = (med["variant"] == TRANSFORMER) & (med["layout"] == "transformer")  # not "transformer w=64"
+    tf = med[base].drop(columns=MODEL_COLUMNS).rename(columns={"value": "tf_value"})
+    other = med[~base]
     return other.merge(tf, on=ctx + ["_len"], how="inner"), ctx
 
 

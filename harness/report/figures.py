@@ -174,7 +174,7 @@ def score_vs_ratio(summary: pd.DataFrame, panel_col: str | None, ylabel: str, ti
             s = sub[sub["variant"] == v].copy()
             s = s.assign(_x=s["layout"].map(xpos)).sort_values("_x")
             if v == "attention":
-                for y in s["mean"]:
+                for y in s.loc[tables.full_transformer(s), "mean"]:  # the reference: full attention
                     ax.axhline(y, color=variant_color(v), ls="--", lw=1, alpha=0.7)
                 ax.errorbar(s["_x"], s["mean"], yerr=_errs(s, 1.0), fmt="*", ms=10, color=variant_color(v),
                             label=variant_label(v), capsize=3)
@@ -253,8 +253,8 @@ def lines_by_layout(summary: pd.DataFrame, xcol: str, metric: str, unit: str, ti
     if summary.empty:
         return None
     div, ulabel = _nice_scale(metric, unit, summary["mean"])
-    tf = summary[summary["variant"] == "attention"]
-    others = summary[summary["variant"] != "attention"]
+    base = tables.full_transformer(summary)  # a sliding-window Transformer gets its own panel
+    tf, others = summary[base], summary[~base]
     layouts = sort_layouts(others["layout"]) or ["transformer"]
     layouts = layouts[:MAX_PANELS]
     logy = _spans_decades(summary["mean"])
@@ -345,7 +345,8 @@ def pareto(points_by_len: dict[int, pd.DataFrame], score: tables.Score, fig_dir:
         front = pts[pts["on_front"]].sort_values("inv_flops")
         ax.plot(front["inv_flops"], front["mean"], "-", color="0.4", lw=1, zorder=2, label="Pareto front")
         for r in front.itertuples(index=False):
-            ax.annotate(f"{variant_label(r.variant)} {r.layout}" if r.variant != "attention" else "Transformer",
+            ax.annotate(f"{variant_label(r.variant)} {r.layout}" if r.variant != "attention" else
+                        "Transformer" + r.layout[len("transformer"):],  # "Transformer w=64" for a window
                         (r.inv_flops, r.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("1 / token-mixer FLOPs per token [1/FLOP] (cheaper →)")

@@ -2,7 +2,8 @@
 
 Each section is a function of one `ReportContext` (harness.report.sections): it reads the table
 and adds its text and figures. The sections live with their kind: the paper's tables
-(`paper_sections`), the figures and cost tables (`figure_sections`), placements (`placement`);
+(`paper_sections`), the figures and cost tables (`figure_sections`), placements (`placement`),
+sliding windows (`window`);
 this module puts them in order (`render`) and adds the overview, which hybrid to use, claims,
 failures and provenance."""
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .placement import placement_section
 from .sections import ReportContext, skip
 from .style import sort_layouts, sort_variants
 from .tables import order
+from .window import window_section
 
 
 def no_data(ctx: ReportContext) -> None:
@@ -103,7 +105,12 @@ def claims_section(ctx: ReportContext) -> None:
             "the verdict rests on is within the seeds' spread: a tie), **no data**. Two means tie when they "
             "differ by no more than their two stds across seeds summed (their `mean ± std` overlap); with "
             "one seed no spread is known and a claim is at most **partly**.")
-    for i, c in enumerate(all_claims(ctx.ok), 1):
+    ok = ctx.ok
+    if ok["window"].notna().any():  # the paper's claims are about full attention
+        ok = ok[ok["window"].isna()]
+        ctx.add("The claims are tested on the models with full attention; the windowed ones (`w=…`) are in "
+                "*Sliding windows* above.")
+    for i, c in enumerate(all_claims(ok), 1):
         ctx.add(f"### 3.{i} \"{c.title}\" — **{c.verdict}**\n\n{c.summary}")
         if c.details:
             ctx.add(c.details)
@@ -176,8 +183,8 @@ def render(df: pd.DataFrame, fig_dir: Path, source: str, regen_cmd: str) -> tupl
     if ctx.ok.empty:
         no_data(ctx)
     else:
-        for section in (overview, paper_tables, figures_section, placement_section, which_hybrid_section,
-                        claims_section):
+        for section in (overview, paper_tables, figures_section, placement_section, window_section,
+                        which_hybrid_section, claims_section):
             section(ctx)
     failures(ctx)
     provenance(ctx)

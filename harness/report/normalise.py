@@ -1,8 +1,10 @@
 """Normalising a results table for the report: every column of the table's schema present and
-typed, the Transformer's rows unified, placements folded into the layout (`normalize`), and the
+typed, the Transformer's rows unified, placements and windows folded into the layout (`normalize`), and the
 rows every section reads (`ok_rows`: status ok, finite value). The table was read by the store
 (`harness.sweep.store.load_results`); nothing here reads or writes a file."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -14,11 +16,11 @@ REQUIRED_COLUMNS = [
     "seed", "task", "metric", "value", "unit", "status", "error", "backend", "device", "dtype",
     "torch_version", "harness_version", "git_sha", "started_at", "wall_s",
 ]
-OPTIONAL_COLUMNS = ["context_len", "subtask", "spread", "n_repeats", "batch", "n_heads"]
+OPTIONAL_COLUMNS = ["context_len", "subtask", "spread", "n_repeats", "batch", "n_heads", "window"]
 _STR_COLUMNS = ["suite", "cell_id", "variant", "layout", "placement", "task", "metric", "unit", "status", "error",
                 "backend", "device", "dtype", "torch_version", "harness_version", "git_sha", "subtask"]
 _NUM_COLUMNS = ["n_layers", "n_full_attn_layers", "d_model", "seq_len", "seed", "value", "wall_s",
-                "context_len", "spread", "n_repeats", "batch", "n_heads"]
+                "context_len", "spread", "n_repeats", "batch", "n_heads", "window"]
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
@@ -30,7 +32,9 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
       both are then set, so tables can treat it as one (variant, layout) pair;
     - `ratio` keeps the stored layout, and a placement other than the paper's interleave is
       folded into `layout` ("3:1 bottom"), so that no table averages placements together
-      (harness.report.placement).
+      (harness.report.placement); so is a sliding window ("3:1 w=64", "transformer w=64": a model
+      with a window is another model), and `window` (NaN = full attention) is read from the
+      `model_config` JSON where a table from before the column lacks it.
     """
     df = df.copy()
     for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
@@ -49,10 +53,12 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     df["variant"] = df["variant"].fillna("?")
     df["layout"] = df["layout"].fillna("?")
     df["placement"] = df["placement"].fillna(DEFAULT_PLACEMENT)  # tables from before the placement axis
+    df["window"] = _windows(df)
     df["metric"] = df["metric"].fillna("?")
     df["task"] = df["task"].fillna("")
     is_tf = (df["layout"] == "transformer") | (df["variant"] == "attention")
-    df.loc[is_tf, "layout"] = "transformer"
+    if "ratio" not in df.columns:  # once: a folded windowed Transformer reads "transformer w=64"
+        df.loc[is_tf, "layout"] = "transformer"
     df.loc[is_tf, "variant"] = "attention"
     if "started_at" in df.columns:
         df["started_at"] = pd.to_datetime(df["started_at"], errors="coerce", utc=True)
@@ -60,7 +66,37 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
         df["ratio"] = df["layout"]
         placed = df["placement"] != DEFAULT_PLACEMENT
         df.loc[placed, "layout"] = df.loc[placed, "layout"] + " " + df.loc[placed, "placement"]
+        windowed = df["window"].notna()
+        if windowed.any():
+            df.loc[windowed, "layout"] = df.loc[windowed, "layout"] + df.loc[windowed, "window"].map(window_suffix)
     return df.reset_index(drop=True)
+
+
+def window_suffix(window) -> str:
+    """" w=64" for a sliding window, "" for full attention (None / NaN)."""
+    return "" if window is None or pd.isna(window) else f" w={int(window)}"
+
+
+def window_label(window) -> str:
+    """"w=64", or "full" for full attention."""
+    return window_suffix(window).strip() or "full"
+
+
+def _windows(df: pd.DataFrame) -> pd.Series:
+    """The `window` column as floats (NaN = full attention); where it is missing, the window that
+    the row's `model_config` JSON names (tables written before the column)."""
+    w = df["window"].astype(float)
+    if "model_config" not in df.columns:
+        return w
+    todo = w.isna() & df["model_config"].astype(str).str.contains('"window"', regex=False)
+    for i in df.index[todo]:
+        try:
+            v = json.loads(df.at[i, "model_config"]).get("window")
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            w.at[i] = float(v)
+    return w
 
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -198,7 +198,7 @@ def recall_levels_note(ctx: ReportContext, score: tables.Score) -> str:
         return text + " Every model learned."
     names = ", ".join(f"{r.variant} {r.layout}" for r in nl.itertuples(index=False))
     text += f" Not learned ({len(nl)} of {len(s)}): {names}."
-    tf = s[s["variant"] == "attention"]
+    tf = s[tables.full_transformer(s)]
     if len(tf) and not tf["learned"].any():
         text += (" **The Transformer did not learn either: the task was not solved at this budget, so "
                  "every recall comparison in this report rests on unlearned models.** Train longer "

@@ -16,6 +16,7 @@ from harness.model.layout import placement_key
 
 from . import figures, tables
 from .fmt import fmt_mean_std, md_table
+from .normalise import window_suffix
 from .sections import ReportContext, _d, skip
 from .style import sort_layouts, sort_variants, variant_color, variant_label
 
@@ -32,9 +33,11 @@ def placed_ratios(ok: pd.DataFrame) -> list[str]:
 
 def placement_summary(ok: pd.DataFrame, metric: str, ratios: list[str]) -> pd.DataFrame:
     """mean / std / n across seeds of `metric` per (d_model, variant, ratio, placement), for the
-    hybrid rows of `ratios` (everything else averaged within a seed: subtasks, lengths)."""
+    hybrid rows of `ratios` (everything else averaged within a seed: subtasks, lengths); a windowed
+    model's ratio reads "3:1 w=64", so windows are never averaged together."""
     rows = tables.metric_rows(ok, metric)
     rows = rows[rows["ratio"].isin(ratios)]
+    rows = rows.assign(ratio=rows["ratio"] + rows["window"].map(window_suffix).astype(str))  # "3:1 w=64": another model
     return tables.across_seeds(tables.per_seed(rows, KEYS), KEYS)
 
 

@@ -1,9 +1,10 @@
-"""Which hybrid to use: the best (variant, layout, placement) in a results table under constraints.
+"""Which hybrid to use: the best (variant, layout, placement, window) in a results table under constraints.
 
     recommend(df, Constraints(seq_len=4096, max_cache_bytes=2e6, min_score=0.9, objective="cache"))
 
-Candidates are the models of the table (d_model, variant, layout with its placement) that have an
-accuracy score and the costs the question needs, at the asked length:
+Candidates are the models of the table (d_model, variant, layout with its placement and sliding
+window: "3:1 w=64" is another model than "3:1") that have an accuracy score and the costs the
+question needs, at the asked length (a windowed model's analytic cache there is bounded by its window):
 - accuracy: the report's score (recall_acc, else the lm-eval average, else the LM loss; see
   harness.report.tables) measured at `accuracy_len` (default: the asked length; "all" averages
   every measured length, and the answer says so); models that did not learn (recall at the
@@ -31,6 +32,7 @@ or "all", a floor outside what the table's score can be (a recall of 2, a negati
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -45,7 +47,7 @@ from .stats import is_tie, spread_known
 
 OBJECTIVES = ("accuracy", "cache", "latency")
 COST_METRICS = {"cache": "cache_bytes", "latency": "decode_token_s"}
-KEYS = ["d_model", "variant", "layout"]  # layout carries the placement ("3:1 bottom")
+KEYS = ["d_model", "variant", "layout"]  # layout carries the placement and window ("3:1 bottom w=64")
 #: "near the most accurate": tied with it within the seeds' spread, or within this fraction of its score
 NEAR_FLOOR = 0.02
 
@@ -228,6 +230,7 @@ def _recommend(ok: pd.DataFrame, c: Constraints) -> Recommendation:
     cand = cand.assign(feasible=feasible, pareto=_pareto(cand, higher, used))
     rec.rows = tables.order(cand)
     rec.reasons.append(f"score: {score.description}; {acc_note}")
+    rec.reasons += _window_note(cand, c.seq_len)
     if not feasible.any():
         rec.reasons.append("no model meets every constraint; the candidates are below")
         return rec
@@ -272,6 +275,16 @@ def _with_costs(rec: Recommendation, ok: pd.DataFrame, cand: pd.DataFrame,
                                 "rerun them on an idle one before trusting a latency ranking")
         used.append(metric)
     return cand, used
+
+
+def _window_note(cand: pd.DataFrame, L: int) -> list[str]:
+    """A reason naming the candidates with a sliding window ("3:1 w=64"), whose cache is bounded."""
+    windowed = sorted({lay for lay in cand["layout"] if re.search(r" w=\d+$", str(lay))})
+    if not windowed:
+        return []
+    return [f"layouts with `w=W` ({', '.join(windowed)}) have sliding-window attention: their cache at L = {L} "
+            "(analytic `cache_bytes`) holds min(L, W) tokens per attention layer, so it stops growing at the "
+            "window W"]
 
 
 def model_name(row, with_d: bool = False) -> str:

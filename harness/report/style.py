@@ -105,11 +105,14 @@ def attn_fraction(layout: str) -> float:
 
 
 def layout_sort_key(layout: str) -> tuple:
-    """By attention fraction, then placement (the paper's interleave first), then name."""
+    """By attention fraction, then placement (the paper's interleave first), then window (the
+    smallest first, full attention last: sparse to dense), then name."""
     f = attn_fraction(layout)
-    parts = str(layout).strip().split(" ")
-    place = placement_key(parts[1]) if len(parts) > 1 else (0, ())
-    return (2.0 if math.isnan(f) else f, place, str(layout))
+    parts = str(layout).strip().split(" ")[1:]
+    window = [p for p in parts if re.fullmatch(r"w=\d+", p)]
+    rest = [p for p in parts if p not in window]
+    place = placement_key(rest[0]) if rest else (0, ())
+    return (2.0 if math.isnan(f) else f, place, int(window[0][2:]) if window else math.inf, str(layout))
 
 
 def sort_layouts(layouts) -> list[str]:

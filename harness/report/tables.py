@@ -18,7 +18,9 @@ from .stats import is_tie
 from .style import layout_sort_key, sort_layouts, sort_variants, variant_sort_key
 
 SCALE = ["d_model"]
-MODEL_KEYS = ["d_model", "variant", "layout"]
+MODEL_KEYS = ["d_model", "variant", "layout"]  # layout carries the placement and window ("3:1 bottom w=64")
+#: the full-attention Transformer's layout after normalisation; a windowed one reads "transformer w=64"
+TRANSFORMER_LAYOUT = "transformer"
 ANALYTIC_METRICS = metrics.names("analytic")
 #: the LM-quality metric to score by, in order of preference (the first one present). Never
 #: `final_loss`: for a recall task (mqar, niah) it is the training loss on the answers, not LM quality
@@ -33,6 +35,12 @@ LM_EVAL_PREF = ["acc", "acc_norm", "exact_match", "em", "f1"]
 
 
 # --------------------------------------------------------------------------- basic aggregation
+
+def full_transformer(df: pd.DataFrame) -> pd.Series:
+    """True for the rows of the full-attention Transformer, the baseline (a sliding-window
+    Transformer is another model: its layout reads "transformer w=64")."""
+    return df["layout"] == TRANSFORMER_LAYOUT
+
 
 def metric_rows(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     return ok[ok["metric"] == metric]
@@ -282,7 +290,7 @@ def best_ratio_per_variant(score: Score) -> pd.DataFrame:
     best["tied"] = [_tied_layouts(cand, r) for r in best.itertuples(index=False)]
     pure = s[s["layout"] == "pure"].set_index(["d_model", "variant"])["mean"]
     best["pure_mean"] = [pure.get((d, v), np.nan) for d, v in zip(best["d_model"], best["variant"])]
-    tf = s[s["variant"] == "attention"].groupby("d_model", dropna=False)["mean"].mean()
+    tf = s[full_transformer(s)].groupby("d_model", dropna=False)["mean"].mean()
     best["transformer_mean"] = [tf.get(d, np.nan) for d in best["d_model"]]
     return order(best[cols])
 

@@ -191,6 +191,7 @@ class Cell:
         m = self.model
         extra = f" {canonical_json(self.params)}" if self.params else ""
         placed = f" {m['placement']}" if m.get("placement") else ""
+        placed += f" w={m['window']}" if m.get("window") else ""
         return (
             f"{self.task} {m['variant']} {m['layout']}{placed} L={m['n_layers']} d={m['d_model']} "
             f"T={self.seq_len} seed={self.seed}{extra}"
@@ -208,6 +209,7 @@ class Cell:
             "variant": m["variant"],
             "layout": m["layout"],
             "placement": m.get("placement", DEFAULT_PLACEMENT),
+            "window": m.get("window"),
             "n_layers": m["n_layers"],
             "n_full_attn_layers": self.n_full_attn_layers,
             "d_model": m["d_model"],

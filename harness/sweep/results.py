@@ -23,6 +23,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("variant", "string"),
     ("layout", "string"),
     ("placement", "string"),  # where the layout's attention layers sit (harness.model.layout)
+    ("window", "Int64"),  # sliding-window attention's window (ModelConfig.window); NA = full attention
     ("n_layers", "Int64"),
     ("n_full_attn_layers", "Int64"),
     ("d_model", "Int64"),

@@ -223,8 +223,8 @@ def read_cells(results_dir: Path, warn: bool = True) -> pd.DataFrame:
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Order rows by what they measure, then by cell id; rows of one cell keep the task's order
     (stable sort), so the same results give the same table from any executor."""
-    keys = ["suite", "task", "variant", "n_full_attn_layers", "layout", "placement", "n_layers", "d_model", "seq_len",
-            "batch", "seed", "cell_id"]
+    keys = ["suite", "task", "variant", "n_full_attn_layers", "layout", "placement", "window", "n_layers", "d_model",
+            "seq_len", "batch", "seed", "cell_id"]
     return df.sort_values(keys, kind="stable", na_position="last").reset_index(drop=True)
 
 
