@@ -78,7 +78,8 @@ def _chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tenso
     G = g.cumsum(3)  # in-chunk cumulative log decay
     if per_channel:
         G1 = G.unsqueeze(4)  # [B, H, N, C, 1, K]
-        A = strict_scores(q.unsqueeze(4), k.unsqueeze(4), G1, G1)[:, :, :, 0, 0]  # [B, H, N, C, C], s < t
+        # flatten the two unit dims (a view) rather than select them: a select's backward zero-fills
+        A = strict_scores(q.unsqueeze(4), k.unsqueeze(4), G1, G1).flatten(2, 4)  # [B, H, N, C, C], s < t
         A.diagonal(dim1=-2, dim2=-1).add_((q * k).sum(-1))  # s = t: exp(G_t - G_t) = 1 (in place)
         G_last = G[:, :, :, -1]  # [B, H, N, K]
         q_in = q * G.exp()

@@ -87,8 +87,9 @@ def _chunk_kda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     # A_kk (the solve) and A_qk (the output) in one factoring: they share k's decay factors
     G1 = G.unsqueeze(4)  # [B, H, N, C, 1, K]
     A = strict_scores(torch.stack((k, q), 4), k.unsqueeze(4), G1, G1)  # [B, H, N, 2 (k, q), 1 (k), C, C]
-    A_kk, A_qk = A[:, :, :, 0, 0], A[:, :, :, 1, 0]  # [B, H, N, C, C] each, s < t
-    A_qk.diagonal(dim1=-2, dim2=-1).add_((q * k).sum(-1))  # s = t: exp(G_t - G_t) = 1 (in place)
+    A[:, :, :, 1, 0].diagonal(dim1=-2, dim2=-1).add_((q * k).sum(-1))  # q rows, s = t: exp(0) = 1 (in place)
+    # one unbind, not two selects: each select's backward would zero-fill a full-size gradient of A
+    A_kk, A_qk = A.flatten(3, 4).unbind(3)  # [B, H, N, C, C] each (k rows s < t, q rows s <= t)
     beta = beta[..., None]  # [B, H, N, C, 1]
     decay = G.exp()  # [B, H, N, C, K]: from the chunk's start through step t
     # (I + Diag(beta) A_kk) [U | W] = Diag(beta) [V | k exp(G)]: one solve for both right-hand sides,
