@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.report.normalise import normalize, ok_rows
+from harness.report.state_size import recall_vs_state, state_size_lines
 from harness.report.style import attn_fraction
 from harness.report.tables import NOT_LEARNED_MARGIN
 
@@ -49,3 +51,14 @@ def test_seeds_agree_where_both_learned(recall):
     both = both[both["count"] >= 2]
     assert len(both) >= 3 and (both["std"] <= 0.1).all(), both
     assert recall.groupby(["variant", "layout"])["seed"].nunique().min() >= 2
+
+
+def test_the_report_draws_recall_against_state_size():
+    """Zoology's headline figure (issue 21 item 2) is in the committed report: pure models of at
+    least three variants at three head counts, at their analytic state bytes, from this table."""
+    points = state_size_lines(recall_vs_state(ok_rows(normalize(pd.read_parquet(TABLE)))))
+    lines = points[(points["kind"] == "state") & (points["length"] == 128)].groupby("variant")["n_heads"].nunique()
+    assert (lines >= 3).sum() >= 3, lines
+    report = (TABLE.parent / "report.md").read_text()
+    section = report.split("### Recall vs state size")[1].split("\n### ")[0]
+    assert "figures/recall-vs-state-size.png" in section

@@ -194,3 +194,25 @@ def test_speed_threshold_within_the_timing_spread_is_undecided():
     noisy = C.claim_faster_and_smaller(_speed_table(0.75, 0.1))
     assert noisy.verdict == C.UNDECIDED and "undecided" in noisy.summary and "≈ (undecided)" in noisy.details
     assert C.claim_faster_and_smaller(_speed_table(1.2, 0.1)).verdict == C.FAILS  # far below: a miss is a miss
+
+
+def test_other_head_counts_are_other_models_and_drawn_by_heads(tmp_path):
+    """Pure models at 1 and 4 heads beside a grid at 2 (cpu-recall-hard's state-size cells): each
+    head count is its own model in every table ("pure h=1"; the usual count stays "pure"), and the
+    state-size figure draws one line through the three head counts."""
+    df = _state_table([64])
+    extra = []
+    for h in (1, 4):
+        for r in df[df["variant"] != "attention"].to_dict("records"):
+            scale = 2 / h  # a matrix state shrinks as 1 / heads at a fixed width
+            extra.append({**r, "n_heads": h, "value": r["value"] * (scale if r["metric"] == "state_bytes" else 1)})
+    df = pd.concat([df, pd.DataFrame(extra)], ignore_index=True)
+    norm = normalize(df)
+    assert set(norm.loc[norm["n_heads"] == 2, "layout"]) == {"pure", "transformer"}
+    assert set(norm.loc[norm["n_heads"] == 1, "layout"]) == {"pure h=1"}
+    assert normalize(norm)["layout"].tolist() == norm["layout"].tolist()  # idempotent
+    points = state_size.state_size_lines(state_size.recall_vs_state(ok_rows(norm)))
+    gla = points[points["variant"] == "gla"].sort_values("n_heads")
+    assert gla["n_heads"].tolist() == [1, 2, 4] and gla["bytes"].is_monotonic_decreasing
+    gla_scores = T.recall_score(ok_rows(norm)).per_seed.query("variant == 'gla'")
+    assert sorted(set(gla_scores["layout"])) == ["pure", "pure h=1", "pure h=4"]  # never averaged together

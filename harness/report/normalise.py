@@ -34,7 +34,8 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
       folded into `layout` ("3:1 bottom"), so that no table averages placements together
       (harness.report.placement); so is a sliding window ("3:1 w=64", "transformer w=64": a model
       with a window is another model), and `window` (NaN = full attention) is read from the
-      `model_config` JSON where a table from before the column lacks it.
+      `model_config` JSON where a table from before the column lacks it; and so is a head count
+      other than the table's usual one ("pure h=1").
     """
     df = df.copy()
     for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
@@ -69,7 +70,22 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
         windowed = df["window"].notna()
         if windowed.any():
             df.loc[windowed, "layout"] = df.loc[windowed, "layout"] + df.loc[windowed, "window"].map(window_suffix)
+        other_heads = _other_heads(df["n_heads"])
+        if other_heads.any():
+            df.loc[other_heads, "layout"] = df.loc[other_heads, "layout"] + df.loc[other_heads, "n_heads"].map(
+                lambda h: f" h={int(h)}")
     return df.reset_index(drop=True)
+
+
+def _other_heads(n_heads: pd.Series) -> pd.Series:
+    """True for the rows whose head count is not the table's usual one (its most common): a model
+    with other heads is another model ("pure h=1", e.g. the recall-vs-state-size cells beside a
+    grid at 2 heads), so no table averages head counts together."""
+    known = n_heads.dropna()
+    if known.nunique() < 2:
+        return pd.Series(False, index=n_heads.index)
+    usual = known.value_counts().sort_index().idxmax()  # ties: the smallest count of heads
+    return n_heads.notna() & (n_heads != usual)
 
 
 def window_suffix(window) -> str:

@@ -16,6 +16,7 @@ def _per_sequence_bytes(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Analytic `metric` per sequence and per token of context (value / batch and / (batch ·
     seq_len)), averaged per (variant, layout, d_model, n_heads) at the smallest batch."""
     rows = at_smallest(metric_rows(ok[ok["task"].isin(["analytic", "efficiency"])], metric), "batch")
+    rows = rows[rows["window"].isna()].assign(layout=rows["ratio"])  # as in recall_vs_state
     if rows.empty:
         return pd.DataFrame(columns=STATE_KEYS + ["layout", "per_seq", "per_token"])
     batch = rows["batch"].fillna(1.0)
@@ -35,7 +36,10 @@ def recall_vs_state(ok: pd.DataFrame) -> pd.DataFrame:
     kind ("state" | "kv")."""
     cols = ["length", "variant", "n_layers", "d_model", "n_heads", "mean", "std", "n", "bytes", "kind"]
     rec = metric_rows(ok, "recall_acc")
-    rec = rec[rec["layout"].isin(["pure", "transformer"])]
+    # the stored layout (`ratio`): a head count other than the table's usual one is folded into
+    # `layout` ("pure h=1"), and the heads are this figure's axis; the Transformer at full attention
+    rec = rec[(rec["ratio"] == "pure") | ((rec["ratio"] == "transformer") & rec["window"].isna())]
+    rec = rec.assign(layout=rec["ratio"])
     if rec.empty:
         return pd.DataFrame(columns=cols)
     rec = rec.assign(length=rec["context_len"].fillna(rec["seq_len"]))
