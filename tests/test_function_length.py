@@ -57,3 +57,25 @@ def test_the_check_can_fail(tmp_path):
         f"variants/v.py:2 inner ({MAX_LINES + 1} lines)",
         f"variants/v.py:{MAX_LINES + 6} run ({MAX_LINES + 1} lines)",
     ]
+
+
+MAX_MODULE_LINES = 400
+
+
+def long_modules(root: Path = ROOT, folders: tuple[str, ...] = FOLDERS, limit: int = MAX_MODULE_LINES) -> list[str]:
+    """'path (N lines)' for every module of `folders` longer than `limit` lines."""
+    return [f"{p.relative_to(root)} ({n} lines)" for folder in folders for p in sorted((root / folder).rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > limit]
+
+
+def test_no_module_longer_than_a_sitting():
+    """One job per module, small enough to read in one sitting (issue 22: every module <= 400 lines)."""
+    found = long_modules()
+    assert not found, f"modules over {MAX_MODULE_LINES} lines (split by job):\n" + "\n".join(found)
+
+
+def test_the_module_check_can_fail(tmp_path):
+    (tmp_path / "harness").mkdir()
+    (tmp_path / "harness" / "big.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    (tmp_path / "harness" / "small.py").write_text("x = 1\n" * MAX_MODULE_LINES)
+    assert long_modules(tmp_path, ("harness",)) == [f"harness/big.py ({MAX_MODULE_LINES + 1} lines)"]

@@ -251,11 +251,11 @@ def test_best_ratio_and_lm_eval_average(full):
 def test_analytic_table_matches_rows(full):
     df, _, _ = full
     ok = ok_rows(normalize(df))
-    costs = T.analytic_costs(ok).set_index(["variant", "layout"])
+    costs = CT.analytic_costs(ok).set_index(["variant", "layout"])
     assert (costs["seq_len"] == 4096).all()
     r = ok[(ok["metric"] == "cache_bytes") & (ok["seq_len"] == 4096)].set_index(["variant", "layout"])["value"]
     pd.testing.assert_series_equal(costs["cache_bytes"].sort_index(), r.sort_index(), check_names=False)
-    fl = T.flops_per_layer_vs_paper(ok, P.flops_formulas()).set_index("variant")
+    fl = CT.flops_per_layer_vs_paper(ok, P.flops_formulas()).set_index("variant")
     assert fl.loc["gla", "ours_over_paper"] == pytest.approx(1.0)
     assert fl.loc["attention", "ours_over_paper"] == pytest.approx(1.0)
 

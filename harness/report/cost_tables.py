@@ -1,6 +1,7 @@
-"""Measured-cost tables behind the report's efficiency part: per-length summaries, the timing
-clocks used, ratios to the Transformer, the op comparison and the performance-efficiency Pareto
-front. Pure DataFrame -> DataFrame functions, like harness.report.tables."""
+"""Cost tables behind the report's efficiency part: the analytic costs per model and per layer
+(beside the paper's formulas), and the measured ones: per-length summaries, the timing clocks
+used, ratios to the Transformer, the op comparison and the performance-efficiency Pareto front.
+Pure DataFrame -> DataFrame functions, like harness.report.tables."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,81 @@ from harness import metrics
 from harness.metrics import x_axis
 
 from .stats import pair_signs
-from .tables import MODEL_KEYS, Score, at_smallest, full_transformer, metric_rows, order, summarize
+from .tables import (
+    ANALYTIC_METRICS,
+    MODEL_KEYS,
+    Score,
+    at_scale,
+    at_smallest,
+    full_transformer,
+    metric_rows,
+    order,
+    scales,
+    summarize,
+)
+
+# --------------------------------------------------------------------------- analytic
+
+def analytic_costs(ok: pd.DataFrame, seq_len: float | None = None) -> pd.DataFrame:
+    """Analytic costs per (d_model, variant, layout) at one length (Table 7 form, extended).
+
+    Length-dependent metrics are taken at `seq_len` (default: the longest analytic length of that
+    scale); the smallest batch is used when several were swept. Columns: d_model, variant, layout,
+    seq_len, then one column per analytic metric present.
+    """
+    rows = ok[ok["metric"].isin(ANALYTIC_METRICS)]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = at_smallest(rows, "batch")
+    out = []
+    for d in scales(rows):
+        sub = at_scale(rows, d)
+        L = seq_len if seq_len is not None else sub["seq_len"].max()
+        pick = sub[(sub["seq_len"] == L) | sub["seq_len"].isna()] if not np.isnan(L) else sub
+        wide = pick.groupby(MODEL_KEYS + ["metric"], dropna=False)["value"].mean().unstack("metric")
+        wide = wide.reset_index()
+        wide.insert(3, "seq_len", L)
+        out.append(wide)
+    res = pd.concat(out, ignore_index=True)
+    cols = ["d_model", "variant", "layout", "seq_len"] + [m for m in ANALYTIC_METRICS if m in res.columns]
+    res.columns.name = None
+    return order(res[cols])
+
+
+def flops_per_layer_vs_paper(ok: pd.DataFrame, formulas: list[dict]) -> pd.DataFrame:
+    """Our per-layer mixer FLOPs next to the paper's Table-7 formula evaluated at our shapes.
+
+    Uses each variant's 'pure' rows (the Transformer's for attention) at the longest length.
+    """
+    rows = metric_rows(ok, "mixer_flops_per_token_per_layer")
+    if rows.empty:
+        return pd.DataFrame()
+    rows = at_smallest(rows, "batch")
+    by_var = {f["variant"]: f for f in formulas}
+    out = []
+    for (d, v), sub in rows.groupby(["d_model", "variant"], dropna=False):
+        pref = sub[sub["layout"].isin(["pure", "transformer"])]
+        sub = pref if not pref.empty else sub
+        L = sub["seq_len"].max()
+        if not np.isnan(L):
+            sub = sub[sub["seq_len"] == L]
+        heads = sub["n_heads"].dropna()
+        H = float(heads.mode().iloc[0]) if len(heads) else np.nan
+        ours = sub["value"].mean()
+        f = by_var.get(v)
+        paper_val = np.nan
+        if f is not None:
+            if f["form"] == "L*d_model":
+                paper_val = f["coeff"] * L * d
+            elif f["form"] == "d_model":
+                paper_val = f["coeff"] * d
+            elif f["form"] == "d_model^2/H" and H > 0:
+                paper_val = f["coeff"] * d * d / H
+        out.append({"d_model": d, "variant": v, "n_heads": H, "seq_len": L, "ours": ours,
+                    "paper_formula": f["formula"] if f else "", "paper_value": paper_val,
+                    "ours_over_paper": ours / paper_val if paper_val and not np.isnan(paper_val) else np.nan})
+    return order(pd.DataFrame(out))
+
 
 # --------------------------------------------------------------------------- efficiency
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from harness.model.layout import parse_ratio
 
-from . import paper, stats, tables
+from . import cost_tables, paper, stats, tables
 from .fmt import fmt_delta, fmt_mean_std, fmt_value, md_table
 from .sections import PAPER_NOTE, ReportContext, _d, _present, _scale_title, skip
 from .style import metric_unit
@@ -293,8 +293,8 @@ def _decode_ratio(ctx: ReportContext, ratio: pd.DataFrame, what: str) -> None:
 def analytic(ctx: ReportContext) -> None:
     ctx.add("### 1.6 Analytic costs (Table 7)")
     ok = ctx.ok
-    fl = tables.flops_per_layer_vs_paper(ok, paper.flops_formulas())
-    costs = tables.analytic_costs(ok)
+    fl = cost_tables.flops_per_layer_vs_paper(ok, paper.flops_formulas())
+    costs = cost_tables.analytic_costs(ok)
     if fl.empty and costs.empty:
         ctx.add(skip(f"no analytic rows ({', '.join(tables.ANALYTIC_METRICS)}) with status ok."))
         return
