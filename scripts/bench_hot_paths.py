@@ -2,15 +2,17 @@
 
     python scripts/bench_hot_paths.py [--label after] [--only decode train] [--variants gla ...] [--compile]
 
-(a) decode: ms per token of `HybridLM.decode_step` after a prefill of 512 and 8192 tokens
+(a) decode: ms per token of the eager decode step (`HybridLM.decode_fn()`) after a prefill of 512 and 8192 tokens
     (4 layers, d_model 64, n_heads 2, vocab 256, batch 1): the median of `--decode-steps` steps,
     each timed on its own after 3 untimed ones, the least of 3 such rounds;
 (b) train: ms per optimiser step of `harness.runtime.train.train` on the recall-size models (4 layers,
     d_model 64, n_heads 2, vocab 64, batch 32 x 64 tokens, fp32): forward + loss + backward +
     clip + AdamW + data sampling, the least over `--train-repeats` runs of `--train-steps` steps.
 With --compile, decode goes through HybridLM.decode_fn(compile=True) (torch.compile; e.g.
-`--label compiled --only decode --compile`). `--only train-compiled` measures the training step
-eager and with TrainConfig(compile=True) in one run (train_step_compiled_cpu.json).
+`--label compiled --only decode --compile`), and each model's row also holds `compile_s` (the
+first steps' CPU time above a steady step: the compile, once per model; cold only with an empty
+inductor cache, e.g. TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)) and `graphs_compiled`. `--only train-compiled` measures
+the training step eager and with TrainConfig(compile=True) in one run (train_step_compiled_cpu.json).
 The least-disturbed of several measurements, because on a shared machine load only adds time.
 Every variant pure plus the Transformer. One thread, the process CPU clock (time.process_time),
 so other load on a shared machine does not inflate the numbers. Writes
@@ -51,29 +53,57 @@ def key(variant: str, layout: str) -> str:
     return "transformer" if layout == "transformer" else f"{variant} {layout}"
 
 
-def bench_decode(variant: str, layout: str, steps: int, rounds: int = 3, compile: bool = False) -> dict[str, float]:
+def bench_decode(variant: str, layout: str, steps: int, rounds: int = 3, compile: bool = False) -> dict:
+    """{"512": ms, "8192": ms} of the eager step; with `compile`, of the compiled step, measured
+    round by round alternately with the eager step on a twin cache (load hits both alike), the
+    eager numbers under "eager", and the compile's cost (`compile_s`, `graphs_compiled`)."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(variant=variant, layout=layout, n_layers=4, d_model=64, n_heads=2,
                                     vocab_size=256), backend="torch").eval()
-    decode = model.decode_fn(compile=compile)  # compiled: the 3 warm-up steps compile (untimed)
-    out = {}
+    fns = {"eager": model.decode_fn()}
+    if compile:
+        fns["compiled"] = model.decode_fn(compile=True)
+    out: dict = {}
+    first = []  # the first call of each context: for the compiled step, it compiles
+    frames0 = _compiled_frames()
     for ctx in CONTEXTS:
         tokens = torch.randint(0, 256, (1, ctx))
-        _, cache = model.prefill(tokens, last_only=True)
+        caches = {name: model.prefill(tokens, last_only=True)[1] for name in fns}
         tok = torch.randint(0, 256, (1,))
-        medians = []
-        for _ in range(rounds):  # the least-disturbed of `rounds` medians: robust to load bursts
-            times = []
-            for i in range(3 + steps):
-                t0 = time.process_time()
-                logits = decode(tok, cache)
-                dt = time.process_time() - t0
-                tok = logits.argmax(-1)
-                if i >= 3:
-                    times.append(dt)
-            medians.append(statistics.median(times))
-        out[str(ctx)] = min(medians) * 1e3
-    return out
+        medians: dict[str, list[float]] = {name: [] for name in fns}
+        for r in range(rounds):  # the least-disturbed of `rounds` medians: robust to load bursts
+            for name, fn in fns.items():
+                times, tok = _decode_steps(fn, caches[name], tok, steps)
+                if r == 0 and name == "compiled":
+                    first.append(times[0])
+                medians[name].append(statistics.median(times[3:]))
+        for name in fns:
+            out.setdefault(name, {})[str(ctx)] = min(medians[name]) * 1e3
+    if not compile:
+        return out["eager"]
+    res = {**out["compiled"], "eager": out["eager"]}
+    # compile cost: the first calls' time above a steady step; graphs compiled for this model
+    res["compile_s"] = sum(f - res[str(c)] / 1e3 for f, c in zip(first, CONTEXTS))
+    res["graphs_compiled"] = _compiled_frames() - frames0
+    return res
+
+
+def _decode_steps(fn, cache, tok: torch.Tensor, steps: int) -> tuple[list[float], torch.Tensor]:
+    """3 + `steps` decode steps, each timed on its own (CPU s), and the last greedy token."""
+    times = []
+    for _ in range(3 + steps):
+        t0 = time.process_time()
+        logits = fn(tok, cache)
+        times.append(time.process_time() - t0)
+        tok = logits.argmax(-1)
+    return times, tok
+
+
+def _compiled_frames() -> int:
+    """Frames dynamo compiled so far in this process (a recompile counts again)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["frames"]["ok"])
 
 
 def recall_data(n: int = 512, T: int = 64, vocab: int = 64) -> dict[str, torch.Tensor]:
@@ -144,6 +174,18 @@ def tables(res: dict, before: dict | None) -> str:
     return "\n".join(lines)
 
 
+def decode_compiled_table(res: dict) -> str:
+    """Eager vs compiled decode of one --compile run (measured alternately), with the compile's cost."""
+    lines = ["### Decode, eager vs torch.compile, ms per token (1 thread, process CPU time)", "",
+             "| model | eager 512 | eager 8K | compiled 512 | compiled 8K | speed-up at 8K "
+             "| compile (s CPU, once per model) | graphs |", "|---|---|---|---|---|---|---|---|"]
+    for m, d in res["decode_ms"].items():
+        e = d["eager"]
+        lines.append(f"| {m} | {e['512']:.3f} | {e['8192']:.3f} | {d['512']:.3f} | {d['8192']:.3f} "
+                     f"| {e['8192'] / d['8192']:.1f}x | {d['compile_s']:.1f} | {d['graphs_compiled']} |")
+    return "\n".join(lines) + "\n"
+
+
 def compiled_table(res: dict) -> str:
     lines = ["### Training step, eager vs torch.compile (recall size, batch 32 x 64, 1 thread, process CPU time)", "",
              "| model | eager ms | compiled ms | speed-up | compile (s CPU, once per model) |", "|---|---|---|---|---|"]
@@ -161,6 +203,7 @@ def main() -> None:
                          "(reports/benchmarks/train_step_compiled_cpu.json)")
     ap.add_argument("--variants", nargs="*", default=None, help="subset (names; 'transformer' for attention)")
     ap.add_argument("--decode-steps", type=int, default=20)
+    ap.add_argument("--decode-rounds", type=int, default=3, help="rounds per context (the least median counts)")
     ap.add_argument("--train-steps", type=int, default=10)
     ap.add_argument("--train-repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="decode through HybridLM.decode_fn(compile=True)")
@@ -172,7 +215,11 @@ def main() -> None:
     res: dict = {"label": args.label, "compile_decode": args.compile, "machine": machine_info(),
                  "threads": torch.get_num_threads(),
                  "clock": "time.process_time (process CPU time)", "load_avg_before": os.getloadavg(),
-                 "settings": {"decode": "4 layers, d_model 64, n_heads 2, vocab 256, batch 1, fp32; min over 3 rounds "
+                 # compile_s is a cold compile only with an empty inductor cache (e.g. a fresh dir here)
+                 "inductor_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default (may be warm)"),
+                 "settings": {"decode": "4 layers, d_model 64, n_heads 2, vocab 256, batch 1, fp32; min over "
+                                        f"{args.decode_rounds} rounds (with --compile, eager and compiled "
+                                        "alternately, each on its own cache) "
                                         f"of the median of {args.decode_steps} steps (3 warm-up each), contexts "
                                         f"{list(CONTEXTS)}",
                               "train": "4 layers, d_model 64, n_heads 2, vocab 64, batch 32 x 64 (MQAR 4 kv), fp32, "
@@ -181,8 +228,11 @@ def main() -> None:
     if "decode" in args.only:
         res["decode_ms"] = {}
         for v, l in todo:
-            res["decode_ms"][key(v, l)] = d = bench_decode(v, l, args.decode_steps, compile=args.compile)
-            print(f"decode {key(v, l):24s} 512: {d['512']:.3f} ms  8K: {d['8192']:.3f} ms", flush=True)
+            res["decode_ms"][key(v, l)] = d = bench_decode(v, l, args.decode_steps, args.decode_rounds,
+                                                           compile=args.compile)
+            extra = (f"  (eager {d['eager']['512']:.3f} / {d['eager']['8192']:.3f}; compile "
+                     f"{d['compile_s']:.1f} s CPU, {d['graphs_compiled']} graph(s))" if args.compile else "")
+            print(f"decode {key(v, l):24s} 512: {d['512']:.3f} ms  8K: {d['8192']:.3f} ms{extra}", flush=True)
     if "train" in args.only:
         data = recall_data()
         res["train_step_ms"] = {}
@@ -209,7 +259,7 @@ def main() -> None:
     bpath = OUT_DIR / "hot_paths_cpu_before.json"
     if args.label != "before" and bpath.exists():
         before = json.loads(bpath.read_text())
-    md = tables(res, before)
+    md = tables(res, before) + ("\n" + decode_compiled_table(res) if args.compile and "decode_ms" in res else "")
     print("\n" + md)
     if args.no_write:
         return

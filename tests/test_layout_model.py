@@ -149,6 +149,83 @@ def test_compiled_decode_equals_eager_decode():
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_decode_compiles_once_whatever_the_prompt_length():
+    """A pure linear model's compiled decode compiles for its first prompt (a graph for the
+    prompt's state layout, one for its own step's), and then prompts of other lengths (prefill's
+    conv tails are views with length-dependent strides) and every later position reuse it; it
+    decodes what the eager step decodes."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # no shapes marked dynamic by other models compiled in this process
+    torch.manual_seed(0)
+    cfg = ModelConfig(variant="gated_deltanet", layout="pure", n_layers=2, d_model=32, n_heads=2, vocab_size=64)
+    model = build_model(cfg, "cpu", torch.float32, "torch").eval()
+    step = model.decode_fn(compile=True)
+    frames = None
+    for length in (24, 41):
+        prompt = torch.randint(0, 64, (1, length))
+        _, eager_cache = model.prefill(prompt)
+        _, compiled_cache = model.prefill(prompt)
+        tok = torch.randint(0, 64, (1,))
+        for _ in range(3):
+            want = model.decode_fn()(tok, eager_cache)
+            torch.testing.assert_close(step(tok, compiled_cache), want, rtol=1e-5, atol=1e-5)
+            tok = want.argmax(-1)
+        frames = counters["frames"]["ok"] if frames is None else frames
+    assert counters["frames"]["ok"] == frames, "compiled decode recompiled for a new prompt length or position"
+
+
+def _counting_compiled_step(model, calls: list, fail: bool = False):
+    """A stand-in for decode_fn(compile=True): the eager step, counting its calls (or raising)."""
+    def step(token, cache):
+        calls.append(cache.seen_tokens)
+        if fail:
+            raise RuntimeError("no compiler")
+        return model.decode_fn()(token, cache)
+    return step
+
+
+def test_decode_step_switches_to_the_compiled_step_after_its_threshold(monkeypatch):
+    """decode_step is eager for `compile_decode_after` steps, then runs the compiled step (built
+    once); None or HARNESS_COMPILE_DECODE=0 keep it eager; a compiled step that fails warns once and
+    decodes eagerly from the untouched cache. Logits are the eager ones throughout."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(variant="gla", layout="1:1", n_layers=2, d_model=32, n_heads=2, vocab_size=64)
+    model = build_model(cfg, "cpu", torch.float64, "torch").eval()
+    calls: list = []
+    built = []
+    monkeypatch.setattr(model, "decode_fn", lambda compile=False, orig=model.decode_fn: (
+        built.append(1) or _counting_compiled_step(model, calls)) if compile else orig())
+    prompt = torch.randint(0, 64, (2, 12))
+    model.compile_decode_after = 2
+    tokens = torch.randint(0, 64, (2, 6))
+    _, cache = model.prefill(prompt)
+    steps = [model.decode_step(tokens[:, t], cache) for t in range(6)]
+    want = model(torch.cat([prompt, tokens], 1))[:, 12:]
+    torch.testing.assert_close(torch.stack(steps, 1), want)
+    assert calls == [14, 15, 16, 17] and built == [1]  # steps 3..6 compiled, built once
+
+    calls.clear()
+    model.compile_decode_after = None
+    model.decode_step(tokens[:, 0], cache)
+    model.compile_decode_after = 0
+    monkeypatch.setenv("HARNESS_COMPILE_DECODE", "0")
+    model.decode_step(tokens[:, 0], cache)
+    assert calls == []
+
+    monkeypatch.delenv("HARNESS_COMPILE_DECODE")
+    model._compiled_decode = None
+    monkeypatch.setattr(model, "decode_fn", lambda compile=False, orig=model.decode_fn: (
+        _counting_compiled_step(model, calls, fail=True) if compile else orig()))
+    _, cache = model.prefill(prompt)
+    with pytest.warns(RuntimeWarning, match="compiled decode failed"):
+        got = model.decode_step(tokens[:, 0], cache)
+    got2 = model.decode_step(tokens[:, 1], cache)
+    torch.testing.assert_close(torch.stack([got, got2], 1), want[:, :2])
+    assert calls == [12] and cache.seen_tokens == 14  # the failed call left the cache as it was
+
+
 @pytest.mark.parametrize("block", ["standard", "mamba", "rwkv"])
 @pytest.mark.parametrize("variant", ["gated_deltanet", "mamba2", "rwkv7"])
 def test_blocks_prefill_decode_and_cache_bytes(block, variant):

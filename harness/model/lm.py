@@ -7,6 +7,9 @@ The same module serves training (`forward`), prefill and token-by-token decoding
 """
 from __future__ import annotations
 
+import os
+import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +21,13 @@ from harness.model.config import ModelConfig
 from harness.model.layout import ATTN, resolve_layout
 from harness.model.mixer import Mixer, State
 from harness.registry import get_variant
+
+#: decode steps of one model after which `HybridLM.decode_step` compiles its decode: with ~1.2 ms
+#: per eager step at the recall size, the eager steps before the switch cost about what the
+#: compile does (3-18 s of CPU), so a generation never pays more than ~2x the better choice
+COMPILE_DECODE_AFTER = 8192
+#: "0" in the environment keeps `decode_step` eager for every model (the compile opt-out)
+COMPILE_DECODE_ENV = "HARNESS_COMPILE_DECODE"
 
 
 @dataclass
@@ -58,6 +68,10 @@ class HybridLM(nn.Module):
             init_weights(self, cfg.init)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embeddings.weight
+        #: decode steps after which `decode_step` runs compiled (None: always eager)
+        self.compile_decode_after: int | None = COMPILE_DECODE_AFTER
+        self._decoded_steps = 0
+        self._compiled_decode: Callable | None = None  # built on the switch; never pickled
 
     # ---- running ------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, cache: Cache | None = None, mode: str | None = None,
@@ -96,21 +110,55 @@ class HybridLM(nn.Module):
 
     @torch.no_grad()
     def decode_step(self, token: torch.Tensor, cache: Cache) -> torch.Tensor:
-        """One new token per sequence ([B] or [B, 1]) -> next-token logits [B, vocab]."""
+        """One new token per sequence ([B] or [B, 1]) -> next-token logits [B, vocab].
+
+        The default decode path: eager (`decode_fn(compile=False)`) for the first
+        `compile_decode_after` steps of this model, then, on the torch backend, the compiled step
+        (`decode_fn(compile=True)`, compiled once per model) where a long generation pays back the
+        compile: ~3-18 s of CPU once, against ~1 ms saved per token at the recall size
+        (docs/metrics.md, "Decode: eager and compiled"). `compile_decode_after = None` (or
+        HARNESS_COMPILE_DECODE=0 in the environment) keeps every step eager; a compile that fails
+        falls back to eager."""
+        fast = self._auto_compiled_step()
+        if fast is not None:
+            return fast(token, cache)
+        return self._eager_decode_step(token, cache)
+
+    @torch.no_grad()
+    def _eager_decode_step(self, token: torch.Tensor, cache: Cache) -> torch.Tensor:
         if token.dim() == 1:
             token = token[:, None]
         return self.forward(token, cache, mode="recurrent")[:, -1]
 
+    def _auto_compiled_step(self) -> Callable[[torch.Tensor, Cache], torch.Tensor] | None:
+        """The compiled step once this model has decoded `compile_decode_after` steps (None before,
+        when opted out, off the torch backend, or after a failed compile)."""
+        after = self.compile_decode_after
+        if after is None or self.backend != "torch" or os.environ.get(COMPILE_DECODE_ENV, "1") == "0":
+            return None
+        self._decoded_steps += 1
+        if self._decoded_steps <= after:
+            return None
+        if self._compiled_decode is None:
+            self._compiled_decode = _fallback_to_eager(self, self.decode_fn(compile=True))
+        return self._compiled_decode
+
+    def __getstate__(self) -> dict:
+        """Pickle and deepcopy without the compiled decode step (a closure; rebuilt on demand)."""
+        state = super().__getstate__()
+        return {**state, "_compiled_decode": None}
+
     def decode_fn(self, compile: bool = False) -> Callable[[torch.Tensor, Cache], torch.Tensor]:
-        """`decode_step`, or with `compile` its torch.compile'd twin (inductor): the same math as
-        one generated kernel program instead of hundreds of tiny eager ops, so a small model
-        decodes each token faster (by how much: reports/benchmarks/hot_paths_cpu_compiled.json
-        against hot_paths_cpu_after.json, scripts/bench_hot_paths.py). The first call compiles
-        (~15-30 s on the CPU), and a KV cache that grows recompiles once with dynamic shapes;
-        then each call runs the compiled graph. Use it for long generation or latency
-        measurement (efficiency `compile_decode: true`), not for a handful of tokens."""
+        """The eager decode step, or with `compile` its torch.compile'd twin (inductor): the same
+        math as one generated kernel program instead of hundreds of tiny eager ops, so a small
+        model decodes each token 2-4x faster (reports/benchmarks/hot_paths_cpu_compiled.json
+        against hot_paths_cpu_decode.json, scripts/bench_hot_paths.py). The first call compiles
+        (~3-18 s of CPU at the recall size), a KV cache that grows recompiles once with dynamic
+        shapes, and then each call runs the compiled graph; positions and cache offsets never
+        recompile. `decode_step` switches to it by itself after `compile_decode_after` steps;
+        ask for it directly for latency measurement (efficiency `compile_decode: true`)."""
         if not compile:
-            return self.decode_step
+            return self._eager_decode_step
         import torch._dynamo.config as dynamo_config
 
         # dynamo keeps its compiled graphs per code object, and every model's `_run` is one
@@ -118,17 +166,19 @@ class HybridLM(nn.Module):
         # eager, which a benchmark over all variants measured as "compile does not help"
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
         core = torch.compile(self._run)
+        graph_states = _GraphStates()
 
         @torch.no_grad()
         def step(token: torch.Tensor, cache: Cache) -> torch.Tensor:
             if token.dim() == 1:
                 token = token[:, None]  # [B] -> [B, 1]
-            states = cache.states or [None] * len(self.layers)
+            states = graph_states.inputs(cache) or [None] * len(self.layers)
             # the position as a 0-d tensor: an int would be a compile-time constant (a recompile
             # per token, then symbolic shapes everywhere); only rotary reads it, as inv_freq * offset
             offset = torch.tensor(float(cache.seen_tokens), device=token.device)
             logits, cache.states = core(token, states, offset, "recurrent", False)
             cache.seen_tokens += token.shape[1]
+            graph_states.outputs(cache)
             return logits[:, -1]
 
         return step
@@ -152,6 +202,62 @@ class HybridLM(nn.Module):
     @property
     def n_full_attn_layers(self) -> int:
         return self.kinds.count(ATTN)
+
+
+class _GraphStates:
+    """Hands a compiled decode graph its states in the strides of its own outputs. Dynamo guards
+    every input's strides, and a prompt's states differ from a decode step's (prefill's conv tails
+    are views into a buffer as long as the prompt): fed as they come, each new prompt length
+    recompiled (3 graphs per model, twice the compile time). Restrided once per cache, a model
+    compiles its first graph, one more for the step's own layout, and no other."""
+
+    def __init__(self) -> None:
+        self.strides: dict[tuple[int, str], tuple[int, ...]] = {}  # (layer, key) -> output strides
+        self.ready: dict[int, weakref.ref] = {}  # id -> the caches whose states this graph wrote
+
+    def inputs(self, cache: Cache) -> list[State | None]:
+        if not self.strides or self._wrote(cache):
+            return cache.states
+        return [None if s is None else {k: self._restride(t, self.strides.get((i, k))) for k, t in s.items()}
+                for i, s in enumerate(cache.states)]
+
+    def _wrote(self, cache: Cache) -> bool:
+        ref = self.ready.get(id(cache))
+        return ref is not None and ref() is cache
+
+    @staticmethod
+    def _restride(t: torch.Tensor, stride: tuple[int, ...] | None) -> torch.Tensor:
+        if stride is None or t.stride() == stride:
+            return t
+        return torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t)
+
+    def outputs(self, cache: Cache) -> None:
+        if self._wrote(cache):
+            return
+        key = id(cache)  # a Cache is unhashable (a dataclass): by id, dropped when it dies
+        self.ready[key] = weakref.ref(cache, lambda _: self.ready.pop(key, None))
+        for i, s in enumerate(cache.states):
+            for k, t in (s or {}).items():
+                self.strides.setdefault((i, k), t.stride())
+
+
+def _fallback_to_eager(model: HybridLM, fast: Callable) -> Callable:
+    """`fast`, falling back to the model's eager step for good if it raises (a compile that fails:
+    no C compiler, an op inductor cannot lower). The cache is untouched by a failed call, since
+    the compiled step writes it only after the graph returns."""
+    state = {"ok": True}
+
+    def step(token: torch.Tensor, cache: Cache) -> torch.Tensor:
+        if state["ok"]:
+            try:
+                return fast(token, cache)
+            except Exception as exc:  # noqa: BLE001 - any compile failure: decode eagerly instead
+                state["ok"] = False
+                warnings.warn(f"compiled decode failed ({type(exc).__name__}: {exc}); decoding eagerly",
+                              RuntimeWarning, stacklevel=2)
+        return model._eager_decode_step(token, cache)
+
+    return step
 
 
 INIT_SCHEMES = ("torch", "fla")
