@@ -3,7 +3,8 @@ fla's pure-PyTorch naive references and SDPA causal attention, side by side in o
 same inputs.
 
     python scripts/bench_ops.py [--lengths 2048 8192] [--ops kda dplr ...] [--repeats 3]
-        [--impls ours head fla_naive sdpa] [--mem-len 16384] [--mem-impls ours sdpa] [--out PATH]
+        [--impls ours head fla_naive sdpa] [--base REV] [--mem-len 16384] [--mem-impls ours sdpa]
+        [--out PATH]
 
 Shapes: B = 1, H = 4, head dims 64, fp32, one thread (torch.set_num_threads(1)); hgrn runs on
 x, g of [B, T, H * 64]. Inputs as the layers pass them (L2-normalised q and k for the delta rules,
@@ -13,8 +14,9 @@ beta after its sigmoid, log-space gates; RWKV-7's a = -kk, b = kk * rate and sca
   the implementations taking turns within each repeat; one untimed warm-up per implementation at
   the first length. Our op runs with its defaults
   (the memory-lean checkpointed path in training), as the layers call it;
-- head: the same op from `git show HEAD:harness/ops/*` (loaded as a temporary package), so a
-  change is measured against the committed code in the same process;
+- head: the same op from `git show REV:harness/ops/*` (--base REV, default HEAD; loaded as a
+  temporary package), so a change is measured against the committed code (or the code before a
+  series of commits) in the same process;
 - fla_naive: harness.integrations.fla_references (fla's `naive.py` chunked forms; the step-loop
   references are skipped: minutes per call in backward at these lengths);
 - sdpa: F.scaled_dot_product_attention(is_causal=True) on q, k, v [B, H, T, 64] of the op's shapes;
@@ -74,16 +76,17 @@ def inputs(op: str, T: int) -> dict[str, Any]:
             "g": -0.6065 * rn(B, T, H, D).sigmoid(), "scale": 1.0}
 
 
-def load_head_ops() -> Any | None:
-    """harness/ops as committed at git HEAD, importable as `harness_head.ops` (None without git)."""
+def load_head_ops(rev: str = "HEAD") -> Any | None:
+    """harness/ops as committed at git revision `rev`, importable as `harness_head.ops` (None without
+    git)."""
     try:
-        names = subprocess.run(["git", "ls-tree", "--name-only", "HEAD", "harness/ops/"], cwd=ROOT,
+        names = subprocess.run(["git", "ls-tree", "--name-only", rev, "harness/ops/"], cwd=ROOT,
                                capture_output=True, text=True, check=True).stdout.split()
         tmp = Path(tempfile.mkdtemp(prefix="bench_ops_head_"))
         (tmp / "harness_head" / "ops").mkdir(parents=True)
         (tmp / "harness_head" / "__init__.py").write_text("")
         for name in names:
-            text = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True, text=True,
+            text = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, capture_output=True, text=True,
                                   check=True).stdout
             (tmp / "harness_head" / "ops" / Path(name).name).write_text(text.replace("harness.ops", "harness_head.ops"))
     except (OSError, subprocess.CalledProcessError):
@@ -234,6 +237,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--mem-len", type=int, default=16384, help="0: no memory measurement")
     ap.add_argument("--mem-impls", nargs="*", default=["ours", "sdpa"])
+    ap.add_argument("--base", default="HEAD", help="git revision the 'head' implementation is loaded from")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--memory-child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -242,13 +246,13 @@ def main() -> None:
         print(json.dumps(memory_child(op, impl, int(T))))
         return
     torch.set_num_threads(1)
-    head = load_head_ops() if "head" in args.impls else None
+    head = load_head_ops(args.base) if "head" in args.impls else None
     res: dict[str, Any] = {
         "machine": machine_info(), "threads": torch.get_num_threads(),
         "clock": "time.process_time (process CPU time), min over repeats; one warm-up per implementation",
         "settings": {"B": B, "H": H, "head_dim": D, "dtype": "float32", "lengths": args.lengths,
                      "repeats": args.repeats, "impls": args.impls, "mem_len": args.mem_len,
-                     "loss": "mean(o^2)", "head": "git HEAD's harness/ops" if head is not None else None},
+                     "loss": "mean(o^2)", "head": f"harness/ops at git {args.base}" if head is not None else None},
         "load_avg_before": list(os.getloadavg()), "matmul_gflops": matmul_gflops(), "fwd_ms": {}, "fwd_bwd_ms": {}}
     warm: set[tuple[str, str]] = set()
     for op in args.ops:
