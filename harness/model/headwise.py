@@ -8,7 +8,10 @@ variant built exactly as for an "L" layer (all n_heads heads, the model's mixer_
 read the same input x, in parallel, as Hymba's parallel heads do, and the layer's output is
 ``attn(x) + linear(x)``. Each branch keeps its own output projection: the sum of two output
 projections equals one projection over the concatenated heads (``[W_a W_l] @ [o_a; o_l] = W_a o_a
-+ W_l o_l``), so this is one layer whose heads are split between the two mixers.
++ W_l o_l``), so this is one layer of n_heads linear heads and k softmax heads. The softmax heads
+are added beside the linear ones, not carved out of them (the linear branch is exactly a pure
+layer's): a head-wise model has k heads' q/k/v/o projections per layer more than the pure model,
+and more token-mixing FLOPs and parameters than the layer-ratio hybrid of the same KV cache.
 
 What it costs: the attention branch holds a KV cache of k heads (k / n_heads of a full attention
 layer's, bounded by the window if there is one), the linear branch its usual state; FLOPs are the
