@@ -199,3 +199,38 @@ def test_suite_dry_run_lists_the_headwise_cells(tmp_path):
     result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run", "--out", str(tmp_path / "res")])
     assert result.exit_code == 0, result.output
     assert "t: 3 cells" in result.output and "heads:1/4" in result.output
+
+
+@pytest.mark.parametrize("variant", ["rwkv7", "mamba2", "gla"])
+def test_init_hooks_reach_both_branches_and_the_meta_build_matches(variant):
+    """The model's `init_weights` runs every branch's `init_parameters` with the model's depth
+    (RWKV-7's depth-dependent init included): running the hooks again draws nothing and changes
+    nothing, and the meta-device build (analytic costs) has the same parameters."""
+    from harness.model.mixer import Mixer
+
+    cfg = ModelConfig(variant=variant, layout="heads:1/2", n_layers=3, d_model=D, n_heads=2, vocab_size=V)
+    torch.manual_seed(0)
+    model = HybridLM(cfg)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, Mixer):
+                m.init_parameters(cfg.n_layers)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+    with torch.device("meta"):
+        meta = HybridLM(cfg)
+    assert [(k, v.shape) for k, v in meta.state_dict().items()] == [(k, v.shape) for k, v in first.items()]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    from harness.model.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = ModelConfig(variant="deltanet", layout="heads:1/4", n_layers=2, d_model=D, n_heads=4, vocab_size=V)
+    torch.manual_seed(0)
+    model = HybridLM(cfg).eval()
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "ckpt"))
+    tokens = torch.randint(0, V, (1, 9))
+    assert loaded.cfg.layout == "heads:1/4"
+    torch.testing.assert_close(loaded(tokens), model(tokens))
