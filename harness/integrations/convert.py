@@ -33,7 +33,9 @@ table). HGRN / HGRN-2 checkpoints trained with fla's ``use_lower_bound=True`` (t
 *approximately*: our mixers have no model-level forget-gate lower bound, so ``model.lower_bounds``
 is dropped with a warning (see `ConvertedInfo.exact`). A sliding window (fla's ``window_size``)
 becomes ``ModelConfig.window`` when every attention layer has the same one; attention layers
-with different windows cannot be one ModelConfig and are refused. Options we do not implement
+with different windows cannot be one ModelConfig and are refused. Head-wise hybrids
+(``"heads:1/4"``, harness.model.headwise) are converted-from-nothing: fla has no such layer, no
+fla config becomes one, and `convert_state_dict` refuses a head-wise ModelConfig. Options we do not implement
 (GQA inside GLA/RetNet, feature maps, qk-norm, GVA in GDN/KDA, ...) raise `ConversionError`
 instead of converting wrongly.
 """
@@ -273,13 +275,16 @@ def convert_state_dict(
     Unknown keys raise ConversionError. Parameter names inside a linear layer pass through the
     variant's `fla_mixer_param`.
     """
-    from harness.model.layout import ATTN
+    from harness.model.layout import ATTN, HEADWISE
     from harness.registry import get_variant
 
     linear = get_variant(cfg.variant)
     kinds = resolve_layout(cfg.layout, cfg.n_layers, cfg.placement)
     if cfg.variant == "attention":
         kinds = [ATTN] * cfg.n_layers
+    if HEADWISE in kinds:
+        raise ConversionError(f"layout {cfg.layout!r} is a head-wise hybrid (harness.model.headwise): converted-from-"
+                              f"nothing, no fla checkpoint has its layers; train it from scratch")
     has_prefix = any(k.startswith("model.") for k in fla_state)
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []

@@ -1,14 +1,18 @@
 """The conformance checks every variant must pass (run by tests/test_conformance.py for every
-registered variant, built-in or plug-in; plug-in authors can call `check_variant` in their own tests).
+registered variant, built-in or plug-in; plug-in authors can call `check_variant` in their own tests),
+and every linear variant inside a head-wise hybrid (`check_headwise`, tests/test_headwise.py).
 
 All checks run in float64 on small random inputs, so tolerances can be tight.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from harness.model.config import ModelConfig
-from harness.model.lm import HybridLM
+from harness.model.layout import HEADWISE
+from harness.model.lm import HybridLM, build_mixer
 from harness.model.mixer import Mixer
 from harness.registry import get_variant
 
@@ -17,15 +21,28 @@ D_MODEL, N_HEADS, BATCH, SEQ = 32, 2, 2, 70  # 70 tokens: several chunks, and a 
 
 def make_mixer(name: str, seed: int = 0, **kwargs) -> Mixer:
     torch.manual_seed(seed)
-    mixer = get_variant(name)(D_MODEL, N_HEADS, **kwargs).double()
+    return _perturbed(get_variant(name)(D_MODEL, N_HEADS, **kwargs).double())
+
+
+def make_headwise(variant: str, layout: str = "heads:1/2", seed: int = 0, **model) -> Mixer:
+    """A head-wise hybrid layer (harness.model.headwise) of linear `variant`, built as HybridLM
+    builds one, with its parameters moved off their init like `make_mixer`'s."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**{"variant": variant, "layout": layout, "n_layers": 1, "d_model": D_MODEL,
+                         "n_heads": N_HEADS, **model})
+    return _perturbed(build_mixer(cfg, HEADWISE, 0).double())
+
+
+def _perturbed(mixer: Mixer) -> Mixer:
     with torch.no_grad():  # move every parameter off its init so gates and norms are exercised
         for p in mixer.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return mixer
 
 
-def check_chunk_equals_recurrent(name: str, atol: float = 1e-9) -> None:
-    mixer = make_mixer(name)
+def check_chunk_equals_recurrent(name: str, atol: float = 1e-9, make: Callable[[], Mixer] | None = None) -> None:
+    """`make` builds the mixer under test (default: `make_mixer(name)`); `name` labels messages."""
+    mixer = make() if make else make_mixer(name)
     x = torch.randn(BATCH, SEQ, D_MODEL, dtype=torch.float64, requires_grad=True)
     outs, grads = [], []
     for mode in ("chunk", "recurrent"):
@@ -45,8 +62,8 @@ def check_chunk_equals_recurrent(name: str, atol: float = 1e-9) -> None:
         torch.testing.assert_close(g_c, g_r, atol=atol, rtol=1e-7, msg=f"{name}: gradient of {n} differs")
 
 
-def check_causal(name: str, t: int = 40) -> None:
-    mixer = make_mixer(name)
+def check_causal(name: str, t: int = 40, make: Callable[[], Mixer] | None = None) -> None:
+    mixer = make() if make else make_mixer(name)
     x = torch.randn(BATCH, SEQ, D_MODEL, dtype=torch.float64)
     x2 = x.clone()
     x2[:, t] += torch.randn(BATCH, D_MODEL, dtype=torch.float64)
@@ -57,10 +74,12 @@ def check_causal(name: str, t: int = 40) -> None:
         assert not torch.allclose(y1[:, t], y2[:, t]), f"{name} ({mode}): output at t={t} ignores its input"
 
 
-def check_prefill_decode(name: str, atol: float = 1e-9) -> None:
-    layout = "transformer" if name == "attention" else "1:1"
+def check_prefill_decode(name: str, atol: float = 1e-9, layout: str | None = None, n_heads: int = N_HEADS) -> None:
+    """Prefill then token-by-token decode of a 2-layer model equals its forward pass; the layout
+    defaults to "1:1" ("transformer" for attention)."""
+    layout = layout or ("transformer" if name == "attention" else "1:1")
     torch.manual_seed(0)
-    cfg = ModelConfig(variant=name, layout=layout, n_layers=2, d_model=D_MODEL, n_heads=N_HEADS, vocab_size=61)
+    cfg = ModelConfig(variant=name, layout=layout, n_layers=2, d_model=D_MODEL, n_heads=n_heads, vocab_size=61)
     model = HybridLM(cfg).double().eval()
     tokens = torch.randint(0, cfg.vocab_size, (BATCH, SEQ))
     full = model(tokens)
@@ -73,13 +92,13 @@ def check_prefill_decode(name: str, atol: float = 1e-9) -> None:
     assert cache.seen_tokens == SEQ
 
 
-def check_state_bytes(name: str) -> None:
+def check_state_bytes(name: str, make: Callable[[], Mixer] | None = None) -> None:
     """The declared state (keys, shapes, roles) is what the cache holds, in fp64, fp32 and bf16:
     recurrent states at least fp32, conv tails and KV in the activation dtype."""
     from harness.model.mixer import RECURRENT, STATE_ROLES
 
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
-        mixer = make_mixer(name).to(dtype)
+        mixer = (make() if make else make_mixer(name)).to(dtype)
         with torch.no_grad():
             _, state = mixer(torch.randn(BATCH, SEQ, D_MODEL, dtype=dtype))
         spec = mixer.state_spec(BATCH, SEQ)
@@ -134,3 +153,18 @@ def check_variant(name: str) -> None:
     check_causal(name)
     check_prefill_decode(name)
     check_state_bytes(name)
+
+
+def check_headwise(variant: str, layout: str = "heads:1/2") -> None:
+    """The conformance checks on a head-wise hybrid of linear `variant` (harness.model.headwise):
+    chunk == recurrent (outputs, states, gradients), causality, declared state == held state in
+    fp64/fp32/bf16, and prefill + decode == forward in a 2-layer model of that layout."""
+    label = f"{variant} {layout}"
+
+    def make() -> Mixer:
+        return make_headwise(variant, layout)
+
+    check_chunk_equals_recurrent(label, make=make)
+    check_causal(label, make=make)
+    check_state_bytes(label, make=make)
+    check_prefill_decode(variant, layout=layout)

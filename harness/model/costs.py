@@ -2,13 +2,14 @@
 
 Nothing is allocated: the model is built on the `meta` device, so paper-sized shapes (340M, 1.3B)
 cost nothing. Counting rules (1 FLOP = one multiply or one add, forward pass, per token):
-- token mixers: the paper's Table 7 (harness.model.mixer.Mixer.flops_per_token): k * H * d_k * d_v for
-  a matrix state (k = 5 RetNet and Mamba-2, 7 GLA/HGRN-2, 8 DeltaNet/GDN), 5 * d for HGRN,
-  2 * L * d_model for softmax attention at context length L (2 * min(L, W) * d_model with a
-  sliding window W: a query sees min(L, W) keys, and the KV cache holds min(L, W) tokens, as each
-  mixer's `flops_per_token` and `state_spec` say). The mixers newer than the paper
-  follow its increments: a per-channel data-dependent decay adds 2 passes over the state (GLA's
-  7 over RetNet's 5) and a rank-one correction of the state adds 3 (DeltaNet's 8 over 5), so
+- token mixers: the paper's Table 7 (harness.model.mixer.Mixer.flops_per_token): k * H * d_k * d_v
+  for a matrix state (k = 5 RetNet and Mamba-2, 7 GLA/HGRN-2, 8 DeltaNet/GDN), 5 * d for HGRN,
+  2 * L * d_model for softmax attention at context length L (2 * min(L, W) * d_model with a sliding
+  window W: a query sees min(L, W) keys, and the KV cache holds min(L, W) tokens, as each mixer's
+  `flops_per_token` and `state_spec` say); a head-wise hybrid layer (harness.model.headwise) counts
+  its k attention heads (2 * L * k * head_dim) plus its linear variant. The mixers newer than the
+  paper follow its increments: a per-channel data-dependent decay adds 2 passes over the state
+  (GLA's 7 over RetNet's 5) and a rank-one correction of the state adds 3 (DeltaNet's 8 over 5), so
   KDA (per-channel gated delta rule) and RWKV-7 (per-channel decay + rank-one DPLR term) count
   k = 10; Mamba-2 is in the table at 5 (d_k = state_size N, d_v = head_dim P);
 - everything else, for `model_flops_per_token`: every nn.Linear costs 2 * in * out (projections,
@@ -23,8 +24,10 @@ import torch
 from torch import nn
 
 from harness.model.config import ModelConfig
+from harness.model.headwise import HeadwiseHybrid
 from harness.model.layout import ATTN
 from harness.model.lm import HybridLM
+from harness.model.mixer import KV, Mixer, spec_bytes
 from harness.model.modules import ShortConv
 
 
@@ -50,7 +53,7 @@ def model_costs(
     model = meta_model(cfg)
     mixers = [(kind, block.mixer) for kind, block in zip(model.kinds, model.layers)]
     mixer_flops = sum(m.flops_per_token(seq_len) for _, m in mixers)
-    kv = sum(m.state_bytes(batch, seq_len, dtype) for k, m in mixers if k == ATTN)
+    kv = sum(kv_bytes(m, batch, seq_len, dtype) for _, m in mixers)
     # everything else the cache holds: the linear mixers' states and the blocks' own tails
     state = model.expected_cache_bytes(batch, seq_len, dtype) - kv
     cache = state + kv
@@ -59,7 +62,8 @@ def model_costs(
     else:  # the baseline is the full-attention Transformer, whatever this model's window
         tf = meta_model(dataclasses.replace(cfg, layout="transformer", window=None))
         transformer_cache = tf.expected_cache_bytes(batch, seq_len, dtype)
-    linear = next((m for k, m in mixers if k != ATTN), None)
+    # a head-wise layer's linear variant is its `linear` branch
+    linear = next((m.linear if isinstance(m, HeadwiseHybrid) else m for k, m in mixers if k != ATTN), None)
     attn = next(m for k, m in mixers if k == ATTN) if linear is None else None
     n_params = sum(p.numel() for p in model.parameters())
     rows = [
@@ -77,6 +81,13 @@ def model_costs(
     if linear is not None:
         rows.append(("analytic_crossover_len", crossover_length(cfg), "tokens"))
     return [{"metric": m, "value": float(v), "unit": u} for m, v, u in rows]
+
+
+def kv_bytes(mixer: Mixer, batch: int, seq_len: int, dtype: torch.dtype) -> int:
+    """Bytes of `mixer`'s state entries of role "kv" (softmax attention's keys and values, a
+    head-wise hybrid's attention branch), by role, never by key name."""
+    spec = mixer.state_spec(batch, seq_len)
+    return spec_bytes({k: e for k, e in spec.items() if e.role == KV}, dtype, type(mixer).__name__)
 
 
 def crossover_length(cfg: ModelConfig) -> float:

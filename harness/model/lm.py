@@ -1,9 +1,10 @@
 """HybridLM: embedding -> N pre-norm blocks (mixer + MLP) -> norm -> LM head.
 
-Each block's mixer is the configured linear variant ("L") or softmax attention ("A"), as the
-layout says (harness.model.layout); the block around it is `cfg.block` (harness.model.blocks).
-The same module serves training (`forward`), prefill and token-by-token decoding (`prefill`,
-`decode_step`) with a `Cache` holding every layer's state.
+Each block's mixer is the configured linear variant ("L"), softmax attention ("A") or a head-wise
+hybrid of the two ("H", harness.model.headwise), as the layout says (harness.model.layout); the
+block around it is `cfg.block` (harness.model.blocks). The same module serves training (`forward`),
+prefill and token-by-token decoding (`prefill`, `decode_step`) with a `Cache` holding every layer's
+state.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from harness.model.blocks import Block, make_norm
 from harness.model.config import ModelConfig
-from harness.model.layout import ATTN, resolve_layout
+from harness.model.layout import ATTN, HEADWISE, attention_heads, resolve_layout
 from harness.model.mixer import Mixer, State
 from harness.registry import get_variant
 
@@ -43,10 +44,19 @@ class Cache:
 
 
 def build_mixer(cfg: ModelConfig, kind: str, layer_idx: int) -> Mixer:
+    """The mixer of one layer of `kind` ("L", "A" or "H"); every kind is attention for variant
+    "attention"."""
     if kind == ATTN or cfg.variant == "attention":
-        kwargs = {"n_kv_heads": cfg.attn_kv_heads, "rope_theta": cfg.rope_theta, "window": cfg.window,
-                  **cfg.attn_kwargs}
-        return get_variant("attention")(cfg.d_model, cfg.attn_heads or cfg.n_heads, layer_idx=layer_idx, **kwargs)
+        return _attention(cfg, cfg.attn_heads or cfg.n_heads, layer_idx)
+    if kind == HEADWISE:
+        from harness.model.headwise import HeadwiseHybrid
+
+        if cfg.attn_heads is not None:
+            raise ValueError(f"attn_heads={cfg.attn_heads} does not apply to the head-wise layout {cfg.layout!r}: "
+                             f"its softmax heads are that fraction of n_heads={cfg.n_heads}")
+        k = attention_heads(cfg.layout, cfg.n_heads)
+        attn = _attention(cfg, k, layer_idx, head_dim=cfg.d_model // cfg.n_heads)
+        return HeadwiseHybrid(attn, build_mixer(cfg, "L", layer_idx))
     cls = get_variant(cfg.variant)
     try:
         return cls(cfg.d_model, cfg.n_heads, layer_idx=layer_idx, mode=cfg.mode, **cfg.mixer_kwargs)
@@ -54,11 +64,17 @@ def build_mixer(cfg: ModelConfig, kind: str, layer_idx: int) -> Mixer:
         raise TypeError(f"variant {cfg.variant!r} rejected mixer_kwargs {cfg.mixer_kwargs}: {exc}") from None
 
 
+def _attention(cfg: ModelConfig, n_heads: int, layer_idx: int, **extra) -> Mixer:
+    kwargs = {"n_kv_heads": cfg.attn_kv_heads, "rope_theta": cfg.rope_theta, "window": cfg.window,
+              **extra, **cfg.attn_kwargs}
+    return get_variant("attention")(cfg.d_model, n_heads, layer_idx=layer_idx, **kwargs)
+
+
 class HybridLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.kinds = resolve_layout(cfg.layout, cfg.n_layers, cfg.placement)
+        self.kinds = resolve_layout(cfg.layout, cfg.n_layers, cfg.placement, n_heads=cfg.n_heads)
         self.embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(Block(build_mixer(cfg, kind, i), cfg, i) for i, kind in enumerate(self.kinds))
         self.norm = make_norm(cfg.block, cfg.d_model, cfg.norm_eps)

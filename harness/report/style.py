@@ -89,12 +89,16 @@ def sort_variants(variants) -> list[str]:
 
 def attn_fraction(layout: str) -> float:
     """Fraction of layers that are full softmax attention, from the layout string (NaN if unknown);
-    a placed layout ("3:1 bottom") has its ratio's."""
+    a placed layout ("3:1 bottom") has its ratio's, a head-wise one ("heads:1/4") its fraction of
+    softmax heads, so that it sits beside the layer ratio of the same KV cache (3:1)."""
     s = str(layout).strip().split(" ")[0]
     if s == "pure":
         return 0.0
     if s == "transformer":
         return 1.0
+    heads = re.fullmatch(r"heads:(\d+)/(\d+)", s)
+    if heads and 0 < int(heads.group(1)) < int(heads.group(2)):
+        return int(heads.group(1)) / int(heads.group(2))
     r = parse_ratio(s)
     if r is not None:
         return 1.0 / (r + 1)
