@@ -65,10 +65,13 @@ def resolve_block(block: int | None, chunk_size: int) -> int:
 
 def wants_blocks(block: int, seq_len: int, *tensors: torch.Tensor | None) -> bool:
     """Recompute only when it saves something: training (grad enabled, some input needs grad)
-    and more than one block of time."""
+    and more than two blocks of time. At two blocks or fewer one taped call is kept: recomputing
+    costs a whole extra forward there (KDA 141 -> 115 ms, dplr 189 -> 162 ms fwd + bwd at 2K, B 1,
+    H 4, head dim 64: reports/benchmarks/ops_cpu.json), for at most one block's tape more of memory;
+    the memory the lean path exists for is that of long sequences."""
     return (
         block > 0
-        and seq_len > block
+        and seq_len > 2 * block
         and torch.is_grad_enabled()
         and any(t is not None and t.requires_grad for t in tensors)
     )
