@@ -12,7 +12,7 @@ from harness.report import build_report
 ROOT = Path(__file__).resolve().parents[1]
 #: committed example -> the suite it ran
 EXAMPLES = {"quickstart": "quickstart", "cpu-recall": "cpu-recall", "cpu-recall-hard": "cpu-recall-hard",
-            "cpu-recall-new-mixers": "cpu-recall-new-mixers",
+            "cpu-recall-new-mixers": "cpu-recall-new-mixers", "cpu-hybrid-forms": "cpu-hybrid-forms",
             "cpu-placement": "cpu-placement", "cpu-lm": "cpu-lm", "benchmarks/cpu-mixer": "cpu-mixer"}
 
 
