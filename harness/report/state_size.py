@@ -12,11 +12,19 @@ STATE_SIZE_MIN_POINTS = 3
 STATE_KEYS = ["variant", "n_layers", "d_model", "n_heads"]  # a model's state grows with its depth too
 
 
+def _stored_layout(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with `layout` the stored one (`ratio`, where normalise folded a head count, window
+    or placement into `layout`) and a `window` column (NaN: full attention) whatever the table."""
+    rows = rows.assign(layout=rows["ratio"]) if "ratio" in rows.columns else rows
+    return rows if "window" in rows.columns else rows.assign(window=float("nan"))
+
+
 def _per_sequence_bytes(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Analytic `metric` per sequence and per token of context (value / batch and / (batch ·
     seq_len)), averaged per (variant, layout, d_model, n_heads) at the smallest batch."""
     rows = at_smallest(metric_rows(ok[ok["task"].isin(["analytic", "efficiency"])], metric), "batch")
-    rows = rows[rows["window"].isna()].assign(layout=rows["ratio"])  # as in recall_vs_state
+    rows = _stored_layout(rows)
+    rows = rows[rows["window"].isna()]
     if rows.empty:
         return pd.DataFrame(columns=STATE_KEYS + ["layout", "per_seq", "per_token"])
     batch = rows["batch"].fillna(1.0)
@@ -38,8 +46,8 @@ def recall_vs_state(ok: pd.DataFrame) -> pd.DataFrame:
     rec = metric_rows(ok, "recall_acc")
     # the stored layout (`ratio`): a head count other than the table's usual one is folded into
     # `layout` ("pure h=1"), and the heads are this figure's axis; the Transformer at full attention
-    rec = rec[(rec["ratio"] == "pure") | ((rec["ratio"] == "transformer") & rec["window"].isna())]
-    rec = rec.assign(layout=rec["ratio"])
+    rec = _stored_layout(rec)
+    rec = rec[(rec["layout"] == "pure") | ((rec["layout"] == "transformer") & rec["window"].isna())]
     if rec.empty:
         return pd.DataFrame(columns=cols)
     rec = rec.assign(length=rec["context_len"].fillna(rec["seq_len"]))
