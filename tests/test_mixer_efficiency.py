@@ -159,8 +159,10 @@ def test_sweep_reaches_the_crossover_and_op_tables(tmp_path):
     table = crossover_table(df)
     assert set(table["metric"]) == {"mixer_fwd_bwd_s", "mixer_fwd_s", "mixer_decode_step_s"}
     from harness.report.markdown import render
+    from harness.report.normalise import normalize
 
-    text, _ = render(df, tmp_path / "figures", "results.parquet", "harness report")
+    # render takes a normalised table, as build_report gives it
+    text, _ = render(normalize(df), tmp_path / "figures", "results.parquet", "harness report")
     assert "### One mixer layer vs length" in text and "mixer_fwd_bwd_s vs seq_len" in text
     op = df[(df.metric == "op_fwd_bwd_s") & (df.variant == "gla") & (df.seq_len == 256)].set_index("subtask")["value"]
     assert f"{op['harness'] / op['sdpa']:.2f}×" in text  # the op table's ours / SDPA column

@@ -13,10 +13,9 @@ STATE_KEYS = ["variant", "n_layers", "d_model", "n_heads"]  # a model's state gr
 
 
 def _stored_layout(rows: pd.DataFrame) -> pd.DataFrame:
-    """`rows` with `layout` the stored one (`ratio`, where normalise folded a head count, window
-    or placement into `layout`) and a `window` column (NaN: full attention) whatever the table."""
-    rows = rows.assign(layout=rows["ratio"]) if "ratio" in rows.columns else rows
-    return rows if "window" in rows.columns else rows.assign(window=float("nan"))
+    """`rows` with `layout` the stored one (`ratio`: normalise folds a head count, window or
+    placement into `layout`; the figure's axis is the heads, and windows are kept out)."""
+    return rows.assign(layout=rows["ratio"])
 
 
 def _per_sequence_bytes(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
