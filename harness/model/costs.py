@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from harness.model.config import ModelConfig
-from harness.model.headwise import HeadwiseHybrid
 from harness.model.layout import ATTN
 from harness.model.lm import HybridLM
 from harness.model.mixer import KV, Mixer, spec_bytes
@@ -62,8 +61,7 @@ def model_costs(
     else:  # the baseline is the full-attention Transformer, whatever this model's window
         tf = meta_model(dataclasses.replace(cfg, layout="transformer", window=None))
         transformer_cache = tf.expected_cache_bytes(batch, seq_len, dtype)
-    # a head-wise layer's linear variant is its `linear` branch
-    linear = next((m.linear if isinstance(m, HeadwiseHybrid) else m for k, m in mixers if k != ATTN), None)
+    linear = next((m.linear_mixer for k, m in mixers if k != ATTN), None)  # a head-wise layer's: its branch
     attn = next(m for k, m in mixers if k == ATTN) if linear is None else None
     n_params = sum(p.numel() for p in model.parameters())
     rows = [

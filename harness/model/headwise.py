@@ -48,6 +48,10 @@ class HeadwiseHybrid(Mixer):
         self.attn = attn
         self.linear = linear
 
+    @property
+    def linear_mixer(self) -> Mixer:
+        return self.linear
+
     def forward(
         self, x: torch.Tensor, state: State | None = None, offset: int = 0, mode: str | None = None,
         context: dict | None = None,

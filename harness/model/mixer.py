@@ -127,6 +127,12 @@ class Mixer(nn.Module):
 
         cls.__init__ = __init__  # type: ignore[method-assign]
 
+    @property
+    def linear_mixer(self) -> Mixer:
+        """The mixer whose kind this layer's costs and label read: itself; a composite layer
+        (harness.model.headwise) names its linear branch."""
+        return self
+
     # ---- to implement -------------------------------------------------------------------
     def forward(
         self, x: torch.Tensor, state: State | None = None, offset: int = 0, mode: str | None = None,
