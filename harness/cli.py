@@ -137,6 +137,8 @@ def sweep(
     results_dir = out_dir or Path("results") / spec.name
     if results_dir.exists() and not results_dir.is_dir():
         fail(f"--out {results_dir} is a file, not a directory; choose a directory (it is created if missing)")
+    if dry_run and spec.placement_search is not None:  # the rounds the stored results allow
+        cells = _search_cells(spec, results_dir, err) or cells
     unavailable = _unavailable_devices(cells) if not address else []  # a cluster's devices are not ours
     if dry_run:
         print_cells(spec.name, cells, results_dir)
@@ -145,8 +147,8 @@ def sweep(
         return
     if unavailable:
         fail("; ".join(unavailable) + ". Nothing was run")
-    summary = _run_cells(spec.name, cells, results_dir, err, executor=executor, workers=workers,
-                         address=address, retry_failed=retry_failed, shard=shard_of)
+    summary = _run_suite(spec, cells, results_dir, err, executor=executor, workers=workers, address=address,
+                         retry_failed=retry_failed, shard=shard_of)
     if summary.interrupted or summary.error:
         raise typer.Exit(summary.exit_code)
     if not no_report:  # a report that cannot be built is said, but the exit code is the cells'
@@ -197,6 +199,29 @@ def _suite_cells(suite: str, sets: Sequence[str], device: str | None, dtype: str
     for note in notes:
         err.print(note, markup=False, highlight=False)
     return spec, cells
+
+
+def _run_suite(spec, cells, results_dir: Path, err: Any, **options: Any):
+    """Run the suite's cells; a placement search runs round by round, each round built from the
+    stored results of the one before (harness.sweep.search_run)."""
+    if spec.placement_search is None:
+        return _run_cells(spec.name, cells, results_dir, err, **options)
+    from harness.sweep.search_run import run_search
+
+    return run_search(spec, results_dir, lambda todo: _run_cells(spec.name, todo, results_dir, err, **options),
+                      lambda note: err.print(note, markup=False, highlight=False))
+
+
+def _search_cells(spec, results_dir: Path, err: Any) -> list:
+    """A placement search's cells given what `results_dir` stores, its notes printed ([] when it
+    stores nothing: round 1 and the policies, already listed)."""
+    from harness.sweep.search_run import stored_cells
+
+    notes: list[str] = []
+    cells = stored_cells(spec, results_dir, notes)
+    for note in notes:
+        err.print(note, markup=False, highlight=False)
+    return cells
 
 
 @app.command()

@@ -3,7 +3,7 @@
 Each section is a function of one `ReportContext` (harness.report.sections): it reads the table
 and adds its text and figures. The sections live with their kind: the paper's tables
 (`paper_sections`), the figures and cost tables (`figure_sections`), placements (`placement`),
-sliding windows (`window`);
+placement searches (`search`), sliding windows (`window`);
 this module puts them in order (`render`) and adds the overview, which hybrid to use, claims,
 failures and provenance."""
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .figures import FigureRef
 from .fmt import fmt_value, md_table
 from .paper_sections import paper_tables
 from .placement import placement_section
+from .search import search_section
 from .sections import ReportContext, skip
 from .style import sort_layouts, sort_variants
 from .tables import order
@@ -183,7 +184,7 @@ def render(df: pd.DataFrame, fig_dir: Path, source: str, regen_cmd: str) -> tupl
     if ctx.ok.empty:
         no_data(ctx)
     else:
-        for section in (overview, paper_tables, figures_section, placement_section, window_section,
+        for section in (overview, paper_tables, figures_section, placement_section, search_section, window_section,
                         which_hybrid_section, claims_section):
             section(ctx)
     failures(ctx)

@@ -8,6 +8,8 @@ import dataclasses
 import functools
 import itertools
 
+import pandas as pd
+
 from harness.model.config import ModelConfig
 from harness.model.resolve import resolve_model
 from harness.registry import TASKS
@@ -15,6 +17,7 @@ from harness.sweep.cell import REF_CELL, REF_FROM, RUN_DEFAULTS, Cell, canonical
 from harness.sweep.messages import SuiteError
 from harness.sweep.references import Produced, entry_axes, entry_order, match_producer, ref_text, refs_in
 from harness.sweep.schema import Suite, axis_options, base_params
+from harness.sweep.search import search_cells
 
 __all__ = ["expand_cells"]
 
@@ -53,7 +56,7 @@ class _Expansion:
         return sum(map(len, self.invalid.values()))
 
 
-def expand_cells(suite: Suite, notes: list[str] | None = None) -> list[Cell]:
+def expand_cells(suite: Suite, notes: list[str] | None = None, table: pd.DataFrame | None = None) -> list[Cell]:
     """The suite's cells, in axis order (tasks outermost), duplicates merged.
 
     A parameter written `{from: <task>}` becomes `{"from": <task>, "cell": <producer cell_id>}`:
@@ -62,8 +65,13 @@ def expand_cells(suite: Suite, notes: list[str] | None = None) -> list[Cell]:
     first. Raises SuiteError naming every impossible combination, unless the suite sets
     `skip_invalid: true` (then they are dropped and a note is appended to `notes`), and every
     reference that matches no cell or several.
+
+    A suite with a `placement_search:` block expands to the cells its search needs given the
+    stored results `table` (harness.sweep.search): with none stored, round 1 and the fixed policies.
     """
     notes = notes if notes is not None else []
+    if suite.placement_search is not None:
+        return search_cells(suite, table, expand_cells, notes)
     exp = _Expansion(suite)
     for i in entry_order(suite):
         _expand_entry(exp, i)

@@ -28,6 +28,7 @@ from pydantic import (
 
 from harness.model.config import BLOCKS, ModelConfig
 from harness.model.layout import check_placement
+from harness.placement_search import DEFAULT_COMPARE
 from harness.registry import TASKS, VARIANTS
 from harness.runtime.devices import BACKENDS
 from harness.sweep.cell import DTYPE_NAMES, RUN_DEFAULTS
@@ -207,6 +208,19 @@ class TaskEntry(BaseModel):
     _axes_order: list[str] = PrivateAttr(default_factory=list)
 
 
+class PlacementSearch(BaseModel):
+    """`placement_search:`: where should k attention layers go (harness.placement_search; the cells
+    each round trains: harness.sweep.search; checked there too)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    #: search k = 1 .. attention_layers attention layers
+    attention_layers: int
+    #: what ranks the candidates (default: the suite's task score, e.g. recall_acc for mqar)
+    metric: str | None = None
+    #: the fixed placement policies compared at each k the depth allows
+    compare: list[str] = Field(default_factory=lambda: list(DEFAULT_COMPARE))
+
+
 class Suite(BaseModel):
     """A validated suite. Build it with `load_suite` (or `harness.sweep.validate.validate` from a dict), expand it with
     `expand_cells`."""
@@ -222,6 +236,7 @@ class Suite(BaseModel):
     sizes: dict[str, ModelOverrides] = Field(default_factory=dict)  # type: ignore[valid-type]
     axes: Axes = Field(default_factory=Axes)  # type: ignore[valid-type]
     skip_invalid: bool = False
+    placement_search: PlacementSearch | None = None
 
     _source: Path | None = PrivateAttr(default=None)
     _axes_order: list[str] = PrivateAttr(default_factory=list)

@@ -13,6 +13,7 @@ from harness.registry import TASKS
 from harness.sweep.messages import SuiteError, describe_error, error_text, fmt_loc, hint
 from harness.sweep.references import check_references, with_placeholders
 from harness.sweep.schema import INT64_MAX, Suite, axes_order_of, base_params
+from harness.sweep.search import check_search
 
 
 def big_ints(value: Any, loc: tuple = ()) -> list[str]:
@@ -124,4 +125,5 @@ def check_semantics(suite: Suite) -> list[str]:
                         if e["loc"][:1] == (key,)
                     ]
     errors += check_references(suite)
+    errors += check_search(suite)
     return errors
