@@ -187,3 +187,20 @@ def test_cpu_recall_readme_questions(cpu_recall):
     best = recommend(cpu_recall, Constraints(seq_len=4096, max_cache_bytes=1e6, accuracy_len="all"))
     assert (best.choice["variant"], best.choice["layout"]) == ("gated_deltanet", "pure")
     assert sorted(best.choice["tied"]) == ["deltanet pure", "hgrn2 pure"]
+
+
+def test_cpu_hybrid_forms_weighs_head_fractions_and_windows_with_layer_ratios():
+    """Issue 25 item 4 on the committed equal-cache comparison: head-wise and windowed layouts are
+    candidates beside the layer ratios, at their own analytic cache; above a 0.9 floor only the
+    Transformer and GLA with half its heads softmax (heads:1/2, the two that learned on both seeds)
+    qualify, and the head-wise one is the cheaper."""
+    table = pd.read_parquet(ROOT / "reports" / "cpu-hybrid-forms" / "results.parquet")
+    ans = recommend(table, Constraints(seq_len=4096, objective="cache", min_score=0.9, accuracy_len="all"))
+    assert (ans.choice["variant"], ans.choice["layout"]) == ("gla", "heads:1/2")
+    rows = ans.rows.set_index(["variant", "layout"])
+    assert {("gla", "heads:1/4"), ("gla", "1:1 w=32"), ("attention", "transformer w=16"), ("gla", "3:1")} <= set(rows.index)
+    assert sorted(rows.index[rows["feasible"].astype(bool)]) == [("attention", "transformer"), ("gla", "heads:1/2")]
+    # equal KV cache by layers and by heads (their linear states differ by 2 KiB); a window bounds it
+    cache = rows["cache_bytes"]
+    assert abs(cache[("gla", "heads:1/4")] / cache[("gla", "3:1")] - 1) < 0.01
+    assert cache[("gla", "1:1 w=32")] * 10 < cache[("gla", "3:1")]
