@@ -92,3 +92,38 @@ def test_blocks_without_a_tape_equal_one_call(op, grad_enabled):
         o2, s2 = fn(*args, initial_state=S0, chunk_size=16, checkpoint_block=0)
     torch.testing.assert_close(o1, o2, atol=1e-12, rtol=1e-10)
     torch.testing.assert_close(s1, s2, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("head_dim, chunk", [(1, 16), (8, 16), (16, 16), (24, 32), (32, 32), (64, 64), (128, 64)])
+def test_default_chunk_follows_the_head_dim(head_dim, chunk):
+    from harness.ops.chunking import default_chunk_size
+
+    assert default_chunk_size(head_dim) == chunk
+
+
+@pytest.mark.parametrize("K", [8, 16, 32])
+def test_default_chunk_equals_the_step_by_step_recurrence(K):
+    """The head-dim chunk (16 or 32 here, not fla's 64) is the same recurrence: forward, final state
+    and gradients of GLA (scalar and per-channel gate) and the gated delta rule, fp64, a length
+    that is no multiple of the chunk."""
+    from harness.ops import chunk_delta_rule, recurrent_delta_rule, recurrent_gla
+
+    torch.manual_seed(K)
+    B, T, H, V = 2, 53, 2, 12
+    q, k = (F.normalize(torch.randn(B, T, H, K, dtype=D), dim=-1).requires_grad_() for _ in range(2))
+    v = torch.randn(B, T, H, V, dtype=D, requires_grad=True)
+    beta = torch.rand(B, T, H, dtype=D, requires_grad=True)
+    g_head = F.logsigmoid(torch.randn(B, T, H, dtype=D) + 2).requires_grad_()
+    g_chan = F.logsigmoid(torch.randn(B, T, H, K, dtype=D) + 2).requires_grad_()
+    cases = [(chunk_gla, recurrent_gla, (q, k, v, g_head)), (chunk_gla, recurrent_gla, (q, k, v, g_chan)),
+             (chunk_delta_rule, recurrent_delta_rule, (q, k, v, beta, g_head))]
+    for chunked, stepwise, args in cases:
+        o1, s1 = chunked(*args)
+        o2, s2 = stepwise(*args)
+        torch.testing.assert_close(o1, o2, atol=1e-10, rtol=1e-8)
+        torch.testing.assert_close(s1, s2, atol=1e-10, rtol=1e-8)
+        w = torch.randn_like(o1)
+        g1 = torch.autograd.grad((o1 * w).sum() + s1.sum(), args)
+        g2 = torch.autograd.grad((o2 * w).sum() + s2.sum(), args)
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-7)

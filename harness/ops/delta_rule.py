@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from harness.ops.chunking import pair_decay, run_chunked, split_chunks
+from harness.ops.chunking import default_chunk_size, pair_decay, run_chunked, split_chunks
 from harness.ops.prelude import prepare_qkv
 
 
@@ -40,7 +40,7 @@ def recurrent_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta
 
 def chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                      g: torch.Tensor | None = None, scale: float | None = None,
-                     initial_state: torch.Tensor | None = None, chunk_size: int = 64,
+                     initial_state: torch.Tensor | None = None, chunk_size: int | None = None,
                      checkpoint_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form with the WY/UT representation (Yang et al. 2024, "Parallelizing
     linear transformers with the delta rule"; gated form from Gated DeltaNet).
@@ -52,8 +52,10 @@ def chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
     In training (grad enabled), time is cut into blocks of `checkpoint_block` tokens (default
     harness.ops.chunking.CHECKPOINT_BLOCK; 0 = off) that are recomputed in backward, so only the
     inputs and block-boundary states are kept (see harness.ops.chunking.blockwise).
+    `chunk_size` None: by the head dim (harness.ops.chunking.default_chunk_size).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    chunk_size = chunk_size or default_chunk_size(q.shape[-1])
     fn = functools.partial(_chunk_delta_rule, scale=scale, chunk_size=chunk_size)
     return run_chunked(lambda q, k, v, b, g, s: fn(q, k, v, b, g, initial_state=s), (q, k, v, beta, g),
                        initial_state, checkpoint_block, chunk_size)

@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-from harness.ops.chunking import pair_decay, run_chunked, split_chunks, strict_scores
+from harness.ops.chunking import default_chunk_size, pair_decay, run_chunked, split_chunks, strict_scores
 from harness.ops.prelude import prepare_qkv
 
 
@@ -41,7 +41,7 @@ def recurrent_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Te
 
 def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor | None = None,
               scale: float | None = None, initial_state: torch.Tensor | None = None,
-              chunk_size: int = 64, sub_chunk_size: int = 8, checkpoint_block: int | None = None
+              chunk_size: int | None = None, sub_chunk_size: int = 8, checkpoint_block: int | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunkwise-parallel form (GLA paper, Yang et al. 2024), exact and overflow-free.
 
@@ -55,10 +55,12 @@ def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor
     In training (grad enabled), time is cut into blocks of `checkpoint_block` tokens (default
     harness.ops.chunking.CHECKPOINT_BLOCK; 0 = off) that are recomputed in backward, so only the
     inputs and block-boundary states are kept (see harness.ops.chunking.blockwise).
+    `chunk_size` None: by the head dim (harness.ops.chunking.default_chunk_size).
     """
     if g is not None:
         _expand_gate(g, q, g.dtype)  # check the shape before blocks slice it
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    chunk_size = chunk_size or default_chunk_size(q.shape[-1])
     fn = functools.partial(_chunk_gla, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
     return run_chunked(lambda q, k, v, g, s: fn(q, k, v, g, initial_state=s), (q, k, v, g), initial_state,
                        checkpoint_block, chunk_size)
