@@ -153,12 +153,17 @@ def cpu_ms(fn: Callable[[], None], repeats: int) -> float:
 def interleaved(runs: dict[str, tuple[Callable[[], None], Callable[[], None]]], repeats: int
                 ) -> tuple[dict[str, float], dict[str, float]]:
     """Least ms of each implementation's forward and forward + backward, the implementations taking
-    turns within each repeat: a burst of load on a shared machine then hits all of them alike."""
+    turns within each repeat: a burst of load on a shared machine then hits all of them alike.
+    Each turn runs its call once untimed, then timed: after another implementation ran, the
+    first call re-faults freed memory (SDPA's 2K scores alone are 64 MiB), which added up to 30%
+    to a 20 ms op here, while a training loop calls the same op on warm memory every step."""
     fwd = {i: float("inf") for i in runs}
     fwd_bwd = dict(fwd)
     for _ in range(repeats):
         for impl, (f, fb) in runs.items():
+            f()
             fwd[impl] = min(fwd[impl], cpu_ms(f, 1))
+            fb()
             fwd_bwd[impl] = min(fwd_bwd[impl], cpu_ms(fb, 1))
     return fwd, fwd_bwd
 
