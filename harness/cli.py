@@ -133,7 +133,7 @@ def sweep(
     out_dir = path_option(out, "--out", "results/<suite-name>")
     executor = _choose_executor(executor, workers, address)
     shard_of = _parse_shard(shard)
-    spec, cells = _suite_cells(suite or DEFAULT_SUITE, sets or (), device, dtype, err)
+    spec, cells, said = _suite_cells(suite or DEFAULT_SUITE, sets or (), device, dtype, err)
     results_dir = out_dir or Path("results") / spec.name
     if results_dir.exists() and not results_dir.is_dir():
         fail(f"--out {results_dir} is a file, not a directory; choose a directory (it is created if missing)")
@@ -147,7 +147,7 @@ def sweep(
         return
     if unavailable:
         fail("; ".join(unavailable) + ". Nothing was run")
-    summary = _run_suite(spec, cells, results_dir, err, executor=executor, workers=workers, address=address,
+    summary = _run_suite(spec, cells, results_dir, err, said, executor=executor, workers=workers, address=address,
                          retry_failed=retry_failed, shard=shard_of)
     if summary.interrupted or summary.error:
         raise typer.Exit(summary.exit_code)
@@ -186,7 +186,7 @@ def _run_cells(name: str, cells, results_dir: Path, err: Any, **options: Any):
 
 
 def _suite_cells(suite: str, sets: Sequence[str], device: str | None, dtype: str | None, err: Any):
-    """(the validated suite, its cells), its notes printed; every problem of the suite, exit 2."""
+    """(the validated suite, its cells, its notes), the notes printed; every problem of the suite, exit 2."""
     from harness.sweep import SuiteError, expand_cells, find_suite, load_suite
 
     notes: list[str] = []
@@ -198,10 +198,10 @@ def _suite_cells(suite: str, sets: Sequence[str], device: str | None, dtype: str
         raise typer.Exit(2) from None
     for note in notes:
         err.print(note, markup=False, highlight=False)
-    return spec, cells
+    return spec, cells, notes
 
 
-def _run_suite(spec, cells, results_dir: Path, err: Any, **options: Any):
+def _run_suite(spec, cells, results_dir: Path, err: Any, said: Sequence[str] = (), **options: Any):
     """Run the suite's cells; a placement search runs round by round, each round built from the
     stored results of the one before (harness.sweep.search_run)."""
     if spec.placement_search is None:
@@ -209,7 +209,7 @@ def _run_suite(spec, cells, results_dir: Path, err: Any, **options: Any):
     from harness.sweep.search_run import run_search
 
     return run_search(spec, results_dir, lambda todo: _run_cells(spec.name, todo, results_dir, err, **options),
-                      lambda note: err.print(note, markup=False, highlight=False))
+                      lambda note: err.print(note, markup=False, highlight=False), said)
 
 
 def _search_cells(spec, results_dir: Path, err: Any) -> list:

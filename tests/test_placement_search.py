@@ -202,6 +202,10 @@ def test_a_tiny_search_through_the_sweep_engine(tmp_path, monkeypatch):
     suite.write_text(TINY)
     result = CliRunner().invoke(app, ["sweep", str(suite), "--out", str(out), "--executor", "serial"])
     assert result.exit_code == 0, result.output
+    # one note per state of the search: the round-1 note of the load is not said again by the
+    # search's first pass
+    assert result.output.count("gla: round 1 of 2") == 1 and result.output.count("gla: round 2 of 2") == 1, \
+        result.output
     stored = pd.read_parquet(out / "results.parquet")
     assert stored["cell_id"].nunique() == 5
     report = (out / "report" / "report.md").read_text()

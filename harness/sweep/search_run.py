@@ -4,7 +4,7 @@ rerun recomputes every choice from the stored table and runs only what is missin
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,13 @@ def stored_cells(suite: Suite, results_dir: Path, notes: list[str]) -> list[Cell
 
 
 def run_search(suite: Suite, results_dir: Path, run: Callable[[list[Cell]], Any],
-               say: Callable[[str], None] = print) -> Any:
+               say: Callable[[str], None] = print, said: Iterable[str] = ()) -> Any:
     """Run the search's rounds: each pass expands the cells the stored table allows (the rounds
     decided so far, the next round, the fixed policies) and `run`s them (the driver skips stored
     cells); it stops when a pass adds no cell, or a run is interrupted or cannot write. Returns
-    the last run's summary (its statuses cover every cell of the search)."""
+    the last run's summary (its statuses cover every cell of the search). A note is said once:
+    not again when a pass repeats it, nor when it is in `said` (printed as the suite loaded)."""
+    said = set(said)
     seen: set[str] | None = None
     summary = None
     for _ in range(suite.placement_search.attention_layers + 2):  # one pass per round, and one to see the end
@@ -51,7 +53,9 @@ def run_search(suite: Suite, results_dir: Path, run: Callable[[list[Cell]], Any]
         if ids == seen:
             break
         for note in notes:
-            say(note)
+            if note not in said:
+                say(note)
+                said.add(note)
         summary = run(cells)
         if getattr(summary, "interrupted", False) or getattr(summary, "error", None):
             break
