@@ -55,7 +55,8 @@ def chunk_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: to
     `chunk_size` None: by the head dim (harness.ops.chunking.default_chunk_size).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    chunk_size = chunk_size or default_chunk_size(q.shape[-1])
+    if chunk_size is None:
+        chunk_size = default_chunk_size(q.shape[-1])
     fn = functools.partial(_chunk_delta_rule, scale=scale, chunk_size=chunk_size)
     return run_chunked(lambda q, k, v, b, g, s: fn(q, k, v, b, g, initial_state=s), (q, k, v, beta, g),
                        initial_state, checkpoint_block, chunk_size)

@@ -60,7 +60,8 @@ def chunk_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor
     if g is not None:
         _expand_gate(g, q, g.dtype)  # check the shape before blocks slice it
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    chunk_size = chunk_size or default_chunk_size(q.shape[-1])
+    if chunk_size is None:
+        chunk_size = default_chunk_size(q.shape[-1])
     fn = functools.partial(_chunk_gla, scale=scale, chunk_size=chunk_size, sub_chunk_size=sub_chunk_size)
     return run_chunked(lambda q, k, v, g, s: fn(q, k, v, g, initial_state=s), (q, k, v, g), initial_state,
                        checkpoint_block, chunk_size)
